@@ -1,0 +1,41 @@
+"""`python -m app`: validate configuration, apply migrations, then serve.
+
+`python -m app migrate` only applies migrations.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import uvicorn
+from pydantic import ValidationError
+
+from app.core.config import Settings, describe_invalid_settings
+from app.db.migrations import upgrade_to_head
+
+
+def main(argv: list[str]) -> int:
+    try:
+        settings = Settings()
+    except ValidationError as error:
+        print(describe_invalid_settings(error), file=sys.stderr)  # noqa: T201
+        return 2
+    upgrade_to_head(settings)
+    if argv[:1] == ["migrate"]:
+        return 0
+    uvicorn.run(
+        "app.main:create_app_from_env",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.web_concurrency,
+        log_config=None,  # structlog owns logging; see app.core.logging
+        access_log=False,
+        proxy_headers=True,
+        timeout_graceful_shutdown=30,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,117 @@
+"""Pure ASGI middleware: request id, access log, JSON content type, and the last-resort 500."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.api.problems import problem_response
+from app.core import metrics
+
+log = structlog.get_logger("app.access")
+
+# A caller's id is echoed back and logged, so only a safe, bounded shape is accepted.
+_SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+_METHODS_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
+
+
+def _is_json(content_type: str) -> bool:
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    return media_type == "application/json" or media_type.endswith("+json")
+
+
+def _has_body(headers: Headers) -> bool:
+    length = headers.get("content-length")
+    if length is not None:
+        return length.strip() not in ("", "0")
+    return "transfer-encoding" in headers
+
+
+class RequestContextMiddleware:
+    """Gives every request an id, logs one access line, and turns crashes into a clean 500."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        headers = Headers(scope=scope)
+        incoming = headers.get("x-request-id", "")
+        request_id = incoming if _SAFE_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+
+        status = 500
+        response_started = False
+        started = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+                status = message["status"]
+                MutableHeaders(scope=message)["X-Request-ID"] = request_id
+            await send(message)
+
+        try:
+            if (
+                scope["method"] in _METHODS_WITH_BODY
+                and _has_body(headers)
+                and not _is_json(headers.get("content-type", ""))
+            ):
+                response = problem_response(
+                    415,
+                    "unsupported_media_type",
+                    "request bodies must be application/json",
+                    request_id,
+                )
+                await response(scope, receive, send_with_id)
+            else:
+                await self.app(scope, receive, send_with_id)
+        except Exception:
+            log.exception("unhandled error", method=scope["method"], path=scope["path"])
+            if not response_started:
+                response = problem_response(
+                    500, "internal_error", "an unexpected error occurred", request_id
+                )
+                await response(scope, receive, send_with_id)
+        finally:
+            duration_s = time.perf_counter() - started
+            route = _route_template(scope)
+            metrics.observe_request(scope["method"], route, status, duration_s)
+            log.info(
+                "request",
+                method=scope["method"],
+                route=route,
+                status=status,
+                duration_ms=round(duration_s * 1000, 2),
+            )
+            structlog.contextvars.clear_contextvars()
+
+
+def _route_template(scope: MutableMapping[str, Any]) -> str:
+    """The matched route's template (`/api/v1/conversations/{conversation_id}`), never raw ids.
+
+    Rebuilt from the path and its parameters: with nested routers, the matched route object
+    only knows its path relative to its own router.
+    """
+    if scope.get("route") is None:
+        return "unmatched"
+    names_by_value = {
+        value: name
+        for name, value in (scope.get("path_params") or {}).items()
+        if isinstance(value, str)
+    }
+    segments = scope["path"].split("/")
+    return "/".join(f"{{{names_by_value[s]}}}" if s in names_by_value else s for s in segments)

@@ -1,0 +1,10 @@
+"""The /api/v1 surface: one router per resource."""
+
+from fastapi import APIRouter
+
+from app.api.v1 import conversations, feedback, messages
+
+router = APIRouter(prefix="/api/v1")
+router.include_router(conversations.router)
+router.include_router(messages.router)
+router.include_router(feedback.router)

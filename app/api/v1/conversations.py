@@ -1,0 +1,82 @@
+"""/api/v1/conversations: thin handlers over services.conversations."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+
+from app.api.deps import CurrentUser, OwnedConversation, ProvidersDep, SessionDep
+from app.api.v1.openapi import problems
+from app.schemas.common import Page
+from app.schemas.conversations import (
+    ConversationCreate,
+    ConversationDetail,
+    ConversationRead,
+    ConversationUpdate,
+)
+from app.schemas.messages import MessageRead
+from app.services import conversations as service
+
+router = APIRouter(prefix="/conversations", tags=["conversations"])
+
+
+@router.post(
+    "", status_code=201, response_model=ConversationRead, responses=problems(413, 415, 422)
+)
+async def create_conversation(
+    session: SessionDep,
+    principal: CurrentUser,
+    registry: ProvidersDep,
+    body: ConversationCreate | None = None,
+) -> ConversationRead:
+    conversation = await service.create(session, principal, body or ConversationCreate(), registry)
+    return ConversationRead.model_validate(conversation)
+
+
+@router.get("", response_model=Page[ConversationRead], responses=problems(422))
+async def list_conversations(
+    session: SessionDep,
+    principal: CurrentUser,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    user_id: Annotated[str | None, Query(min_length=1, max_length=255)] = None,
+    q: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+) -> Page[ConversationRead]:
+    """Newest first; `q` searches titles and message text; `cursor` is a `next_cursor`."""
+    rows, next_cursor = await service.list_page(
+        session, principal, user_id=user_id, query=q, limit=limit, cursor=cursor
+    )
+    return Page[ConversationRead](
+        items=[ConversationRead.model_validate(row) for row in rows], next_cursor=next_cursor
+    )
+
+
+@router.get("/{conversation_id}", response_model=ConversationDetail, responses=problems(404))
+async def get_conversation(
+    conversation: OwnedConversation, session: SessionDep
+) -> ConversationDetail:
+    messages = await service.messages_of(session, conversation)
+    return ConversationDetail(
+        **ConversationRead.model_validate(conversation).model_dump(),
+        messages=[MessageRead.model_validate(m) for m in messages],
+    )
+
+
+@router.patch(
+    "/{conversation_id}", response_model=ConversationRead, responses=problems(404, 413, 415, 422)
+)
+async def update_conversation(
+    body: ConversationUpdate,
+    conversation: OwnedConversation,
+    session: SessionDep,
+    registry: ProvidersDep,
+) -> ConversationRead:
+    updated = await service.update(session, conversation, body, registry)
+    return ConversationRead.model_validate(updated)
+
+
+@router.delete("/{conversation_id}", status_code=204, responses=problems(404))
+async def delete_conversation(conversation: OwnedConversation, session: SessionDep) -> Response:
+    await service.delete(session, conversation)
+    return Response(status_code=204)

@@ -1,0 +1,48 @@
+"""/api/v1/conversations/{id}/messages: send a turn, read the history."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Query
+
+from app.api.deps import CurrentUser, OwnedConversation, SessionDep, TurnsDep
+from app.api.v1.openapi import problems
+from app.schemas.common import Page
+from app.schemas.messages import MessageCreate, MessageRead, TurnResult
+from app.services import conversations as conversation_service
+from app.services.turns import take_turn
+
+router = APIRouter(prefix="/conversations/{conversation_id}/messages", tags=["messages"])
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=TurnResult,
+    responses=problems(404, 413, 415, 422, 429, 502, 504),
+)
+async def send_message(
+    conversation_id: UUID, body: MessageCreate, principal: CurrentUser, turns: TurnsDep
+) -> TurnResult:
+    """Store the message, get the reply from the model, store and charge it, return both."""
+    # No request session here: the turn opens its own short transactions so that no
+    # connection is held while the provider is thinking.
+    return await take_turn(turns, principal, conversation_id, body)
+
+
+@router.get("", response_model=Page[MessageRead], responses=problems(404, 422))
+async def list_messages(
+    conversation: OwnedConversation,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> Page[MessageRead]:
+    """Oldest first."""
+    rows, next_cursor = await conversation_service.messages_page(
+        session, conversation, limit=limit, cursor=cursor
+    )
+    return Page[MessageRead](
+        items=[MessageRead.model_validate(row) for row in rows], next_cursor=next_cursor
+    )

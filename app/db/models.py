@@ -1,0 +1,138 @@
+"""The stored domain: conversations, their messages, and feedback on either."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import BigInteger, CheckConstraint, Enum, ForeignKey, Index, String, Text, text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from app.db.base import Base, CreatedAtMixin, IdMixin, utcnow
+
+
+class MessageRole(StrEnum):
+    USER = "user"
+    ASSISTANT = "assistant"
+    SYSTEM = "system"
+
+
+class MessageStatus(StrEnum):
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class FeedbackType(StrEnum):
+    THUMBS_UP = "thumbs_up"
+    THUMBS_DOWN = "thumbs_down"
+    RATING = "rating"
+    COMMENT = "comment"
+
+
+def constrained(enum: type[StrEnum], name: str) -> Enum:
+    """A VARCHAR with a CHECK constraint: portable, and adding a value is a small migration."""
+    return Enum(
+        enum,
+        name=name,
+        native_enum=False,
+        create_constraint=True,
+        length=16,
+        values_callable=lambda members: [member.value for member in members],
+    )
+
+
+class Conversation(IdMixin, CreatedAtMixin, Base):
+    __tablename__ = "conversations"
+
+    user_id: Mapped[str] = mapped_column(String(255))
+    title: Mapped[str | None] = mapped_column(String(500))
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)
+    provider: Mapped[str | None] = mapped_column(String(64))
+    model: Mapped[str | None] = mapped_column(String(255))
+    system_prompt: Mapped[str | None] = mapped_column(Text)
+    message_count: Mapped[int] = mapped_column(default=0, server_default=text("0"))
+    # BIGINT: a long-lived conversation can pass 2^31 tokens in total.
+    total_tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    total_cost_usd: Mapped[Decimal] = mapped_column(default=Decimal(0), server_default=text("0"))
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    messages: Mapped[list[Message]] = relationship(
+        back_populates="conversation",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        order_by="(Message.created_at, Message.id)",
+    )
+
+    __table_args__ = (
+        # Listing: a user's conversations, newest first, keyset on (created_at, id).
+        Index("ix_conversations_user_id_created_at_id", "user_id", "created_at", "id"),
+        # An admin listing across users walks the same order without a sort.
+        Index("ix_conversations_created_at_id", "created_at", "id"),
+        CheckConstraint("message_count >= 0", name="message_count_non_negative"),
+        CheckConstraint("total_tokens >= 0", name="total_tokens_non_negative"),
+    )
+
+
+class Message(IdMixin, CreatedAtMixin, Base):
+    __tablename__ = "messages"
+
+    conversation_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("conversations.id", ondelete="CASCADE")
+    )
+    role: Mapped[MessageRole] = mapped_column(constrained(MessageRole, "message_role"))
+    content: Mapped[str] = mapped_column(Text, default="")
+    status: Mapped[MessageStatus] = mapped_column(constrained(MessageStatus, "message_status"))
+    provider: Mapped[str | None] = mapped_column(String(64))
+    model: Mapped[str | None] = mapped_column(String(255))
+    prompt_tokens: Mapped[int] = mapped_column(default=0, server_default=text("0"))
+    completion_tokens: Mapped[int] = mapped_column(default=0, server_default=text("0"))
+    cached_tokens: Mapped[int] = mapped_column(default=0, server_default=text("0"))
+    total_tokens: Mapped[int] = mapped_column(default=0, server_default=text("0"))
+    cost_usd: Mapped[Decimal | None] = mapped_column(default=Decimal(0))
+    latency_ms: Mapped[int | None]
+    time_to_first_token_ms: Mapped[int | None]
+    finish_reason: Mapped[str | None] = mapped_column(String(32))
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)
+
+    conversation: Mapped[Conversation] = relationship(back_populates="messages")
+
+    __table_args__ = (
+        # History: a conversation's messages in order, keyset on (created_at, id).
+        Index("ix_messages_conversation_id_created_at_id", "conversation_id", "created_at", "id"),
+        CheckConstraint(
+            "prompt_tokens >= 0 AND completion_tokens >= 0 AND cached_tokens >= 0"
+            " AND total_tokens >= 0",
+            name="token_counts_non_negative",
+        ),
+        CheckConstraint("cost_usd IS NULL OR cost_usd >= 0", name="cost_non_negative"),
+    )
+
+
+class Feedback(IdMixin, CreatedAtMixin, Base):
+    __tablename__ = "feedback"
+
+    conversation_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("conversations.id", ondelete="CASCADE")
+    )
+    message_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("messages.id", ondelete="CASCADE")
+    )
+    type: Mapped[FeedbackType] = mapped_column(constrained(FeedbackType, "feedback_type"))
+    rating: Mapped[int | None]
+    comment: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        Index("ix_feedback_conversation_id_created_at_id", "conversation_id", "created_at", "id"),
+        # Deleting a message cascades here; this index keeps that delete from scanning.
+        Index("ix_feedback_message_id", "message_id"),
+        CheckConstraint(
+            "(type = 'rating' AND rating BETWEEN 1 AND 5)"
+            " OR (type <> 'rating' AND (rating IS NULL OR rating BETWEEN 1 AND 5))",
+            name="rating_in_range",
+        ),
+    )

@@ -1,0 +1,63 @@
+"""Engine and session factory for the two backends: Postgres (asyncpg) and SQLite (aiosqlite)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+from app.core.config import Settings
+
+
+def create_engine(settings: Settings, **overrides: Any) -> AsyncEngine:
+    """One pooled engine per process, created at start-up."""
+    if settings.is_sqlite:
+        return _sqlite_engine(settings, **overrides)
+    options: dict[str, Any] = {
+        # Errors and logs must never carry bound values: they can be message text.
+        "hide_parameters": True,
+        "pool_size": settings.db_pool_size,
+        "max_overflow": settings.db_max_overflow,
+        "pool_recycle": 1800,
+        # A dead database must fail requests quickly (503), not queue them for 30 s.
+        "pool_timeout": 10,
+        "connect_args": {"timeout": 5, "command_timeout": 30},
+    }
+    options.update(overrides)
+    return create_async_engine(settings.database_url, **options)
+
+
+def _sqlite_engine(settings: Settings, **overrides: Any) -> AsyncEngine:
+    if (path := settings.sqlite_path) is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    engine = create_async_engine(settings.database_url, hide_parameters=True, **overrides)
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not the driver, decide when transactions begin (see _on_begin).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        # IMMEDIATE takes the write lock up front: a deferred transaction that reads and then
+        # writes fails at once with SQLITE_BUSY when another writer got there first.
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    # expire_on_commit=False: rows stay readable after commit, without a reload round trip.
+    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)

@@ -1,0 +1,101 @@
+"""Domain errors. Each declares its HTTP status and contract `code`; one handler renders them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from http import HTTPStatus
+from typing import Any, ClassVar
+from uuid import UUID
+
+
+class ChatAPIError(Exception):
+    """Base of every error a client may see; `detail` must never hold secrets or message text."""
+
+    status: ClassVar[HTTPStatus] = HTTPStatus.INTERNAL_SERVER_ERROR
+    code: ClassVar[str] = "internal_error"
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.headers = dict(headers or {})
+        self.extra = dict(extra or {})
+
+
+class ConversationNotFound(ChatAPIError):
+    status = HTTPStatus.NOT_FOUND
+    code = "conversation_not_found"
+
+    def __init__(self, conversation_id: UUID) -> None:
+        super().__init__(f"conversation {conversation_id} does not exist")
+
+
+class MessageNotFound(ChatAPIError):
+    status = HTTPStatus.NOT_FOUND
+    code = "message_not_found"
+
+    def __init__(self, message_id: UUID) -> None:
+        super().__init__(f"message {message_id} does not exist")
+
+
+class InvalidCursor(ChatAPIError):
+    status = HTTPStatus.UNPROCESSABLE_ENTITY
+    code = "validation_error"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "cursor is not valid for this list",
+            extra={"errors": [{"loc": ["query", "cursor"], "msg": "invalid cursor"}]},
+        )
+
+
+class UnknownModel(ChatAPIError):
+    status = HTTPStatus.UNPROCESSABLE_ENTITY
+    code = "unknown_model"
+
+
+class ProviderNotConfigured(ChatAPIError):
+    status = HTTPStatus.UNPROCESSABLE_ENTITY
+    code = "provider_not_configured"
+
+    def __init__(self, provider: str) -> None:
+        super().__init__(f"provider {provider!r} is not configured on this service")
+
+
+class Unauthenticated(ChatAPIError):
+    status = HTTPStatus.UNAUTHORIZED
+    code = "unauthenticated"
+
+    def __init__(self, detail: str = "missing or invalid credentials") -> None:
+        super().__init__(detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+class UpstreamError(ChatAPIError):
+    """The provider failed; the detail names the provider, never its key or raw response."""
+
+    status = HTTPStatus.BAD_GATEWAY
+    code = "upstream_error"
+
+
+class UpstreamTimeout(ChatAPIError):
+    status = HTTPStatus.GATEWAY_TIMEOUT
+    code = "upstream_timeout"
+
+    def __init__(self, provider: str, seconds: float) -> None:
+        super().__init__(f"provider {provider!r} did not answer within {seconds:g} s")
+
+
+class UpstreamRateLimited(ChatAPIError):
+    status = HTTPStatus.TOO_MANY_REQUESTS
+    code = "upstream_rate_limited"
+
+    def __init__(self, provider: str, retry_after: int) -> None:
+        super().__init__(
+            f"provider {provider!r} is rate limiting this service",
+            headers={"Retry-After": str(max(1, retry_after))},
+        )

@@ -1,0 +1,106 @@
+"""The application factory and its lifespan: wiring only, no logic."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from redis.asyncio import Redis
+
+from app import __version__
+from app.api import health, v1
+from app.api.deps import AppState
+from app.api.middleware import RequestContextMiddleware
+from app.api.problems import install_problem_handlers
+from app.core.config import Settings
+from app.core.logging import configure_logging
+from app.db.session import create_engine, make_sessionmaker
+from app.providers.registry import ProviderRegistry, build_registry
+from app.services.pricing import PriceBook, build_price_book
+from app.services.turns import TurnContext
+
+log = structlog.get_logger(__name__)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    providers: ProviderRegistry | None = None,
+    prices: PriceBook | None = None,
+) -> FastAPI:
+    """Build the app; `providers` and `prices` replace the configured ones (for tests)."""
+    configure_logging(settings)
+    registry = providers or build_registry(settings)
+    price_book = prices or build_price_book(settings)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[AppState]:
+        engine = create_engine(settings)
+        sessionmaker = make_sessionmaker(engine)
+        redis = (
+            Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=2)
+            if settings.redis_url
+            else None
+        )
+        log.info(
+            "starting",
+            environment=settings.app_env.value,
+            database=engine.dialect.name,
+            redis=redis is not None,
+            default_provider=registry.default_provider,
+        )
+        try:
+            yield AppState(
+                settings=settings,
+                sessionmaker=sessionmaker,
+                redis=redis,
+                providers=registry,
+                prices=price_book,
+                turns=TurnContext(
+                    sessionmaker=sessionmaker,
+                    registry=registry,
+                    prices=price_book,
+                    provider_timeout_s=settings.provider_timeout_seconds,
+                ),
+            )
+        finally:
+            if redis is not None:
+                await redis.aclose()
+            await engine.dispose()
+
+    app = FastAPI(
+        title="chat-api",
+        version=__version__,
+        summary="Conversations, messages and costs over any LLM provider.",
+        lifespan=lifespan,
+        max_body_size=settings.max_body_bytes,
+    )
+    install_problem_handlers(app)
+    if settings.cors_origins:
+        wildcard = settings.cors_origins == ["*"]
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_credentials=not wildcard,  # browsers forbid credentials with "*"
+            allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "Idempotency-Key",
+                "Last-Event-ID",
+                "X-Request-ID",
+            ],
+            expose_headers=["X-Request-ID", "Retry-After"],
+        )
+    app.add_middleware(RequestContextMiddleware)  # added last: outermost
+    app.include_router(health.router)
+    app.include_router(v1.router)
+    return app
+
+
+def create_app_from_env() -> FastAPI:
+    """Entry point for uvicorn workers (`--factory`): settings come from the environment."""
+    return create_app(Settings())

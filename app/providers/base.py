@@ -1,0 +1,104 @@
+"""The provider interface: a request in, a typed stream of events out.
+
+Every adapter (mock, OpenAI wire, Anthropic wire, fallback chains) satisfies `Provider`.
+The rest of the service never imports an SDK.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from app.errors import UpstreamError
+
+ChatRole = Literal["system", "user", "assistant"]
+FinishReason = Literal["stop", "length", "content_filter", "tool_calls", "cancelled", "error"]
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    role: ChatRole
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    """What one turn asks of a model; `messages` is the history in order, newest last."""
+
+    model: str
+    messages: tuple[ChatMessage, ...]
+    system_prompt: str | None = None
+    temperature: float | None = None
+    max_tokens: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token counts as the provider bills them; `prompt_tokens` includes cached ones."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    cache_write_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    reason: FinishReason
+    usage: Usage
+    model: str  # the id the provider reports, e.g. a dated snapshot
+
+
+StreamEvent = TextDelta | Finished
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    text: str
+    finish_reason: FinishReason
+    usage: Usage
+    model: str
+    time_to_first_token_ms: int | None = field(default=None)
+
+
+class Provider(Protocol):
+    """A model backend. `stream` yields text deltas and ends with exactly one `Finished`."""
+
+    name: str
+    default_model: str
+
+    def supports(self, model: str) -> bool:
+        """Whether this provider can serve `model` (real APIs accept any name they know)."""
+        ...
+
+    # Plain `def` on purpose: an `async def ... yield` method satisfies it; `async def` would not.
+    def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]: ...
+
+
+async def complete(
+    provider: Provider, request: ChatRequest, *, clock: Callable[[], int]
+) -> Completion:
+    """Run a request to the end: the non-streaming path is the streaming path, accumulated."""
+    started = clock()
+    first_token_at: int | None = None
+    parts: list[str] = []
+    async for event in provider.stream(request):
+        match event:
+            case TextDelta(text=text):
+                if first_token_at is None:
+                    first_token_at = clock()
+                parts.append(text)
+            case Finished(reason=reason, usage=usage, model=model):
+                ttft = None if first_token_at is None else first_token_at - started
+                return Completion("".join(parts), reason, usage, model, ttft)
+    raise UpstreamError(f"provider {provider.name!r} ended its reply without finishing")

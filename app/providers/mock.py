@@ -1,0 +1,84 @@
+"""The built-in offline provider: deterministic replies with realistic token counts."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from app.providers.base import (
+    ChatRequest,
+    Finished,
+    FinishReason,
+    StreamEvent,
+    TextDelta,
+    Usage,
+)
+
+MOCK_MODELS = ("mock",)
+CONTEXT_WINDOW = 128_000
+
+_VOCABULARY = (
+    "the service stores every conversation and message so that nothing a user sends is lost "
+    "each reply is charged exactly once and streamed to the browser token by token while "
+    "operators watch latency cost and errors in real time across replicas with care"
+).split()
+
+# OpenAI's chat format spends about this many tokens per message on role and separators.
+_TOKENS_PER_MESSAGE = 4
+_REPLY_PRIMING_TOKENS = 3
+
+
+def estimate_tokens(text: str) -> int:
+    """About four characters per token, the rule of thumb for English with BPE tokenizers."""
+    return max(1, math.ceil(len(text) / 4)) if text else 0
+
+
+def prompt_tokens_of(request: ChatRequest) -> int:
+    texts = [m.content for m in request.messages]
+    if request.system_prompt:
+        texts.append(request.system_prompt)
+    return sum(estimate_tokens(t) + _TOKENS_PER_MESSAGE for t in texts) + _REPLY_PRIMING_TOKENS
+
+
+def reply_words(request: ChatRequest) -> list[str]:
+    """The same history always gets the same reply, so tests and benchmarks can predict it."""
+    last_user = next((m.content for m in reversed(request.messages) if m.role == "user"), "")
+    digest = hashlib.sha256(last_user.encode("utf-8", "surrogatepass")).digest()
+    length = 12 + digest[0] % 28
+    words = [_VOCABULARY[(digest[i % len(digest)] + i) % len(_VOCABULARY)] for i in range(length)]
+    words[0] = words[0].capitalize()
+    words[-1] += "."
+    return words
+
+
+@dataclass
+class MockProvider:
+    """Offline and free of network; `chunk_delay_s` imitates a model's pace between tokens."""
+
+    chunk_delay_s: float = 0.0
+    name: str = "mock"
+    default_model: str = MOCK_MODELS[0]
+
+    def supports(self, model: str) -> bool:
+        return model in MOCK_MODELS
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+        words = reply_words(request)
+        budget = request.max_tokens
+        completion_tokens = 0
+        reason: FinishReason = "stop"
+        for index, word in enumerate(words):
+            piece = word if index == 0 else f" {word}"
+            tokens = estimate_tokens(piece)
+            if budget is not None and completion_tokens + tokens > budget:
+                reason = "length"
+                break
+            if self.chunk_delay_s:
+                await asyncio.sleep(self.chunk_delay_s)
+            completion_tokens += tokens
+            yield TextDelta(piece)
+        usage = Usage(prompt_tokens=prompt_tokens_of(request), completion_tokens=completion_tokens)
+        yield Finished(reason=reason, usage=usage, model=request.model)

@@ -1,0 +1,60 @@
+"""All SQL on messages. Callers reach them only through a conversation they own."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from uuid import UUID
+
+from sqlalchemy import Select, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db.models import Message, MessageStatus
+from app.repositories.pagination import fetch_page
+
+# Replies that failed carry no text the model should see again.
+_PROMPT_STATUSES = (MessageStatus.COMPLETED, MessageStatus.CANCELLED)
+
+
+class MessageRepo:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    def in_conversation(self, conversation_id: UUID) -> Select[Message]:
+        return select(Message).where(Message.conversation_id == conversation_id)
+
+    async def get_in_conversation(self, message_id: UUID, conversation_id: UUID) -> Message | None:
+        return (
+            await self.session.scalars(
+                self.in_conversation(conversation_id).where(Message.id == message_id)
+            )
+        ).one_or_none()
+
+    async def all_in_order(self, conversation_id: UUID) -> Sequence[Message]:
+        statement = self.in_conversation(conversation_id).order_by(Message.created_at, Message.id)
+        return (await self.session.scalars(statement)).all()
+
+    async def prompt_history(self, conversation_id: UUID) -> Sequence[Message]:
+        """The turns a model should see, oldest first: user turns and replies that have text."""
+        statement = (
+            self.in_conversation(conversation_id)
+            .where(Message.status.in_(_PROMPT_STATUSES), Message.content != "")
+            .order_by(Message.created_at, Message.id)
+        )
+        return (await self.session.scalars(statement)).all()
+
+    async def page(
+        self, conversation_id: UUID, *, limit: int, cursor: str | None
+    ) -> tuple[Sequence[Message], str | None]:
+        return await fetch_page(
+            self.session,
+            self.in_conversation(conversation_id),
+            created_at=Message.created_at,
+            row_id=Message.id,
+            limit=limit,
+            cursor=cursor,
+            newest_first=False,
+        )
+
+    async def add_all(self, *messages: Message) -> None:
+        self.session.add_all(messages)
+        await self.session.flush()

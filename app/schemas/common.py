@@ -1,0 +1,84 @@
+"""Shared pydantic pieces: the base model, storable text, bounded metadata, money, pages."""
+
+from __future__ import annotations
+
+import math
+from decimal import Decimal
+from typing import Annotated, Any, Generic, TypeVar
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer
+
+T = TypeVar("T")
+
+METADATA_MAX_DEPTH = 8
+METADATA_MAX_KEYS = 256
+METADATA_MAX_STRING = 8_192
+
+
+class Schema(BaseModel):
+    """Base of every request and response body; reads ORM rows by attribute."""
+
+    model_config = ConfigDict(from_attributes=True, populate_by_name=True)
+
+
+def _storable(text: str) -> str:
+    # Postgres rejects NUL in text and lone surrogates cannot be encoded as UTF-8:
+    # refuse them here as a 422 instead of failing at the database as a 500.
+    if "\x00" in text:
+        raise ValueError("text must not contain NUL characters")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("text must be valid UTF-8 (no lone surrogates)") from None
+    return text
+
+
+StorableText = Annotated[str, AfterValidator(_storable)]
+
+
+def _check_metadata(value: dict[str, Any]) -> dict[str, Any]:
+    keys = 0
+
+    def walk(node: Any, depth: int) -> None:
+        nonlocal keys
+        if depth > METADATA_MAX_DEPTH:
+            raise ValueError(f"metadata is nested deeper than {METADATA_MAX_DEPTH} levels")
+        if isinstance(node, dict):
+            keys += len(node)
+            if keys > METADATA_MAX_KEYS:
+                raise ValueError(f"metadata has more than {METADATA_MAX_KEYS} keys")
+            for key, item in node.items():
+                _storable(key)
+                walk(item, depth + 1)
+        elif isinstance(node, list):
+            keys += len(node)
+            if keys > METADATA_MAX_KEYS:
+                raise ValueError(f"metadata has more than {METADATA_MAX_KEYS} values")
+            for item in node:
+                walk(item, depth + 1)
+        elif isinstance(node, str):
+            if len(node) > METADATA_MAX_STRING:
+                raise ValueError(
+                    f"metadata strings are limited to {METADATA_MAX_STRING} characters"
+                )
+            _storable(node)
+        elif isinstance(node, float) and not math.isfinite(node):
+            raise ValueError("metadata numbers must be finite")
+
+    walk(value, 1)
+    return value
+
+
+Metadata = Annotated[dict[str, Any], AfterValidator(_check_metadata)]
+
+# Exact in storage and arithmetic; a JSON number on the wire, as the contract says.
+Money = Annotated[Decimal, PlainSerializer(float, return_type=float, when_used="json")]
+
+ProviderName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9_\-]+$")]
+ModelName = Annotated[StorableText, Field(min_length=1, max_length=255)]
+UserId = Annotated[StorableText, Field(min_length=1, max_length=255)]
+
+
+class Page(Schema, Generic[T]):
+    items: list[T]
+    next_cursor: str | None = None

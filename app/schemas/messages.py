@@ -1,0 +1,60 @@
+"""Message bodies: what a client sends for a turn and what it reads back."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+from uuid import UUID
+
+from pydantic import Field
+
+from app.db.models import MessageRole, MessageStatus
+from app.schemas.common import Metadata, ModelName, Money, ProviderName, Schema, StorableText
+
+MAX_MESSAGE_CHARS = 100_000
+MAX_REPLY_TOKENS = 128_000
+
+
+class MessageCreate(Schema):
+    content: Annotated[StorableText, Field(min_length=1, max_length=MAX_MESSAGE_CHARS)]
+    provider: ProviderName | None = None
+    model: ModelName | None = None
+    temperature: Annotated[float, Field(ge=0, le=2, allow_inf_nan=False)] | None = None
+    max_tokens: Annotated[int, Field(ge=1, le=MAX_REPLY_TOKENS)] | None = None
+    stream: bool = False
+    metadata: Metadata = Field(default_factory=dict)
+
+
+class MessageRead(Schema):
+    id: UUID
+    conversation_id: UUID
+    role: MessageRole
+    content: str
+    status: MessageStatus
+    provider: str | None
+    model: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    cached_tokens: int
+    cost_usd: Money | None
+    latency_ms: int | None
+    time_to_first_token_ms: int | None
+    finish_reason: str | None
+    metadata: dict[str, Any] = Field(validation_alias="metadata_")
+    created_at: datetime
+
+
+class TokenUsage(Schema):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class TurnResult(Schema):
+    """The 201 body of a completed turn (and, later, the data of the SSE `done` event)."""
+
+    message: MessageRead
+    conversation_id: UUID
+    usage: TokenUsage
+    cost_usd: Money | None

@@ -1,0 +1,101 @@
+"""Conversations: create, list, read, change and delete, always as a given principal."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from uuid import UUID
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.security import Principal
+from app.db.base import utcnow
+from app.db.models import Conversation, Message
+from app.errors import ConversationNotFound
+from app.providers.registry import ProviderRegistry
+from app.repositories.conversations import ConversationRepo
+from app.repositories.messages import MessageRepo
+from app.schemas.conversations import ConversationCreate, ConversationUpdate
+
+
+async def get_owned(
+    session: AsyncSession, principal: Principal, conversation_id: UUID
+) -> Conversation:
+    """The conversation if the caller may see it; a missing and a foreign id are the same 404."""
+    conversation = await ConversationRepo(session).get(conversation_id, principal)
+    if conversation is None:
+        raise ConversationNotFound(conversation_id)
+    return conversation
+
+
+async def create(
+    session: AsyncSession,
+    principal: Principal,
+    body: ConversationCreate,
+    registry: ProviderRegistry,
+) -> Conversation:
+    """Store a new conversation; its provider and model defaults must be ones we can serve."""
+    if body.provider is not None or body.model is not None:
+        registry.resolve(body.provider, body.model)
+    now = utcnow()
+    conversation = Conversation(
+        user_id=principal.owner_for(body.user_id),
+        title=body.title,
+        metadata_=body.metadata,
+        provider=body.provider,
+        model=body.model,
+        system_prompt=body.system_prompt,
+        created_at=now,
+        updated_at=now,
+    )
+    return await ConversationRepo(session).add(conversation)
+
+
+async def list_page(
+    session: AsyncSession,
+    principal: Principal,
+    *,
+    user_id: str | None,
+    query: str | None,
+    limit: int,
+    cursor: str | None,
+) -> tuple[Sequence[Conversation], str | None]:
+    return await ConversationRepo(session).page(
+        principal, user_id=user_id, query=query, limit=limit, cursor=cursor
+    )
+
+
+async def messages_of(session: AsyncSession, conversation: Conversation) -> Sequence[Message]:
+    return await MessageRepo(session).all_in_order(conversation.id)
+
+
+async def update(
+    session: AsyncSession,
+    conversation: Conversation,
+    body: ConversationUpdate,
+    registry: ProviderRegistry,
+) -> Conversation:
+    """Change only the fields the client sent."""
+    changes = body.model_dump(exclude_unset=True)
+    if "provider" in changes or "model" in changes:
+        provider = changes.get("provider", conversation.provider)
+        model = changes.get("model", conversation.model)
+        if provider is not None or model is not None:
+            registry.resolve(provider, model)
+    if "metadata" in changes:
+        conversation.metadata_ = changes.pop("metadata") or {}
+    for field, value in changes.items():
+        setattr(conversation, field, value)
+    conversation.updated_at = utcnow()
+    await session.flush()
+    return conversation
+
+
+async def delete(session: AsyncSession, conversation: Conversation) -> None:
+    await ConversationRepo(session).delete(conversation)
+
+
+async def messages_page(
+    session: AsyncSession, conversation: Conversation, *, limit: int, cursor: str | None
+) -> tuple[Sequence[Message], str | None]:
+    """A conversation's messages, oldest first."""
+    return await MessageRepo(session).page(conversation.id, limit=limit, cursor=cursor)

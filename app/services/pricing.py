@@ -1,0 +1,55 @@
+"""What a model costs per token, and what a reply costs: exact `Decimal` arithmetic only."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+
+from app.core.config import Settings
+from app.providers.base import Usage
+
+_PER_MTOK = Decimal(1_000_000)
+# Stored money has 10 places (NUMERIC(18, 10)); round once, here, so totals equal their sums.
+_MONEY_PLACES = Decimal("1e-10")
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    """USD per million tokens; cached reads and cache writes default to the input price."""
+
+    input_per_mtok: Decimal
+    output_per_mtok: Decimal
+    cached_input_per_mtok: Decimal | None = None
+    cache_write_per_mtok: Decimal | None = None
+
+    def cost_of(self, usage: Usage) -> Decimal:
+        cached_rate = self.cached_input_per_mtok
+        write_rate = self.cache_write_per_mtok
+        uncached = max(0, usage.prompt_tokens - usage.cached_tokens - usage.cache_write_tokens)
+        total = (
+            uncached * self.input_per_mtok
+            + usage.cached_tokens * (self.input_per_mtok if cached_rate is None else cached_rate)
+            + usage.cache_write_tokens * (self.input_per_mtok if write_rate is None else write_rate)
+            + usage.completion_tokens * self.output_per_mtok
+        )
+        return (total / _PER_MTOK).quantize(_MONEY_PLACES)
+
+
+class PriceBook:
+    """Prices by (provider, model); a model without a price costs `None`, never a guess."""
+
+    def __init__(self, prices: Mapping[tuple[str, str], Price]) -> None:
+        self._prices = dict(prices)
+
+    def price_of(self, provider: str, model: str) -> Price | None:
+        return self._prices.get((provider, model))
+
+    def cost_of(self, provider: str, model: str, usage: Usage) -> Decimal | None:
+        price = self.price_of(provider, model)
+        return None if price is None else price.cost_of(usage)
+
+
+def build_price_book(settings: Settings) -> PriceBook:
+    mock = Price(settings.mock_input_price_per_mtok, settings.mock_output_price_per_mtok)
+    return PriceBook({("mock", "mock"): mock})
