@@ -1,0 +1,49 @@
+# Two commands do all set-up on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install run migrate test test-slow lint format bench clean
+
+$(STAMP): requirements.txt requirements-dev.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt -r requirements-dev.txt
+	touch $(STAMP)
+
+## install: create .venv and install pinned dependencies
+install: $(STAMP)
+
+## run: apply migrations and serve on http://$(HOST):$(PORT) (WEB_CONCURRENCY=n for n workers)
+run: $(STAMP)
+	$(BIN)/python -m app
+
+## migrate: apply Alembic migrations to DATABASE_URL
+migrate: $(STAMP)
+	$(BIN)/python -m app migrate
+
+## test: the whole suite on Postgres and SQLite (CI=true turns a missing service into a failure)
+test: $(STAMP)
+	$(BIN)/pytest -m "not slow"
+
+## test-slow: heavy fault and load tests
+test-slow: $(STAMP)
+	$(BIN)/pytest -m slow
+
+## lint: ruff (lint and format check) and mypy --strict
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+## bench: measure turn latency and throughput through the real server
+bench: $(STAMP)
+	$(BIN)/python bench/turns.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,73 @@
+"""Throwaway test databases on the real backends: a fresh Postgres database or SQLite file."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from app.core.config import Settings
+from app.db.migrations import upgrade_to_head
+
+# The server to create test databases on; trust auth as on the CI machine.
+POSTGRES_ADMIN_DSN = os.environ.get(
+    "TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def unavailable(what: str, error: BaseException) -> None:
+    """In CI a missing service fails the run; on a laptop it skips, saying why."""
+    message = f"{what} is not reachable: {error!r}"
+    if IN_CI:
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+def _async_url(dsn: str, database: str) -> str:
+    base = dsn.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
+    return f"{base}/{database}"
+
+
+@asynccontextmanager
+async def postgres_database() -> AsyncIterator[str]:
+    """A new, migrated Postgres database for this run, dropped afterwards."""
+    name = f"chat_api_test_{uuid.uuid4().hex[:12]}"
+    try:
+        admin = await asyncpg.connect(POSTGRES_ADMIN_DSN, timeout=5)
+    except (OSError, asyncpg.PostgresError) as error:
+        unavailable("Postgres", error)
+        raise
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    url = _async_url(POSTGRES_ADMIN_DSN, name)
+    try:
+        await migrate(url)
+        yield url
+    finally:
+        admin = await asyncpg.connect(POSTGRES_ADMIN_DSN, timeout=5)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+@asynccontextmanager
+async def sqlite_database(directory: Path) -> AsyncIterator[str]:
+    url = f"sqlite+aiosqlite:///{directory / 'chat.db'}"
+    await migrate(url)
+    yield url
+
+
+async def migrate(url: str) -> None:
+    # Alembic's env runs its own event loop, so it gets a thread of its own.
+    await asyncio.to_thread(upgrade_to_head, Settings(_env_file=None, database_url=url))
