@@ -6,12 +6,16 @@ from collections.abc import Mapping, MutableMapping
 from http import HTTPStatus
 from typing import Any
 
+import sqlalchemy.exc
+import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.errors import ChatAPIError
+
+log = structlog.get_logger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -105,7 +109,31 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+# What a lost or overloaded database looks like from inside a request. Each is a quick 503
+# the client may retry, not a 500: the service recovers by itself when the database returns.
+DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+    sqlalchemy.exc.TimeoutError,  # no pooled connection became free in time
+    ConnectionError,
+    TimeoutError,
+)
+
+
+async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    log.warning("database unavailable", error=type(exc).__name__)
+    return problem_response(
+        503,
+        "not_ready",
+        "the database is unavailable; retry shortly",
+        request_id_of(request.scope),
+        headers={"Retry-After": "5"},
+    )
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ChatAPIError, _domain_error)
+    for exception_type in DATABASE_UNAVAILABLE:
+        app.add_exception_handler(exception_type, _database_unavailable)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

@@ -85,6 +85,7 @@ class ConversationRepo:
             update(Conversation)
             .where(Conversation.id == conversation_id)
             .values(message_count=Conversation.message_count + added, updated_at=utcnow())
+            .execution_options(synchronize_session=False)
         )
 
     async def charge(self, conversation_id: UUID, *, tokens: int, cost_usd: Decimal) -> None:
@@ -97,4 +98,5 @@ class ConversationRepo:
                 total_cost_usd=Conversation.total_cost_usd + cost_usd,
                 updated_at=utcnow(),
             )
+            .execution_options(synchronize_session=False)  # no ORM copy to refresh
         )

@@ -20,7 +20,7 @@ from app.core.security import Principal
 from app.db.base import utcnow
 from app.db.models import Conversation, Message, MessageRole, MessageStatus
 from app.errors import ChatAPIError, ConversationNotFound, UpstreamError, UpstreamTimeout
-from app.providers.base import ChatMessage, ChatRequest, Completion, complete
+from app.providers.base import ChatMessage, ChatRequest, Completion, Provider, complete
 from app.providers.registry import ModelChoice, ProviderRegistry
 from app.repositories.conversations import ConversationRepo
 from app.repositories.messages import MessageRepo
@@ -63,8 +63,7 @@ async def take_turn(
     On any provider failure the user's message stays stored, the reply is stored as `failed`,
     and the domain error (502, 504 or 429) propagates to the client.
     """
-    reply, request = await _open_turn(ctx, principal, conversation_id, body)
-    provider = ctx.registry.providers[reply.provider or ""]
+    reply, request, provider = await _open_turn(ctx, principal, conversation_id, body)
     started = _monotonic_ms()
     try:
         async with asyncio.timeout(ctx.provider_timeout_s):
@@ -92,7 +91,7 @@ async def take_turn(
 
 async def _open_turn(
     ctx: TurnContext, principal: Principal, conversation_id: UUID, body: MessageCreate
-) -> tuple[Message, ChatRequest]:
+) -> tuple[Message, ChatRequest, Provider]:
     """Commit the user's message and an in-progress reply; build the request from the history."""
     async with ctx.sessionmaker.begin() as session:
         conversation = await ConversationRepo(session).get(conversation_id, principal)
@@ -133,7 +132,7 @@ async def _open_turn(
         temperature=body.temperature,
         max_tokens=body.max_tokens,
     )
-    return reply, request
+    return reply, request, choice.provider
 
 
 async def _complete_reply(

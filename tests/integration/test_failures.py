@@ -1,0 +1,96 @@
+"""Failures the client did not cause: a crash inside a route, and a database that is gone."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+
+from app.core.config import Settings
+from app.main import create_app
+
+
+class CapturedLines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+class TestUnexpectedError:
+    async def test_a_crash_is_a_bare_500_with_the_request_id_and_a_logged_traceback(
+        self, settings: Settings
+    ) -> None:
+        app = create_app(settings)
+
+        async def explode() -> None:
+            raise RuntimeError("secret internals: sk-live-should-not-leak")
+
+        app.add_api_route("/explode", explode)
+        root = logging.getLogger()
+        capture = CapturedLines()
+        capture.setFormatter(root.handlers[0].formatter)
+        root.addHandler(capture)
+        try:
+            async with (
+                LifespanManager(app) as manager,
+                httpx.AsyncClient(
+                    transport=httpx.ASGITransport(app=manager.app, raise_app_exceptions=False),
+                    base_url="http://testserver",
+                ) as client,
+            ):
+                response = await client.get("/explode", headers={"X-Request-ID": "crash-1"})
+        finally:
+            root.removeHandler(capture)
+
+        assert response.status_code == 500
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.headers["x-request-id"] == "crash-1"
+        assert response.json() == {
+            "type": "about:blank",
+            "title": "Internal Server Error",
+            "status": 500,
+            "detail": "an unexpected error occurred",
+            "code": "internal_error",
+            "request_id": "crash-1",
+        }
+        records = [json.loads(line) for line in capture.lines]
+        crash = next(r for r in records if r["event"] == "unhandled error")
+        assert crash["request_id"] == "crash-1"
+        assert "RuntimeError" in crash["exception"]
+        assert "Traceback" in crash["exception"]
+
+
+class TestDatabaseOutage:
+    @pytest.mark.parametrize(
+        ("method", "path"),
+        [
+            ("GET", "/api/v1/conversations"),
+            ("POST", "/api/v1/conversations"),
+            ("GET", "/api/v1/conversations/0192f5b0-0000-7000-8000-000000000000"),
+            ("POST", "/api/v1/conversations/0192f5b0-0000-7000-8000-000000000000/messages"),
+        ],
+    )
+    async def test_requests_get_a_quick_503_when_the_database_is_unreachable(
+        self, make_settings: Callable[..., Settings], method: str, path: str
+    ) -> None:
+        settings = make_settings(database_url="postgresql+asyncpg://postgres@127.0.0.1:1/gone")
+        app = create_app(settings)
+        body = {"content": "hello"} if path.endswith("messages") else {}
+        async with (
+            LifespanManager(app) as manager,
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=manager.app), base_url="http://testserver"
+            ) as client,
+        ):
+            response = await client.request(method, path, json=body)
+
+        assert response.status_code == 503
+        assert response.json()["code"] == "not_ready"
+        assert response.headers["retry-after"] == "5"
