@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 from app import __version__
 from app.api import health, v1
 from app.api.deps import AppState
-from app.api.middleware import RequestContextMiddleware
+from app.api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from app.api.problems import install_problem_handlers
 from app.core.config import Settings
 from app.core.logging import configure_logging
@@ -76,7 +76,6 @@ def create_app(
         version=__version__,
         summary="Conversations, messages and costs over any LLM provider.",
         lifespan=lifespan,
-        max_body_size=settings.max_body_bytes,
     )
     install_problem_handlers(app)
     if settings.cors_origins:
@@ -95,6 +94,7 @@ def create_app(
             ],
             expose_headers=["X-Request-ID", "Retry-After"],
         )
+    app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware)  # added last: outermost
     app.include_router(health.router)
     app.include_router(v1.router)

@@ -10,9 +10,10 @@ from typing import Any
 
 import structlog
 from starlette.datastructures import Headers, MutableHeaders
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api.problems import problem_response
+from app.api.problems import problem_response, request_id_of
 from app.core import metrics
 
 log = structlog.get_logger("app.access")
@@ -98,6 +99,47 @@ class RequestContextMiddleware:
                 duration_ms=round(duration_s * 1000, 2),
             )
             structlog.contextvars.clear_contextvars()
+
+
+class BodySizeLimitMiddleware:
+    """Refuses request bodies over `max_body_bytes` with a 413 problem, declared or streamed.
+
+    A declared Content-Length over the limit is refused before the app runs; a chunked body is
+    counted as it arrives and cut off at the limit, so memory stays bounded either way.
+    """
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = Headers(scope=scope).get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_body_bytes:
+            response = problem_response(
+                413, "payload_too_large", self._detail(), request_id_of(scope)
+            )
+            await response(scope, receive, send)
+            return
+
+        received = 0
+
+        async def receive_within_limit() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    # An HTTPException passes through FastAPI's body parsing unchanged.
+                    raise HTTPException(413, self._detail())
+            return message
+
+        await self.app(scope, receive_within_limit, send)
+
+    def _detail(self) -> str:
+        return f"request body is larger than {self.max_body_bytes} bytes"
 
 
 def _route_template(scope: MutableMapping[str, Any]) -> str:
