@@ -83,8 +83,35 @@ async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+def _undecodable_body(exc: StarletteHTTPException) -> str | None:
+    """Why FastAPI could not decode a JSON body, if that is what this 400 is.
+
+    FastAPI turns a `json.JSONDecodeError` into a 422 but any other decoding failure (bytes
+    that are not UTF-8, nesting past the recursion limit, an integer too long to convert)
+    into a bare 400; the contract calls all of them malformed JSON.
+    """
+    if exc.status_code != 400:
+        return None
+    cause = exc.__cause__
+    if isinstance(cause, UnicodeDecodeError):
+        return "the body is not valid UTF-8"
+    if isinstance(cause, RecursionError):
+        return "the body is nested too deeply"
+    if isinstance(cause, ValueError):
+        return "the body is not valid JSON"
+    return None
+
+
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if (reason := _undecodable_body(exc)) is not None:
+        return problem_response(
+            422,
+            "validation_error",
+            "the request is not valid",
+            request_id_of(request.scope),
+            errors=[{"loc": ["body"], "msg": reason}],
+        )
     status = exc.status_code
     code = _CODES_BY_STATUS.get(status, "http_error")
     detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(status).phrase

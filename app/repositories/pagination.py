@@ -6,7 +6,7 @@ import base64
 import binascii
 import json
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
@@ -37,12 +37,14 @@ def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         created_at, row_id = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
-        position = (datetime.fromisoformat(created_at), UUID(row_id))
-    except (ValueError, TypeError, binascii.Error, UnicodeError):
+        moment = datetime.fromisoformat(created_at)
+        if moment.tzinfo is None:
+            raise InvalidCursor()
+        # In UTC, as stored: SQLite compares the time's text and ignores its offset, and a
+        # forged offset at the calendar's edge overflows here (422), not in the driver (500).
+        return moment.astimezone(UTC), UUID(row_id)
+    except (ValueError, TypeError, OverflowError, binascii.Error, UnicodeError):
         raise InvalidCursor() from None
-    if position[0].tzinfo is None:
-        raise InvalidCursor()
-    return position
 
 
 async def fetch_page(

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
-from pydantic import Field, model_validator
+from pydantic import Field, StrictInt, model_validator
 
 from app.db.models import FeedbackType
 from app.schemas.common import Schema, StorableText
@@ -15,7 +15,8 @@ from app.schemas.common import Schema, StorableText
 class FeedbackCreate(Schema):
     type: FeedbackType
     message_id: UUID | None = None
-    rating: Annotated[int, Field(ge=1, le=5)] | None = None
+    # Strict: JSON `true` or `"5"` is a wrong type (422), not a silently coerced rating.
+    rating: Annotated[StrictInt, Field(ge=1, le=5)] | None = None
     comment: Annotated[StorableText, Field(max_length=10_000)] | None = None
 
     @model_validator(mode="after")

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
-from pydantic import Field
+from pydantic import Field, StrictBool, StrictFloat, StrictInt
 
 from app.db.models import MessageRole, MessageStatus
 from app.schemas.common import Metadata, ModelName, Money, ProviderName, Schema, StorableText
@@ -19,9 +19,10 @@ class MessageCreate(Schema):
     content: Annotated[StorableText, Field(min_length=1, max_length=MAX_MESSAGE_CHARS)]
     provider: ProviderName | None = None
     model: ModelName | None = None
-    temperature: Annotated[float, Field(ge=0, le=2, allow_inf_nan=False)] | None = None
-    max_tokens: Annotated[int, Field(ge=1, le=MAX_REPLY_TOKENS)] | None = None
-    stream: bool = False
+    # Strict: JSON `true` or `"1"` is a wrong type (422), not a silently coerced 1.
+    temperature: Annotated[StrictFloat, Field(ge=0, le=2, allow_inf_nan=False)] | None = None
+    max_tokens: Annotated[StrictInt, Field(ge=1, le=MAX_REPLY_TOKENS)] | None = None
+    stream: StrictBool = False
     metadata: Metadata = Field(default_factory=dict)
 
 

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Response
 
 from app.api.deps import CurrentUser, OwnedConversation, ProvidersDep, SessionDep
 from app.api.v1.openapi import problems
-from app.schemas.common import Page
+from app.schemas.common import Page, StorableText
 from app.schemas.conversations import (
     ConversationCreate,
     ConversationDetail,
@@ -40,8 +40,9 @@ async def list_conversations(
     principal: CurrentUser,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
-    user_id: Annotated[str | None, Query(min_length=1, max_length=255)] = None,
-    q: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+    # StorableText: a NUL in a query parameter is a 422 here, not a database error (500).
+    user_id: Annotated[StorableText | None, Query(min_length=1, max_length=255)] = None,
+    q: Annotated[StorableText | None, Query(min_length=1, max_length=200)] = None,
 ) -> Page[ConversationRead]:
     """Newest first; `q` searches titles and message text; `cursor` is a `next_cursor`."""
     rows, next_cursor = await service.list_page(
