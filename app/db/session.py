@@ -34,9 +34,17 @@ def create_engine(settings: Settings, **overrides: Any) -> AsyncEngine:
 
 
 def _sqlite_engine(settings: Settings, **overrides: Any) -> AsyncEngine:
+    options: dict[str, Any] = {"hide_parameters": True}
     if (path := settings.sqlite_path) is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-    engine = create_async_engine(settings.database_url, hide_parameters=True, **overrides)
+        # A file database is pooled like Postgres, so DB_POOL_SIZE bounds connections on both.
+        options.update(
+            pool_size=settings.db_pool_size,
+            max_overflow=settings.db_max_overflow,
+            pool_timeout=10,
+        )
+    options.update(overrides)
+    engine = create_async_engine(settings.database_url, **options)
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:

@@ -1,0 +1,168 @@
+"""The migrations build exactly the models' schema, on a fresh database of each backend."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Column, MetaData, String, inspect, text
+from sqlalchemy.engine import Connection
+
+from alembic import command
+from app.core.config import Settings
+from app.db.base import NAMING_CONVENTION
+from app.db.migrations import PROJECT_ROOT, alembic_config
+from app.db.models import Base
+from app.db.session import create_engine
+from tests.databases import POSTGRES_ADMIN_DSN, unavailable
+
+APP_TABLES = {"conversations", "messages", "feedback"}
+
+
+@pytest.fixture(params=["postgres", "sqlite"])
+async def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A database with nothing in it, not even Alembic's version table."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'fresh' / 'chat.db'}"
+        return
+    name = f"chat_api_migrations_{uuid.uuid4().hex[:12]}"
+    try:
+        admin = await asyncpg.connect(POSTGRES_ADMIN_DSN, timeout=5)
+    except (OSError, asyncpg.PostgresError) as error:
+        unavailable("Postgres", error)
+        raise
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    base = POSTGRES_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+    try:
+        yield f"{base}/{name}"
+    finally:
+        admin = await asyncpg.connect(POSTGRES_ADMIN_DSN, timeout=5)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+async def alembic(action: str, url: str, revision: str) -> None:
+    # Alembic's env runs its own event loop, so it gets a thread of its own.
+    if action == "upgrade":
+        await asyncio.to_thread(command.upgrade, alembic_config(url), revision)
+    else:
+        await asyncio.to_thread(command.downgrade, alembic_config(url), revision)
+
+
+async def on_database(url: str, inspect_with: Any) -> Any:
+    """Run `inspect_with(sync_connection)` against the database at `url`."""
+    engine = create_engine(Settings(_env_file=None, database_url=url))
+    try:
+        async with engine.connect() as connection:
+            return await connection.run_sync(inspect_with)
+    finally:
+        await engine.dispose()
+
+
+def drift_from(metadata: MetaData) -> Any:
+    """What autogenerate would write for `metadata`: a migration that nobody has written yet."""
+
+    def compare(connection: Connection) -> list[Any]:
+        # The same comparison options as alembic/env.py, so this sees what autogenerate sees.
+        context = MigrationContext.configure(
+            connection, opts={"compare_type": True, "compare_server_default": True}
+        )
+        diffs: list[Any] = compare_metadata(context, metadata)
+        return diffs
+
+    return compare
+
+
+def table_names(connection: Connection) -> set[str]:
+    return set(inspect(connection).get_table_names())
+
+
+def stored_revision(connection: Connection) -> str | None:
+    revision: str | None = connection.execute(
+        text("SELECT version_num FROM alembic_version")
+    ).scalar_one_or_none()
+    return revision
+
+
+def head_revision(url: str) -> str | None:
+    return ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+
+
+def models_with_an_unmigrated_column() -> MetaData:
+    """The models as they are, plus one column that no migration adds."""
+    copy = MetaData(naming_convention=NAMING_CONVENTION)
+    for table in Base.metadata.sorted_tables:
+        table.to_metadata(copy)
+    copy.tables["messages"].append_column(Column("sentiment", String(16), nullable=True))
+    return copy
+
+
+class TestMigrations:
+    async def test_upgrade_to_head_builds_exactly_the_models_schema(
+        self, empty_database_url: str
+    ) -> None:
+        await alembic("upgrade", empty_database_url, "head")
+
+        assert await on_database(empty_database_url, drift_from(Base.metadata)) == []
+        assert await on_database(empty_database_url, table_names) >= APP_TABLES
+        revision = await on_database(empty_database_url, stored_revision)
+        assert revision == head_revision(empty_database_url)
+
+    async def test_the_drift_check_notices_a_model_column_without_a_migration(
+        self, empty_database_url: str
+    ) -> None:
+        await alembic("upgrade", empty_database_url, "head")
+
+        diffs = await on_database(
+            empty_database_url, drift_from(models_with_an_unmigrated_column())
+        )
+
+        assert [(d[0], d[2], d[3].name) for d in diffs] == [("add_column", "messages", "sentiment")]
+
+    async def test_downgrade_to_base_then_upgrade_again_rebuilds_the_same_schema(
+        self, empty_database_url: str
+    ) -> None:
+        await alembic("upgrade", empty_database_url, "head")
+
+        await alembic("downgrade", empty_database_url, "base")
+        assert not (await on_database(empty_database_url, table_names)) & APP_TABLES
+        await alembic("upgrade", empty_database_url, "head")
+
+        assert await on_database(empty_database_url, drift_from(Base.metadata)) == []
+
+    async def test_python_m_app_migrate_applies_the_migrations_to_database_url(
+        self, empty_database_url: str
+    ) -> None:
+        environment = {**os.environ, "DATABASE_URL": empty_database_url, "APP_ENV": "test"}
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "app",
+            "migrate",
+            cwd=PROJECT_ROOT,
+            env=environment,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        async with asyncio.timeout(60):
+            output, _ = await process.communicate()
+
+        assert process.returncode == 0, output.decode(errors="replace")
+        assert await on_database(empty_database_url, drift_from(Base.metadata)) == []
+        revision = await on_database(empty_database_url, stored_revision)
+        assert revision == head_revision(empty_database_url)
