@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from typing import Any
@@ -18,6 +19,8 @@ from app.main import create_app
 from tests.databases import postgres_database, sqlite_database
 
 BACKENDS = ["postgres", "sqlite"]
+# The FastAPI app behind each client that `start_app` made (asgi-lifespan wraps the app).
+_APPS: weakref.WeakKeyDictionary[httpx.AsyncClient, FastAPI] = weakref.WeakKeyDictionary()
 TABLES = ("feedback", "messages", "conversations")
 
 
@@ -77,12 +80,14 @@ async def start_app(clean_database: None) -> AsyncIterator[Callable[..., Any]]:
     async def start(settings: Settings, **app_options: Any) -> httpx.AsyncClient:
         app = create_app(settings, **app_options)
         manager = await stack.enter_async_context(LifespanManager(app))
-        return await stack.enter_async_context(
+        client = await stack.enter_async_context(
             httpx.AsyncClient(
                 transport=httpx.ASGITransport(app=manager.app),
                 base_url="http://testserver",
             )
         )
+        _APPS[client] = app
+        return client
 
     async with stack:
         yield start
@@ -100,10 +105,6 @@ def app_of() -> Callable[[httpx.AsyncClient], FastAPI]:
     """The ASGI app behind a client, for tests that need its state."""
 
     def find(client: httpx.AsyncClient) -> FastAPI:
-        transport = client._transport
-        assert isinstance(transport, httpx.ASGITransport)
-        app = transport.app
-        assert isinstance(app, FastAPI)
-        return app
+        return _APPS[client]
 
     return find

@@ -89,7 +89,7 @@ class RequestContextMiddleware:
                 await response(scope, receive, send_with_id)
         finally:
             duration_s = time.perf_counter() - started
-            route = _route_template(scope)
+            route = _route_template(scope, status)
             metrics.observe_request(scope["method"], route, status, duration_s)
             log.info(
                 "request",
@@ -142,14 +142,16 @@ class BodySizeLimitMiddleware:
         return f"request body is larger than {self.max_body_bytes} bytes"
 
 
-def _route_template(scope: MutableMapping[str, Any]) -> str:
+def _route_template(scope: MutableMapping[str, Any], status: int) -> str:
     """The matched route's template (`/api/v1/conversations/{conversation_id}`), never raw ids.
 
     Rebuilt from the path and its parameters: with nested routers, the matched route object
     only knows its path relative to its own router.
     """
     if scope.get("route") is None:
-        return "unmatched"
+        # Starlette's own routes (/openapi.json, /docs) set no route but have fixed paths; any
+        # other unrouted request is labelled once, so unknown URLs cannot flood the metrics.
+        return scope["path"] if status < 400 and not scope.get("path_params") else "unmatched"
     names_by_value = {
         value: name
         for name, value in (scope.get("path_params") or {}).items()

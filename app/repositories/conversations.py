@@ -24,10 +24,10 @@ class ConversationRepo:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    def owned(self, principal: Principal, user_id: str | None = None) -> Select[Conversation]:
-        """What the caller may see: their own, or for admins any (narrowed by `user_id`)."""
+    def owned(self, principal: Principal, owner: str | None = None) -> Select[Conversation]:
+        """What the caller may see: their own, or for admins any (narrowed to `owner`)."""
         statement = select(Conversation)
-        owner = principal.visible_owner(user_id)
+        owner = principal.visible_owner(owner)
         if owner is not None:
             statement = statement.where(Conversation.user_id == owner)
         return statement
@@ -49,7 +49,7 @@ class ConversationRepo:
         cursor: str | None,
     ) -> tuple[Sequence[Conversation], str | None]:
         """Newest first; `query` matches titles and message text, case-insensitively."""
-        statement = self.owned(principal, user_id)
+        statement = self.owned(principal, principal.listing_owner(user_id))
         if query:
             pattern = _like_pattern(query)
             in_messages = exists().where(

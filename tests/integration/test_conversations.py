@@ -199,7 +199,14 @@ class TestListConversations:
         await create_conversation(client, user_id="bob")
         items = await list_all(client, user_id="alice")
         assert [item["id"] for item in items] == [alice["id"]]
-        assert len(await list_all(client)) == 2
+
+    async def test_without_user_id_auth_off_lists_the_anonymous_users_conversations(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        mine = await create_conversation(client)
+        await create_conversation(client, user_id="bob")
+        items = await list_all(client)
+        assert [(item["id"], item["user_id"]) for item in items] == [(mine["id"], "anonymous")]
 
 
 class TestSearchConversations:
