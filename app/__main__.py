@@ -10,8 +10,10 @@ import sys
 import uvicorn
 from pydantic import ValidationError
 
-from app.core.config import Settings, describe_invalid_settings
+from app.core.config import ConfigurationError, Settings, describe_invalid_settings
 from app.db.migrations import upgrade_to_head
+from app.providers.setup import build_registry
+from app.services.pricing import build_price_book
 
 
 def main(argv: list[str]) -> int:
@@ -19,6 +21,12 @@ def main(argv: list[str]) -> int:
         settings = Settings()
     except ValidationError as error:
         print(describe_invalid_settings(error), file=sys.stderr)  # noqa: T201
+        return 2
+    try:
+        # Providers are checked before migrating: a bad DEFAULT_PROVIDER changes nothing.
+        build_registry(settings, build_price_book(settings).context_window)
+    except ConfigurationError as error:
+        print(f"invalid configuration: {error}", file=sys.stderr)  # noqa: T201
         return 2
     upgrade_to_head(settings)
     if argv[:1] == ["migrate"]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
+from decimal import Decimal
 from http import HTTPStatus
 from typing import Any, ClassVar
 from uuid import UUID
@@ -76,26 +78,58 @@ class Unauthenticated(ChatAPIError):
 
 
 class UpstreamError(ChatAPIError):
-    """The provider failed; the detail names the provider, never its key or raw response."""
+    """The provider failed; the detail names the provider, never its key or raw response.
+
+    `retryable` says whether another attempt may succeed (connection errors, 408, 409, 429,
+    5xx, 529); `retry_after` is the provider's own hint in seconds, when it gave one.
+    """
 
     status = HTTPStatus.BAD_GATEWAY
     code = "upstream_error"
 
+    def __init__(
+        self,
+        detail: str,
+        *,
+        retryable: bool = False,
+        retry_after: float | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail, headers=headers)
+        self.retryable = retryable
+        self.retry_after = retry_after
 
-class UpstreamTimeout(ChatAPIError):
+
+class UpstreamTimeout(UpstreamError):
     status = HTTPStatus.GATEWAY_TIMEOUT
     code = "upstream_timeout"
 
     def __init__(self, provider: str, seconds: float) -> None:
-        super().__init__(f"provider {provider!r} did not answer within {seconds:g} s")
+        super().__init__(
+            f"provider {provider!r} did not answer within {seconds:g} s", retryable=True
+        )
 
 
-class UpstreamRateLimited(ChatAPIError):
+class UpstreamRateLimited(UpstreamError):
     status = HTTPStatus.TOO_MANY_REQUESTS
     code = "upstream_rate_limited"
 
-    def __init__(self, provider: str, retry_after: int) -> None:
+    def __init__(self, provider: str, retry_after: float | None) -> None:
+        wait = max(1, math.ceil(retry_after or 1))
         super().__init__(
             f"provider {provider!r} is rate limiting this service",
-            headers={"Retry-After": str(max(1, retry_after))},
+            retryable=True,
+            retry_after=retry_after,
+            headers={"Retry-After": str(wait)},
+        )
+
+
+class BudgetExceeded(ChatAPIError):
+    status = HTTPStatus.PAYMENT_REQUIRED
+    code = "budget_exceeded"
+
+    def __init__(self, budget_usd: Decimal, month: str) -> None:
+        super().__init__(
+            f"the monthly budget of {budget_usd} USD is spent for {month}",
+            extra={"budget_usd": float(budget_usd)},
         )

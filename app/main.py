@@ -18,7 +18,8 @@ from app.api.problems import install_problem_handlers
 from app.core.config import Settings
 from app.core.logging import configure_logging
 from app.db.session import create_engine, make_sessionmaker
-from app.providers.registry import ProviderRegistry, build_registry
+from app.providers.registry import ProviderRegistry
+from app.providers.setup import build_registry
 from app.services.pricing import PriceBook, build_price_book
 from app.services.turns import TurnContext
 
@@ -33,8 +34,8 @@ def create_app(
 ) -> FastAPI:
     """Build the app; `providers` and `prices` replace the configured ones (for tests)."""
     configure_logging(settings)
-    registry = providers or build_registry(settings)
     price_book = prices or build_price_book(settings)
+    registry = providers or build_registry(settings, price_book.context_window)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[AppState]:
@@ -63,10 +64,12 @@ def create_app(
                     sessionmaker=sessionmaker,
                     registry=registry,
                     prices=price_book,
-                    provider_timeout_s=settings.provider_timeout_seconds,
+                    generation_timeout_s=settings.generation_timeout_seconds,
+                    budget_usd=settings.user_budget_usd,
                 ),
             )
         finally:
+            await registry.aclose()
             if redis is not None:
                 await redis.aclose()
             await engine.dispose()

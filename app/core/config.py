@@ -7,7 +7,15 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_SQLITE_URL = "sqlite+aiosqlite:///./data/chat.db"
@@ -17,6 +25,22 @@ class Environment(StrEnum):
     DEVELOPMENT = "development"
     TEST = "test"
     PRODUCTION = "production"
+
+
+class ModelPriceOverride(BaseModel):
+    """A price (USD per million tokens) for a model the price library does not know."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input_per_mtok: Decimal = Field(ge=0, allow_inf_nan=False)
+    output_per_mtok: Decimal = Field(ge=0, allow_inf_nan=False)
+    cached_input_per_mtok: Decimal | None = Field(default=None, ge=0, allow_inf_nan=False)
+    cache_write_per_mtok: Decimal | None = Field(default=None, ge=0, allow_inf_nan=False)
+    context_window: int | None = Field(default=None, ge=1)
+
+
+class ConfigurationError(ValueError):
+    """Settings that parse but cannot work together; start-up prints it as one line."""
 
 
 class Settings(BaseSettings):
@@ -41,10 +65,32 @@ class Settings(BaseSettings):
 
     default_provider: str | None = None
     default_model: str | None = None
+    # Sized for chat, not the SDKs' 600 s: the longest silence tolerated between two pieces
+    # of a reply (and before the first), per attempt.
     provider_timeout_seconds: float = Field(default=60.0, gt=0, le=600)
+    provider_connect_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    # Retries after the first attempt, ours alone (the SDKs' own retries are switched off).
+    provider_max_retries: int = Field(default=2, ge=0, le=10)
+    provider_retry_max_wait_seconds: float = Field(default=20.0, ge=0, le=300)
+    # The longest a whole generation may run, retries and fallbacks included.
+    generation_timeout_seconds: float = Field(default=600.0, gt=0, le=3600)
+    fallback_models: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    price_overrides: dict[str, ModelPriceOverride] = Field(default_factory=dict)
+    user_budget_usd: Decimal | None = Field(default=None, ge=0, allow_inf_nan=False)
+
     openai_api_key: SecretStr | None = None
+    openai_base_url: str | None = None
     anthropic_api_key: SecretStr | None = None
+    anthropic_base_url: str | None = None
+    # Anthropic requires max_tokens on every request; this is used when a message sets none.
+    anthropic_default_max_tokens: int = Field(default=4096, ge=1, le=128_000)
     azure_openai_api_key: SecretStr | None = None
+    azure_openai_endpoint: str | None = None
+    azure_openai_api_version: str = "2024-10-21"
+    azure_openai_deployments: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    openai_compatible_base_url: str | None = None
+    openai_compatible_api_key: SecretStr | None = None
+    openai_compatible_models: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     # The offline mock provider: priced like a real model so costs are exercised end to end.
     mock_input_price_per_mtok: Decimal = Field(default=Decimal("1.00"), ge=0, allow_inf_nan=False)
@@ -55,11 +101,61 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1_048_576, ge=1_024, le=64 * 1_048_576)
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "openai_compatible_models", mode="before")
     @classmethod
-    def _split_origins(cls, value: object) -> object:
+    def _split_list(cls, value: object) -> object:
         if isinstance(value, str):
-            return [origin.strip() for origin in value.split(",") if origin.strip()]
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("fallback_models", mode="before")
+    @classmethod
+    def _split_fallbacks(cls, value: object) -> object:
+        items = cls._split_list(value)
+        if isinstance(items, list):
+            for item in items:
+                provider, _, model = str(item).partition(":")
+                if not provider.strip() or not model.strip():
+                    raise ValueError(f"expected provider:model pairs, got {item!r}")
+        return items
+
+    @field_validator("azure_openai_deployments", mode="before")
+    @classmethod
+    def _parse_deployments(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        pairs: dict[str, str] = {}
+        for item in (part.strip() for part in value.split(",")):
+            if not item:
+                continue
+            model, sep, deployment = item.partition("=")
+            if not sep or not model.strip() or not deployment.strip():
+                raise ValueError(f"expected model=deployment pairs, got {item!r}")
+            pairs[model.strip()] = deployment.strip()
+        return pairs
+
+    @field_validator(
+        "openai_base_url",
+        "anthropic_base_url",
+        "azure_openai_endpoint",
+        "openai_compatible_base_url",
+        mode="before",
+    )
+    @classmethod
+    def _http_url(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.strip() or None
+            if value is not None and not value.startswith(("http://", "https://")):
+                raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @field_validator("price_overrides")
+    @classmethod
+    def _override_keys(cls, value: dict[str, ModelPriceOverride]) -> dict[str, ModelPriceOverride]:
+        for key in value:
+            provider, _, model = key.partition(":")
+            if not provider or not model:
+                raise ValueError(f"keys are provider:model, got {key!r}")
         return value
 
     @field_validator("database_url")
@@ -69,7 +165,17 @@ class Settings(BaseSettings):
             raise ValueError("must start with postgresql+asyncpg:// or sqlite+aiosqlite://")
         return value
 
-    @field_validator("redis_url", "default_provider", "default_model", mode="before")
+    @field_validator(
+        "redis_url",
+        "default_provider",
+        "default_model",
+        "openai_api_key",
+        "anthropic_api_key",
+        "azure_openai_api_key",
+        "openai_compatible_api_key",
+        "user_budget_usd",
+        mode="before",
+    )
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value

@@ -93,7 +93,29 @@ class Message(IdMixin, CreatedAtMixin, Base):
     completion_tokens: Mapped[int] = mapped_column(default=0, server_default=text("0"))
     cached_tokens: Mapped[int] = mapped_column(default=0, server_default=text("0"))
     total_tokens: Mapped[int] = mapped_column(default=0, server_default=text("0"))
+    cache_write_tokens: Mapped[int] = mapped_column(default=0, server_default=text("0"))
     cost_usd: Mapped[Decimal | None] = mapped_column(default=Decimal(0))
+    # The rates (USD per million tokens) this reply was charged at, so a bill can be explained
+    # after prices change; null when no price was known.
+    input_price_per_mtok: Mapped[Decimal | None]
+    cached_input_price_per_mtok: Mapped[Decimal | None]
+    cache_write_price_per_mtok: Mapped[Decimal | None]
+    output_price_per_mtok: Mapped[Decimal | None]
+    price_source: Mapped[str | None] = mapped_column(String(64))
+
+    @property
+    def reply_pricing(self) -> dict[str, Any] | None:
+        """The stored rates as one object for the API, or `None` when the reply was unpriced."""
+        if self.input_price_per_mtok is None or self.output_price_per_mtok is None:
+            return None
+        return {
+            "input_per_mtok": self.input_price_per_mtok,
+            "cached_input_per_mtok": self.cached_input_price_per_mtok,
+            "cache_write_per_mtok": self.cache_write_price_per_mtok,
+            "output_per_mtok": self.output_price_per_mtok,
+            "source": self.price_source,
+        }
+
     latency_ms: Mapped[int | None]
     time_to_first_token_ms: Mapped[int | None]
     finish_reason: Mapped[str | None] = mapped_column(String(32))
@@ -136,3 +158,23 @@ class Feedback(IdMixin, CreatedAtMixin, Base):
             name="rating_in_range",
         ),
     )
+
+
+class UserMonthlyUsage(Base):
+    """What each user spent per calendar month (UTC): the budget check reads one row.
+
+    Changed only by `SET x = x + :delta` in the transaction that completes a reply.
+    """
+
+    __tablename__ = "user_monthly_usage"
+
+    user_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    month: Mapped[str] = mapped_column(String(7), primary_key=True)  # "2026-11"
+    requests: Mapped[int] = mapped_column(default=0, server_default=text("0"))
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    cached_tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    cost_usd: Mapped[Decimal] = mapped_column(default=Decimal(0), server_default=text("0"))
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    __table_args__ = (CheckConstraint("cost_usd >= 0", name="usage_cost_non_negative"),)

@@ -57,6 +57,7 @@ class Finished:
     reason: FinishReason
     usage: Usage
     model: str  # the id the provider reports, e.g. a dated snapshot
+    provider: str | None = None  # who answered, when a fallback chain chose for the caller
 
 
 StreamEvent = TextDelta | Finished
@@ -74,8 +75,11 @@ class Completion:
 class Provider(Protocol):
     """A model backend. `stream` yields text deltas and ends with exactly one `Finished`."""
 
-    name: str
-    default_model: str
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def default_model(self) -> str: ...
 
     def supports(self, model: str) -> bool:
         """Whether this provider can serve `model` (real APIs accept any name they know)."""

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import structlog
 
-from app.core.config import Settings
 from app.errors import ProviderNotConfigured, UnknownModel
 from app.providers.base import Provider
-from app.providers.mock import MockProvider
+from app.providers.resilience import FallbackProvider
 
 # Providers the service knows how to speak to; only those with credentials are offered.
 KNOWN_PROVIDERS = frozenset({"openai", "anthropic", "azure", "openai_compatible", "mock"})
@@ -25,13 +25,18 @@ class ModelChoice:
 
 
 class ProviderRegistry:
-    """The configured providers, built once at start-up and shared by every request."""
+    """The configured providers, built once at start-up and shared by every request.
+
+    `fallbacks` are (provider, model) pairs tried in order when the chosen model fails before
+    answering (`FALLBACK_MODELS`); pairs naming a provider that is not configured are dropped.
+    """
 
     def __init__(
         self,
         providers: Mapping[str, Provider],
         default_provider: str,
         default_model: str | None = None,
+        fallbacks: Sequence[tuple[str, str]] = (),
     ) -> None:
         if default_provider not in providers:
             raise ValueError(f"DEFAULT_PROVIDER: provider {default_provider!r} is not configured")
@@ -39,6 +44,9 @@ class ProviderRegistry:
         self.default_provider = default_provider
         self.default_model = default_model or providers[default_provider].default_model
         self.resolve(None, None)  # a bad DEFAULT_MODEL stops start-up, not the first turn
+        self.fallbacks = tuple((p, m) for p, m in fallbacks if self._offers(p, m))
+        for provider, model in set(fallbacks) - set(self.fallbacks):
+            log.warning("fallback model is not available; skipped", provider=provider, model=model)
 
     @property
     def providers(self) -> Mapping[str, Provider]:
@@ -62,13 +70,24 @@ class ProviderRegistry:
             raise UnknownModel(f"provider {name!r} does not offer model {model_name!r}")
         return ModelChoice(chosen, model_name)
 
+    def with_fallbacks(self, choice: ModelChoice) -> Provider:
+        """The chosen provider, or a chain that moves on to the fallback models after it."""
+        chain = [(choice.provider, choice.model)] + [
+            (self._providers[p], m)
+            for p, m in self.fallbacks
+            if (p, m) != (choice.provider.name, choice.model)
+        ]
+        return choice.provider if len(chain) == 1 else FallbackProvider(chain)
 
-def build_registry(settings: Settings) -> ProviderRegistry:
-    """Offer every provider that has what it needs; the mock is always there, offline."""
-    providers: dict[str, Provider] = {
-        "mock": MockProvider(chunk_delay_s=settings.mock_chunk_delay_ms / 1000),
-    }
-    default = settings.default_provider or "mock"
-    if default == "mock":
-        log.warning("no provider key is configured; replies come from the built-in mock provider")
-    return ProviderRegistry(providers, default, settings.default_model)
+    async def aclose(self) -> None:
+        """Release every provider's connection pool."""
+        for provider in self._providers.values():
+            inner = getattr(provider, "inner", provider)
+            aclose = getattr(inner, "aclose", None)
+            if aclose is not None:
+                with contextlib.suppress(Exception):
+                    await aclose()
+
+    def _offers(self, provider: str, model: str) -> bool:
+        chosen = self._providers.get(provider)
+        return chosen is not None and chosen.supports(model)

@@ -26,6 +26,16 @@ class MessageCreate(Schema):
     metadata: Metadata = Field(default_factory=dict)
 
 
+class ReplyPricing(Schema):
+    """The rates (USD per million tokens) a reply was charged at, and where they came from."""
+
+    input_per_mtok: Money
+    cached_input_per_mtok: Money | None
+    cache_write_per_mtok: Money | None
+    output_per_mtok: Money
+    source: str | None
+
+
 class MessageRead(Schema):
     id: UUID
     conversation_id: UUID
@@ -38,7 +48,9 @@ class MessageRead(Schema):
     completion_tokens: int
     total_tokens: int
     cached_tokens: int
+    cache_write_tokens: int
     cost_usd: Money | None
+    pricing: ReplyPricing | None = Field(default=None, validation_alias="reply_pricing")
     latency_ms: int | None
     time_to_first_token_ms: int | None
     finish_reason: str | None

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Protocol
 
 from app.core.config import Settings
 from app.providers.base import Usage
+from app.providers.mock import CONTEXT_WINDOW as MOCK_CONTEXT_WINDOW
 
 _PER_MTOK = Decimal(1_000_000)
 # Stored money has 10 places (NUMERIC(18, 10)); round once, here, so totals equal their sums.
@@ -22,6 +24,7 @@ class Price:
     output_per_mtok: Decimal
     cached_input_per_mtok: Decimal | None = None
     cache_write_per_mtok: Decimal | None = None
+    source: str = field(default="configured", compare=False)
 
     def cost_of(self, usage: Usage) -> Decimal:
         cached_rate = self.cached_input_per_mtok
@@ -36,20 +39,95 @@ class Price:
         return (total / _PER_MTOK).quantize(_MONEY_PLACES)
 
 
+class PriceLibrary(Protocol):
+    """A maintained source of list prices and context windows."""
+
+    def price_of(self, provider: str, model: str, prompt_tokens: int) -> Price | None: ...
+
+    def context_window(self, provider: str, model: str) -> int | None: ...
+
+
 class PriceBook:
-    """Prices by (provider, model); a model without a price costs `None`, never a guess."""
+    """Prices by (provider, model): configured ones first, then the library's.
 
-    def __init__(self, prices: Mapping[tuple[str, str], Price]) -> None:
+    A model without a price costs `None`, never a guess. `context_windows` holds configured
+    windows; the library knows the rest.
+    """
+
+    def __init__(
+        self,
+        prices: Mapping[tuple[str, str], Price],
+        *,
+        library: PriceLibrary | None = None,
+        free_providers: frozenset[str] = frozenset(),
+        context_windows: Mapping[tuple[str, str], int] | None = None,
+    ) -> None:
         self._prices = dict(prices)
+        self._library = library
+        self._free_providers = free_providers
+        self._windows = dict(context_windows or {})
 
-    def price_of(self, provider: str, model: str) -> Price | None:
-        return self._prices.get((provider, model))
+    def price_of(
+        self,
+        provider: str,
+        model: str,
+        *,
+        requested_model: str | None = None,
+        prompt_tokens: int = 0,
+    ) -> Price | None:
+        """The price for the model a provider reported (a dated snapshot, say), falling back
+        to the model that was asked for (an Azure deployment's model name)."""
+        names = [model] if requested_model in (None, model) else [model, requested_model]
+        for name in names:
+            if (provider, name) in self._prices:
+                return self._prices[(provider, name)]
+        if provider in self._free_providers:
+            return Price(Decimal(0), Decimal(0), source="self-hosted")
+        if self._library is not None:
+            for name in names:
+                price = self._library.price_of(provider, name, prompt_tokens)
+                if price is not None:
+                    return price
+        return None
 
-    def cost_of(self, provider: str, model: str, usage: Usage) -> Decimal | None:
-        price = self.price_of(provider, model)
+    def cost_of(
+        self, provider: str, model: str, usage: Usage, *, requested_model: str | None = None
+    ) -> Decimal | None:
+        price = self.price_of(
+            provider, model, requested_model=requested_model, prompt_tokens=usage.prompt_tokens
+        )
         return None if price is None else price.cost_of(usage)
+
+    def context_window(self, provider: str, model: str) -> int | None:
+        if (provider, model) in self._windows:
+            return self._windows[(provider, model)]
+        return None if self._library is None else self._library.context_window(provider, model)
 
 
 def build_price_book(settings: Settings) -> PriceBook:
-    mock = Price(settings.mock_input_price_per_mtok, settings.mock_output_price_per_mtok)
-    return PriceBook({("mock", "mock"): mock})
+    """Mock prices and `PRICE_OVERRIDES` from settings, everything else from genai-prices."""
+    from app.services.price_library import GenAIPrices  # it builds on `Price`, defined here
+
+    prices = {
+        ("mock", "mock"): Price(
+            settings.mock_input_price_per_mtok, settings.mock_output_price_per_mtok, source="mock"
+        )
+    }
+    windows = {("mock", "mock"): MOCK_CONTEXT_WINDOW}
+    for key, override in settings.price_overrides.items():
+        provider, _, model = key.partition(":")
+        prices[(provider, model)] = Price(
+            override.input_per_mtok,
+            override.output_per_mtok,
+            cached_input_per_mtok=override.cached_input_per_mtok,
+            cache_write_per_mtok=override.cache_write_per_mtok,
+            source="PRICE_OVERRIDES",
+        )
+        if override.context_window is not None:
+            windows[(provider, model)] = override.context_window
+    return PriceBook(
+        prices,
+        library=GenAIPrices(),
+        free_providers=frozenset({"openai_compatible"}),
+        context_windows=windows,
+    )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from uuid import UUID
 
@@ -19,13 +19,20 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.core.security import Principal
 from app.db.base import utcnow
 from app.db.models import Conversation, Message, MessageRole, MessageStatus
-from app.errors import ChatAPIError, ConversationNotFound, UpstreamError, UpstreamTimeout
-from app.providers.base import ChatMessage, ChatRequest, Completion, Provider, complete
+from app.errors import (
+    BudgetExceeded,
+    ChatAPIError,
+    ConversationNotFound,
+    UpstreamError,
+    UpstreamTimeout,
+)
+from app.providers.base import ChatMessage, ChatRequest, Finished, Provider, TextDelta, Usage
 from app.providers.registry import ModelChoice, ProviderRegistry
 from app.repositories.conversations import ConversationRepo
 from app.repositories.messages import MessageRepo
+from app.repositories.usage import UserUsageRepo, month_of
 from app.schemas.messages import MessageCreate, MessageRead, TokenUsage, TurnResult
-from app.services.pricing import PriceBook
+from app.services.pricing import Price, PriceBook
 
 log = structlog.get_logger(__name__)
 
@@ -37,7 +44,20 @@ class TurnContext:
     sessionmaker: async_sessionmaker[AsyncSession]
     registry: ProviderRegistry
     prices: PriceBook
-    provider_timeout_s: float
+    generation_timeout_s: float
+    budget_usd: Decimal | None = None
+
+
+@dataclass(slots=True)
+class Generation:
+    """What the provider produced so far: kept on the reply whether it finishes or fails."""
+
+    parts: list[str] = field(default_factory=list)
+    first_token_at: int | None = None
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
 
 
 def _monotonic_ms() -> int:
@@ -60,23 +80,23 @@ async def take_turn(
 ) -> TurnResult:
     """Run one non-streaming turn and return the contract's 201 body.
 
-    On any provider failure the user's message stays stored, the reply is stored as `failed`,
-    and the domain error (502, 504 or 429) propagates to the client.
+    On any provider failure the user's message stays stored, the reply is stored as `failed`
+    with whatever text arrived, and the domain error (502, 504 or 429) reaches the client.
     """
-    reply, request, provider = await _open_turn(ctx, principal, conversation_id, body)
+    reply, request, provider, owner = await _open_turn(ctx, principal, conversation_id, body)
     started = _monotonic_ms()
+    generation = Generation()
     try:
-        async with asyncio.timeout(ctx.provider_timeout_s):
-            completion = await complete(provider, request, clock=_monotonic_ms)
+        async with asyncio.timeout(ctx.generation_timeout_s):
+            finished = await _generate(provider, request, generation)
     except TimeoutError:
-        failure: ChatAPIError = UpstreamTimeout(provider.name, ctx.provider_timeout_s)
+        failure: ChatAPIError = UpstreamTimeout(provider.name, ctx.generation_timeout_s)
     except ChatAPIError as exc:
         failure = exc
     except asyncio.CancelledError:
         # The server is shutting down under us: leave nothing `in_progress`.
-        await asyncio.shield(
-            _fail_reply(ctx, reply, UpstreamError("the turn was interrupted"), started)
-        )
+        interrupted = UpstreamError("the turn was interrupted")
+        await asyncio.shield(_fail_reply(ctx, reply, interrupted, generation, started))
         raise
     except Exception:
         log.exception(
@@ -84,20 +104,32 @@ async def take_turn(
         )
         failure = UpstreamError(f"provider {provider.name!r} failed")
     else:
-        return await _complete_reply(ctx, reply, completion, started)
-    await _fail_reply(ctx, reply, failure, started)
+        return await _complete_reply(ctx, owner, reply, finished, generation, started)
+    await _fail_reply(ctx, reply, failure, generation, started)
     raise failure
+
+
+async def _generate(provider: Provider, request: ChatRequest, generation: Generation) -> Finished:
+    async for event in provider.stream(request):
+        if isinstance(event, TextDelta):
+            if generation.first_token_at is None:
+                generation.first_token_at = _monotonic_ms()
+            generation.parts.append(event.text)
+        else:
+            return event
+    raise UpstreamError(f"provider {provider.name!r} ended its reply without finishing")
 
 
 async def _open_turn(
     ctx: TurnContext, principal: Principal, conversation_id: UUID, body: MessageCreate
-) -> tuple[Message, ChatRequest, Provider]:
+) -> tuple[Message, ChatRequest, Provider, str]:
     """Commit the user's message and an in-progress reply; build the request from the history."""
     async with ctx.sessionmaker.begin() as session:
         conversation = await ConversationRepo(session).get(conversation_id, principal)
         if conversation is None:
             raise ConversationNotFound(conversation_id)
         choice = choose_model(ctx.registry, conversation, body)
+        await _check_budget(ctx, session, conversation.user_id)
         history = await MessageRepo(session).prompt_history(conversation.id)
         now = utcnow()
         user_message = Message(
@@ -132,36 +164,62 @@ async def _open_turn(
         temperature=body.temperature,
         max_tokens=body.max_tokens,
     )
-    return reply, request, choice.provider
+    return reply, request, ctx.registry.with_fallbacks(choice), conversation.user_id
+
+
+async def _check_budget(ctx: TurnContext, session: AsyncSession, user_id: str) -> None:
+    """Refuse a turn before the provider is called once the user's month is spent.
+
+    Turns already in flight may still land after the check, so a month can end slightly
+    over budget by at most those turns; it never starts a new one past it.
+    """
+    if ctx.budget_usd is None:
+        return
+    month = month_of(utcnow())
+    if await UserUsageRepo(session).spent(user_id, month) >= ctx.budget_usd:
+        raise BudgetExceeded(ctx.budget_usd, month)
 
 
 async def _complete_reply(
-    ctx: TurnContext, reply: Message, completion: Completion, started: int
+    ctx: TurnContext,
+    owner: str,
+    reply: Message,
+    finished: Finished,
+    generation: Generation,
+    started: int,
 ) -> TurnResult:
-    usage = completion.usage
-    cost = ctx.prices.cost_of(reply.provider or "", reply.model or "", usage)
-    if cost is None:
+    usage = finished.usage
+    served_by = finished.provider or reply.provider or ""
+    requested = reply.model if served_by == reply.provider else None
+    price = ctx.prices.price_of(
+        served_by, finished.model, requested_model=requested, prompt_tokens=usage.prompt_tokens
+    )
+    cost = None if price is None else price.cost_of(usage)
+    if price is None:
         log.warning(
             "no price known for model; cost stored as null",
-            provider=reply.provider,
-            model=completion.model,
+            provider=served_by,
+            model=finished.model,
         )
     async with ctx.sessionmaker.begin() as session:
         session.add(reply)
-        reply.content = completion.text
+        reply.content = generation.text
         reply.status = MessageStatus.COMPLETED
-        reply.prompt_tokens = usage.prompt_tokens
-        reply.completion_tokens = usage.completion_tokens
-        reply.cached_tokens = usage.cached_tokens
-        reply.total_tokens = usage.total_tokens
-        reply.cost_usd = cost
-        reply.finish_reason = completion.finish_reason
+        reply.provider = served_by
+        reply.model = finished.model
+        _record_usage(reply, usage, cost, price)
+        reply.finish_reason = finished.reason
         reply.latency_ms = _monotonic_ms() - started
-        reply.time_to_first_token_ms = completion.time_to_first_token_ms
+        reply.time_to_first_token_ms = (
+            None if generation.first_token_at is None else generation.first_token_at - started
+        )
         await session.flush()
         # Same transaction as the reply: the totals can never disagree with their messages.
         await ConversationRepo(session).charge(
             reply.conversation_id, tokens=usage.total_tokens, cost_usd=cost or Decimal(0)
+        )
+        await UserUsageRepo(session).charge(
+            owner, month_of(reply.created_at), usage, cost or Decimal(0)
         )
     log.info(
         "turn completed",
@@ -184,11 +242,31 @@ async def _complete_reply(
     )
 
 
+def _record_usage(reply: Message, usage: Usage, cost: Decimal | None, price: Price | None) -> None:
+    reply.prompt_tokens = usage.prompt_tokens
+    reply.completion_tokens = usage.completion_tokens
+    reply.cached_tokens = usage.cached_tokens
+    reply.cache_write_tokens = usage.cache_write_tokens
+    reply.total_tokens = usage.total_tokens
+    reply.cost_usd = cost
+    if price is not None:
+        reply.input_price_per_mtok = price.input_per_mtok
+        reply.cached_input_price_per_mtok = price.cached_input_per_mtok
+        reply.cache_write_price_per_mtok = price.cache_write_per_mtok
+        reply.output_price_per_mtok = price.output_per_mtok
+        reply.price_source = price.source
+
+
 async def _fail_reply(
-    ctx: TurnContext, reply: Message, failure: ChatAPIError, started: int
+    ctx: TurnContext,
+    reply: Message,
+    failure: ChatAPIError,
+    generation: Generation,
+    started: int,
 ) -> None:
     async with ctx.sessionmaker.begin() as session:
         session.add(reply)
+        reply.content = generation.text
         reply.status = MessageStatus.FAILED
         reply.finish_reason = "error"
         reply.cost_usd = Decimal(0)

@@ -40,7 +40,7 @@ def read_log(capsys: pytest.CaptureFixture[str]) -> Callable[[], Lines]:
 
 @pytest.fixture
 def log_settings(make_settings: Callable[..., Settings]) -> Settings:
-    return make_settings(openai_api_key=API_KEY)
+    return make_settings(openai_api_key=API_KEY, default_provider="mock")
 
 
 def access_lines(lines: Lines, request_id: str) -> Lines:
@@ -283,7 +283,9 @@ class TestConsoleFormat:
         make_settings: Callable[..., Settings],
         capsys: pytest.CaptureFixture[str],
     ) -> None:
-        settings = make_settings(app_env="development", log_format=None, openai_api_key=API_KEY)
+        settings = make_settings(
+            app_env="development", log_format=None, openai_api_key=API_KEY, default_provider="mock"
+        )
         failing = FailingProvider(RuntimeError("the provider fell over"))
         client: httpx.AsyncClient = await start_app(settings, providers=registry_with(failing))
         conversation = await create_conversation(client, provider=FAKE_PROVIDER, model=FAKE_MODEL)

@@ -25,6 +25,8 @@ MESSAGE_FIELDS = {
     "completion_tokens",
     "total_tokens",
     "cached_tokens",
+    "cache_write_tokens",
+    "pricing",
     "cost_usd",
     "latency_ms",
     "time_to_first_token_ms",

@@ -121,7 +121,7 @@ class TestTurnWhenTheProviderFails:
         self, start_app: StartApp, make_settings: Callable[..., Settings]
     ) -> None:
         provider = StallingProvider()  # never released
-        settings = make_settings(provider_timeout_seconds=0.2)
+        settings = make_settings(generation_timeout_seconds=0.2)
         client = await start_app(settings, providers=registry_with(provider))
         conversation_id = await fake_conversation(client)
 
@@ -194,10 +194,6 @@ class TestTurnWhenTheProviderFails:
         assert conversation["total_tokens"] == retried.json()["usage"]["total_tokens"]
         assert conversation["total_cost_usd"] == retried.json()["cost_usd"]
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="app/services/turns.py drops the text streamed before a failure (promise 1)",
-    )
     async def test_text_streamed_before_a_failure_is_kept_on_the_failed_reply(
         self, start_app: StartApp, settings: Settings
     ) -> None:

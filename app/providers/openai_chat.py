@@ -1,0 +1,108 @@
+"""The OpenAI Chat Completions wire format: OpenAI, Azure OpenAI and OpenAI-compatible servers.
+
+One adapter, three clients: what differs between them is only how the client is built (base
+URL, key header, Azure's deployment URLs) and how a model name becomes the `model` field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Collection, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import openai
+from openai.types.chat import ChatCompletionMessageParam
+
+from app.errors import UpstreamError
+from app.providers.base import ChatRequest, Finished, FinishReason, StreamEvent, TextDelta, Usage
+from app.providers.upstream_errors import translate_upstream_error
+
+_FINISH_REASONS: Mapping[str, FinishReason] = {
+    "stop": "stop",
+    "length": "length",
+    "content_filter": "content_filter",
+    "tool_calls": "tool_calls",
+    "function_call": "tool_calls",
+}
+
+
+def to_openai_messages(request: ChatRequest) -> list[ChatCompletionMessageParam]:
+    """The system prompt first, then the history in order, exactly as stored."""
+    messages: list[ChatCompletionMessageParam] = []
+    if request.system_prompt:
+        messages.append({"role": "system", "content": request.system_prompt})
+    for message in request.messages:
+        if message.role == "assistant":
+            messages.append({"role": "assistant", "content": message.content})
+        elif message.role == "system":
+            messages.append({"role": "system", "content": message.content})
+        else:
+            messages.append({"role": "user", "content": message.content})
+    return messages
+
+
+@dataclass
+class OpenAIChatProvider:
+    """Streams a reply from any server that speaks OpenAI's `/chat/completions`.
+
+    `models` is what the provider offers (`None`: any name, the server decides);
+    `deployments` maps model names to Azure deployment names.
+    """
+
+    name: str
+    client: openai.AsyncOpenAI
+    default_model: str
+    read_timeout_s: float
+    models: Collection[str] | None = None
+    deployments: Mapping[str, str] = field(default_factory=dict)
+    include_usage: bool = True
+
+    def supports(self, model: str) -> bool:
+        if self.deployments:
+            return model in self.deployments or model in self.deployments.values()
+        return self.models is None or model in self.models
+
+    async def aclose(self) -> None:
+        await self.client.close()
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+        reported_model = request.model
+        reason: FinishReason | None = None
+        usage = Usage()
+        try:
+            stream = await self.client.chat.completions.create(
+                model=self.deployments.get(request.model, request.model),
+                messages=to_openai_messages(request),
+                stream=True,
+                temperature=openai.omit if request.temperature is None else request.temperature,
+                max_tokens=openai.omit if request.max_tokens is None else request.max_tokens,
+                stream_options={"include_usage": self.include_usage},
+            )
+            async with stream:
+                async for chunk in stream:
+                    reported_model = chunk.model or reported_model
+                    if chunk.usage is not None:
+                        usage = _usage_of(chunk.usage)
+                    for choice in chunk.choices:
+                        if choice.delta.content:
+                            yield TextDelta(choice.delta.content)
+                        if choice.finish_reason is not None:
+                            reason = _FINISH_REASONS.get(choice.finish_reason, "stop")
+        except Exception as error:
+            translated = translate_upstream_error(self.name, error, timeout_s=self.read_timeout_s)
+            if translated is None:
+                raise
+            raise translated from error
+        if reason is None:
+            raise UpstreamError(f"provider {self.name!r} ended the stream before finishing")
+        yield Finished(reason=reason, usage=usage, model=reported_model, provider=self.name)
+
+
+def _usage_of(raw: Any) -> Usage:
+    details = getattr(raw, "prompt_tokens_details", None)
+    cached = getattr(details, "cached_tokens", None) or 0
+    return Usage(
+        prompt_tokens=raw.prompt_tokens or 0,
+        completion_tokens=raw.completion_tokens or 0,
+        cached_tokens=cached,
+    )

@@ -1,0 +1,184 @@
+"""Retries, stall detection, context fitting and fallback chains: providers wrapping providers.
+
+This is the one retry owner for every upstream call (the SDK clients are built with
+`max_retries=0`). An attempt is retried only before any text has been produced: once a token
+has reached the caller, a retry would repeat it, so the error goes to the caller instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+
+import structlog
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from app.errors import UpstreamError, UpstreamTimeout
+from app.providers.base import ChatRequest, Finished, Provider, StreamEvent, TextDelta
+
+log = structlog.get_logger(__name__)
+
+RequestFitter = Callable[[str, ChatRequest], ChatRequest]
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How hard to try one provider: `max_retries` after the first attempt, never longer than
+    `max_wait_s` between two, and `idle_timeout_s` as the longest silence within an attempt."""
+
+    max_retries: int = 2
+    max_wait_s: float = 20.0
+    idle_timeout_s: float = 60.0
+    initial_backoff_s: float = 0.5
+    max_backoff_s: float = 8.0
+
+
+@dataclass
+class ResilientProvider:
+    """`inner` with the request fitted to its context window, stalls cut, and retries."""
+
+    inner: Provider
+    policy: RetryPolicy
+    fit: RequestFitter | None = None
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    @property
+    def default_model(self) -> str:
+        return self.inner.default_model
+
+    def supports(self, model: str) -> bool:
+        return self.inner.supports(model)
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+        if self.fit is not None:
+            request = self.fit(self.inner.name, request)
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.policy.max_retries + 1),
+            wait=self._wait,
+            retry=retry_if_exception(self._worth_retrying),
+            before_sleep=self._log_retry,
+            reraise=True,
+        )
+        events: AsyncIterator[StreamEvent] | None = None
+        first: StreamEvent | None = None
+        async for attempt in retrying:
+            with attempt:
+                events = self.inner.stream(request)
+                try:
+                    first = await self._next(events)
+                except BaseException:
+                    await _close(events)
+                    raise
+        assert events is not None
+        assert first is not None
+        try:
+            yield first
+            while not isinstance(first, Finished):
+                first = await self._next(events)
+                yield first
+        finally:
+            await _close(events)
+
+    async def _next(self, events: AsyncIterator[StreamEvent]) -> StreamEvent:
+        try:
+            async with asyncio.timeout(self.policy.idle_timeout_s):
+                return await anext(events)
+        except TimeoutError:
+            raise UpstreamTimeout(self.inner.name, self.policy.idle_timeout_s) from None
+        except StopAsyncIteration:
+            raise UpstreamError(
+                f"provider {self.inner.name!r} ended its reply without finishing"
+            ) from None
+
+    def _worth_retrying(self, error: BaseException) -> bool:
+        if not isinstance(error, UpstreamError) or not error.retryable:
+            return False
+        # A provider asking for a longer pause than we may wait: tell the caller instead.
+        return error.retry_after is None or error.retry_after <= self.policy.max_wait_s
+
+    def _wait(self, state: RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome else None
+        if isinstance(error, UpstreamError) and error.retry_after is not None:
+            return min(error.retry_after, self.policy.max_wait_s)
+        backoff = wait_exponential_jitter(
+            multiplier=self.policy.initial_backoff_s,
+            jitter=self.policy.initial_backoff_s,
+            max=self.policy.max_backoff_s,
+        )
+        return min(backoff(state), self.policy.max_wait_s)
+
+    def _log_retry(self, state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        log.warning(
+            "retrying provider call",
+            provider=self.inner.name,
+            attempt=state.attempt_number,
+            code=getattr(error, "code", type(error).__name__),
+            wait_s=round(state.upcoming_sleep, 3),
+        )
+
+
+@dataclass
+class FallbackProvider:
+    """Tries each (provider, model) in turn until one starts answering.
+
+    Moves on after upstream errors, timeouts and rate limits that happen before any text was
+    produced; after the first token the reply belongs to whoever produced it.
+    """
+
+    candidates: Sequence[tuple[Provider, str]]
+
+    @property
+    def name(self) -> str:
+        return self.candidates[0][0].name
+
+    @property
+    def default_model(self) -> str:
+        return self.candidates[0][1]
+
+    def supports(self, model: str) -> bool:
+        return any(provider.supports(model) for provider, _ in self.candidates)
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+        last_error: UpstreamError | None = None
+        for index, (provider, model) in enumerate(self.candidates):
+            if index == 0:
+                model = request.model
+            produced_text = False
+            try:
+                async for event in provider.stream(dataclasses.replace(request, model=model)):
+                    if isinstance(event, TextDelta):
+                        produced_text = True
+                    elif isinstance(event, Finished) and event.provider is None:
+                        event = dataclasses.replace(event, provider=provider.name)
+                    yield event
+                return
+            except UpstreamError as error:
+                if produced_text:
+                    raise
+                last_error = error
+                log.warning(
+                    "falling back to the next model",
+                    provider=provider.name,
+                    model=model,
+                    code=error.code,
+                )
+        assert last_error is not None
+        raise last_error
+
+
+async def _close(events: AsyncIterator[StreamEvent]) -> None:
+    aclose = getattr(events, "aclose", None)
+    if aclose is not None:
+        await aclose()

@@ -1,0 +1,152 @@
+"""Build the configured providers from settings: one SDK client each, reused by every request."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import anthropic
+import openai
+import structlog
+
+from app.core.config import ConfigurationError, Settings
+from app.providers.anthropic_messages import AnthropicProvider
+from app.providers.base import ChatRequest, Provider
+from app.providers.context import counter_for, fit_to_window
+from app.providers.mock import MockProvider
+from app.providers.openai_chat import OpenAIChatProvider
+from app.providers.registry import ProviderRegistry
+from app.providers.resilience import ResilientProvider, RetryPolicy
+
+log = structlog.get_logger(__name__)
+
+# Chosen as the default, in this order, when DEFAULT_PROVIDER is not set.
+_PREFERENCE = ("openai", "anthropic", "azure", "openai_compatible")
+DEFAULT_MODELS = {"openai": "gpt-4o-mini", "anthropic": "claude-sonnet-4-5"}
+# What a self-hosted server is assumed to hold when nothing says otherwise (Ollama's default
+# is smaller still; set a PRICE_OVERRIDES context_window for the real one).
+SELF_HOSTED_CONTEXT_WINDOW = 8_192
+REPLY_RESERVE_TOKENS = 1_024
+
+WindowLookup = Callable[[str, str], int | None]
+
+
+def build_registry(settings: Settings, context_window: WindowLookup) -> ProviderRegistry:
+    """Offer every provider that has what it needs; the mock is always there, offline."""
+    adapters = _adapters(settings)
+    policy = RetryPolicy(
+        max_retries=settings.provider_max_retries,
+        max_wait_s=settings.provider_retry_max_wait_seconds,
+        idle_timeout_s=settings.provider_timeout_seconds,
+    )
+    fitter = _fitter(settings, context_window)
+    providers: dict[str, Provider] = {
+        name: adapter if name == "mock" else ResilientProvider(adapter, policy, fitter)
+        for name, adapter in adapters.items()
+    }
+    default = settings.default_provider or next((p for p in _PREFERENCE if p in providers), "mock")
+    if default == "mock":
+        log.warning("no provider key is configured; replies come from the built-in mock provider")
+    fallbacks = [tuple(item.split(":", 1)) for item in settings.fallback_models]
+    try:
+        return ProviderRegistry(
+            providers,
+            default,
+            settings.default_model,
+            fallbacks=[(p, m) for p, m in fallbacks],
+        )
+    except ValueError as error:
+        raise ConfigurationError(str(error)) from error
+
+
+def _adapters(settings: Settings) -> dict[str, Provider]:
+    timeout = openai.Timeout(
+        settings.provider_timeout_seconds, connect=settings.provider_connect_timeout_seconds
+    )
+    read_s = settings.provider_timeout_seconds
+    adapters: dict[str, Provider] = {
+        "mock": MockProvider(chunk_delay_s=settings.mock_chunk_delay_ms / 1000),
+    }
+    if settings.openai_api_key is not None:
+        adapters["openai"] = OpenAIChatProvider(
+            name="openai",
+            client=openai.AsyncOpenAI(
+                api_key=settings.openai_api_key.get_secret_value(),
+                base_url=settings.openai_base_url,
+                max_retries=0,  # ours is the one retry owner
+                timeout=timeout,
+            ),
+            default_model=DEFAULT_MODELS["openai"],
+            read_timeout_s=read_s,
+        )
+    if settings.anthropic_api_key is not None:
+        adapters["anthropic"] = AnthropicProvider(
+            client=anthropic.AsyncAnthropic(
+                api_key=settings.anthropic_api_key.get_secret_value(),
+                base_url=settings.anthropic_base_url,
+                max_retries=0,
+                timeout=timeout,
+            ),
+            default_model=DEFAULT_MODELS["anthropic"],
+            default_max_tokens=settings.anthropic_default_max_tokens,
+            read_timeout_s=read_s,
+        )
+    if settings.azure_openai_api_key is not None:
+        if not settings.azure_openai_endpoint or not settings.azure_openai_deployments:
+            raise ConfigurationError(
+                "AZURE_OPENAI_API_KEY is set: AZURE_OPENAI_ENDPOINT and "
+                "AZURE_OPENAI_DEPLOYMENTS are required too"
+            )
+        adapters["azure"] = OpenAIChatProvider(
+            name="azure",
+            client=openai.AsyncAzureOpenAI(
+                api_key=settings.azure_openai_api_key.get_secret_value(),
+                azure_endpoint=settings.azure_openai_endpoint,
+                api_version=settings.azure_openai_api_version,
+                max_retries=0,
+                timeout=timeout,
+            ),
+            default_model=next(iter(settings.azure_openai_deployments)),
+            read_timeout_s=read_s,
+            deployments=settings.azure_openai_deployments,
+        )
+    if settings.openai_compatible_base_url is not None:
+        key = settings.openai_compatible_api_key
+        models = settings.openai_compatible_models
+        adapters["openai_compatible"] = OpenAIChatProvider(
+            name="openai_compatible",
+            client=openai.AsyncOpenAI(
+                # Local servers take no key, but the SDK insists on one.
+                api_key=key.get_secret_value() if key else "not-needed",
+                base_url=settings.openai_compatible_base_url,
+                max_retries=0,
+                timeout=timeout,
+            ),
+            default_model=models[0] if models else "llama3.1",
+            read_timeout_s=read_s,
+            models=models or None,
+        )
+    return adapters
+
+
+def _fitter(
+    settings: Settings, context_window: WindowLookup
+) -> Callable[[str, ChatRequest], ChatRequest]:
+    def fit(provider: str, request: ChatRequest) -> ChatRequest:
+        window = context_window(provider, request.model)
+        if window is None and provider == "openai_compatible":
+            window = SELF_HOSTED_CONTEXT_WINDOW
+        if window is None:
+            return request  # unknown window: the provider's own error is the honest answer
+        reserve = request.max_tokens or (
+            settings.anthropic_default_max_tokens
+            if provider == "anthropic"
+            else REPLY_RESERVE_TOKENS
+        )
+        return fit_to_window(
+            request,
+            context_window=window,
+            reply_reserve=min(reserve, window // 2),
+            count=counter_for(provider, request.model),
+        )
+
+    return fit

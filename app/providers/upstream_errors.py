@@ -1,0 +1,107 @@
+"""What an SDK's exception means for the service: one place maps both SDKs to domain errors.
+
+The detail never carries the provider's raw message: a 401 body can quote part of the key and
+any body can echo the prompt. Only the status and the provider's machine-readable error type go
+into the detail; the raw message stays out of logs too.
+"""
+
+from __future__ import annotations
+
+import json
+from email.utils import parsedate_to_datetime
+from time import time
+
+import anthropic
+import httpx2
+import openai
+
+from app.errors import (
+    ChatAPIError,
+    UnknownModel,
+    UpstreamError,
+    UpstreamRateLimited,
+    UpstreamTimeout,
+)
+
+# Statuses worth another attempt: timeouts, lock conflicts, rate limits, server errors and
+# Anthropic's 529 "overloaded".
+RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
+
+_TIMEOUTS = (openai.APITimeoutError, anthropic.APITimeoutError, httpx2.TimeoutException)
+_CONNECTION = (
+    openai.APIConnectionError,
+    anthropic.APIConnectionError,
+    httpx2.TransportError,  # Anthropic's streams let a cut connection escape unwrapped
+)
+_STATUS = (openai.APIStatusError, anthropic.APIStatusError)
+_GARBLED = (
+    openai.APIResponseValidationError,
+    anthropic.APIResponseValidationError,
+    json.JSONDecodeError,  # both SDKs raise it bare on a body that is not JSON
+)
+
+
+def translate_upstream_error(
+    provider: str, error: BaseException, *, timeout_s: float
+) -> ChatAPIError | None:
+    """The domain error for an SDK or transport failure, or `None` when it is not one."""
+    if isinstance(error, _TIMEOUTS):
+        return UpstreamTimeout(provider, timeout_s)
+    if isinstance(error, _STATUS):
+        return _from_status(provider, error.status_code, error.response.headers, error.body)
+    if isinstance(error, _CONNECTION):
+        return UpstreamError(f"could not reach provider {provider!r}", retryable=True)
+    if isinstance(error, _GARBLED):
+        return UpstreamError(f"provider {provider!r} sent a malformed response", retryable=True)
+    if isinstance(error, openai.APIError | anthropic.APIError):
+        # An `error` event inside a stream (usually "overloaded"): the SDK's catch-all.
+        return UpstreamError(f"provider {provider!r} reported an error", retryable=True)
+    return None
+
+
+def _from_status(provider: str, status: int, headers: httpx2.Headers, body: object) -> ChatAPIError:
+    retry_after = parse_retry_after(headers)
+    kind = _error_type(body)
+    if status == 429:
+        return UpstreamRateLimited(provider, retry_after)
+    if status in (401, 403):
+        return UpstreamError(f"provider {provider!r} rejected the service's credentials")
+    if status == 404 and kind in (None, "model_not_found", "not_found_error", "DeploymentNotFound"):
+        return UnknownModel(f"provider {provider!r} does not offer the requested model")
+    described = f"provider {provider!r} answered {status}" + (f" ({kind})" if kind else "")
+    return UpstreamError(described, retryable=status in RETRYABLE_STATUSES, retry_after=retry_after)
+
+
+def parse_retry_after(headers: httpx2.Headers) -> float | None:
+    """Seconds to wait from `retry-after-ms`, `retry-after` (seconds or an HTTP date)."""
+    milliseconds = headers.get("retry-after-ms")
+    if milliseconds:
+        try:
+            return max(0.0, float(milliseconds) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time())
+    except (TypeError, ValueError):
+        return None
+
+
+def _error_type(body: object) -> str | None:
+    """The provider's machine-readable error kind (`rate_limit_error`, `invalid_api_key`)."""
+    if not isinstance(body, dict):
+        return None
+    inner = body.get("error", body)
+    if not isinstance(inner, dict):
+        return None
+    for key in ("code", "type"):
+        value = inner.get(key)
+        if isinstance(value, str) and value.isidentifier():
+            return value
+    return None
