@@ -56,6 +56,17 @@ class InvalidCursor(ChatAPIError):
         )
 
 
+class InvalidRange(ChatAPIError):
+    status = HTTPStatus.UNPROCESSABLE_ENTITY
+    code = "validation_error"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "`from` must be before `to`",
+            extra={"errors": [{"loc": ["query", "from"], "msg": "must be before `to`"}]},
+        )
+
+
 class UnknownModel(ChatAPIError):
     status = HTTPStatus.UNPROCESSABLE_ENTITY
     code = "unknown_model"

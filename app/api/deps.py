@@ -59,6 +59,14 @@ def _redis(request: Request) -> Redis | None:
 SettingsDep = Annotated[Settings, Depends(_settings)]
 SessionFactoryDep = Annotated[async_sessionmaker[AsyncSession], Depends(_sessionmaker)]
 ProvidersDep = Annotated[ProviderRegistry, Depends(_providers)]
+
+
+def _prices(request: Request) -> PriceBook:
+    prices: PriceBook = request.state.prices
+    return prices
+
+
+PricesDep = Annotated[PriceBook, Depends(_prices)]
 TurnsDep = Annotated[TurnContext, Depends(_turns)]
 RedisDep = Annotated["Redis | None", Depends(_redis)]
 

@@ -37,6 +37,7 @@ class ProviderRegistry:
         default_provider: str,
         default_model: str | None = None,
         fallbacks: Sequence[tuple[str, str]] = (),
+        listed_models: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         if default_provider not in providers:
             raise ValueError(f"DEFAULT_PROVIDER: provider {default_provider!r} is not configured")
@@ -45,6 +46,7 @@ class ProviderRegistry:
         self.default_model = default_model or providers[default_provider].default_model
         self.resolve(None, None)  # a bad DEFAULT_MODEL stops start-up, not the first turn
         self.fallbacks = tuple((p, m) for p, m in fallbacks if self._offers(p, m))
+        self._listed = dict(listed_models or {})
         for provider, model in set(fallbacks) - set(self.fallbacks):
             log.warning("fallback model is not available; skipped", provider=provider, model=model)
 
@@ -78,6 +80,15 @@ class ProviderRegistry:
             if (p, m) != (choice.provider.name, choice.model)
         ]
         return choice.provider if len(chain) == 1 else FallbackProvider(chain)
+
+    def catalog(self) -> list[tuple[str, str]]:
+        """Every (provider, model) worth listing: defaults, fallbacks and configured models."""
+        pairs: dict[tuple[str, str], None] = {(self.default_provider, self.default_model): None}
+        for name, provider in self._providers.items():
+            pairs[(name, provider.default_model)] = None
+            pairs.update(dict.fromkeys((name, m) for m in self._listed.get(name, ())))
+        pairs.update(dict.fromkeys(self.fallbacks))
+        return [pair for pair in pairs if self._offers(*pair)]
 
     async def aclose(self) -> None:
         """Release every provider's connection pool."""

@@ -53,9 +53,29 @@ def build_registry(settings: Settings, context_window: WindowLookup) -> Provider
             default,
             settings.default_model,
             fallbacks=[(p, m) for p, m in fallbacks],
+            listed_models=_listed_models(settings, providers),
         )
     except ValueError as error:
         raise ConfigurationError(str(error)) from error
+
+
+# Offered in /models besides the defaults; any model the provider knows can still be asked for.
+SUGGESTED_MODELS = {
+    "openai": ("gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini"),
+    "anthropic": ("claude-sonnet-4-5", "claude-haiku-4-5", "claude-opus-4-1"),
+}
+
+
+def _listed_models(settings: Settings, providers: dict[str, Provider]) -> dict[str, list[str]]:
+    listed: dict[str, list[str]] = {
+        name: list(SUGGESTED_MODELS.get(name, ())) for name in providers
+    }
+    listed.setdefault("azure", []).extend(settings.azure_openai_deployments)
+    listed.setdefault("openai_compatible", []).extend(settings.openai_compatible_models)
+    for key in settings.price_overrides:
+        provider, _, model = key.partition(":")
+        listed.setdefault(provider, []).append(model)
+    return listed
 
 
 def _adapters(settings: Settings) -> dict[str, Provider]:

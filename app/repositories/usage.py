@@ -5,13 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.base import utcnow
-from app.db.models import UserMonthlyUsage
+from app.db.models import Conversation, Message, MessageRole, MessageStatus, UserMonthlyUsage
 from app.providers.base import Usage
 
 
@@ -59,3 +59,63 @@ class UserUsageRepo:
                 },
             )
         )
+
+
+# Every provider call that ended counts as a request, failed ones included (they cost 0).
+_ENDED = (MessageStatus.COMPLETED, MessageStatus.CANCELLED, MessageStatus.FAILED)
+
+
+class UsageReportRepo:
+    """Aggregates over stored replies, in SQL, scoped to an owner (or everyone, for admins)."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def report(
+        self,
+        *,
+        owner: str | None,
+        start: datetime | None,
+        end: datetime | None,
+        group_by: str,
+    ) -> list[tuple[str, int, int, int, int, Decimal]]:
+        """Rows of (key, requests, prompt, completion, cached tokens, cost), costliest first."""
+        key = self._key(group_by).label("key")
+        cost = func.coalesce(func.sum(Message.cost_usd), 0).label("cost_usd")
+        statement = (
+            select(
+                key,
+                func.count(Message.id),
+                func.coalesce(func.sum(Message.prompt_tokens), 0),
+                func.coalesce(func.sum(Message.completion_tokens), 0),
+                func.coalesce(func.sum(Message.cached_tokens), 0),
+                cost,
+            )
+            .join(Conversation, Conversation.id == Message.conversation_id)
+            .where(Message.role == MessageRole.ASSISTANT, Message.status.in_(_ENDED))
+            .group_by(key)
+            .order_by(cost.desc(), key)
+        )
+        if owner is not None:
+            statement = statement.where(Conversation.user_id == owner)
+        if start is not None:
+            statement = statement.where(Message.created_at >= start)
+        if end is not None:
+            statement = statement.where(Message.created_at < end)
+        rows = (await self.session.execute(statement)).all()
+        return [
+            (str(k), int(n), int(p), int(c), int(cached), Decimal(str(total)))
+            for k, n, p, c, cached, total in rows
+        ]
+
+    def _key(self, group_by: str) -> ColumnElement[str]:
+        if group_by == "provider":
+            return func.coalesce(Message.provider, "unknown")
+        if group_by == "user":
+            return func.coalesce(Conversation.user_id, "")
+        if group_by == "day":
+            if self.session.get_bind().dialect.name == "postgresql":
+                return func.to_char(func.timezone("UTC", Message.created_at), "YYYY-MM-DD")
+            # SQLite stores UTC text, "2026-11-25 14:17:10.123456".
+            return func.substr(Message.created_at, 1, 10)
+        return func.coalesce(Message.model, "unknown")

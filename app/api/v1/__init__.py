@@ -2,9 +2,11 @@
 
 from fastapi import APIRouter
 
-from app.api.v1 import conversations, feedback, messages
+from app.api.v1 import conversations, feedback, messages, model_catalog, usage
 
 router = APIRouter(prefix="/api/v1")
 router.include_router(conversations.router)
 router.include_router(messages.router)
 router.include_router(feedback.router)
+router.include_router(usage.router)
+router.include_router(model_catalog.router)

@@ -1,0 +1,42 @@
+"""/api/v1/usage: what was spent, grouped by model, provider, day or user."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from app.api.deps import CurrentUser, SessionDep
+from app.api.v1.openapi import problems
+from app.schemas.common import UserId
+from app.schemas.usage import UsageGroupBy, UsageReport
+from app.services import usage as service
+
+router = APIRouter(prefix="/usage", tags=["usage"])
+
+
+@router.get("", response_model=UsageReport, responses=problems(422))
+async def get_usage(
+    session: SessionDep,
+    principal: CurrentUser,
+    start: Annotated[datetime | None, Query(alias="from")] = None,
+    end: Annotated[datetime | None, Query(alias="to")] = None,
+    group_by: UsageGroupBy = UsageGroupBy.MODEL,
+    user_id: Annotated[UserId | None, Query()] = None,
+) -> UsageReport:
+    """Replies in `[from, to)` (RFC 3339; a time without an offset is UTC), costliest first."""
+    return await service.usage_report(
+        session,
+        principal,
+        user_id=user_id,
+        start=_aware(start),
+        end=_aware(end),
+        group_by=group_by,
+    )
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)
