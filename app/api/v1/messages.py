@@ -21,7 +21,7 @@ router = APIRouter(prefix="/conversations/{conversation_id}/messages", tags=["me
     "",
     status_code=201,
     response_model=TurnResult,
-    responses=problems(404, 413, 415, 422, 429, 502, 504),
+    responses=problems(402, 404, 413, 415, 422, 429, 502, 504),
 )
 async def send_message(
     conversation_id: UUID, body: MessageCreate, principal: CurrentUser, turns: TurnsDep
