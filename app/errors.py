@@ -67,6 +67,17 @@ class InvalidRange(ChatAPIError):
         )
 
 
+class GenerationInProgress(ChatAPIError):
+    status = HTTPStatus.CONFLICT
+    code = "generation_in_progress"
+
+    def __init__(self, conversation_id: UUID) -> None:
+        super().__init__(
+            f"a reply is already being generated in conversation {conversation_id}; "
+            "wait for it, attach to its stream, or cancel it"
+        )
+
+
 class UnknownModel(ChatAPIError):
     status = HTTPStatus.UNPROCESSABLE_ENTITY
     code = "unknown_model"

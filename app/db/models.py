@@ -120,6 +120,9 @@ class Message(IdMixin, CreatedAtMixin, Base):
     time_to_first_token_ms: Mapped[int | None]
     finish_reason: Mapped[str | None] = mapped_column(String(32))
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)
+    # Touched whenever a generation flushes its partial text: an `in_progress` reply that has
+    # not been touched for a while belongs to a process that died.
+    updated_at: Mapped[datetime | None] = mapped_column(default=utcnow, onupdate=utcnow)
 
     conversation: Mapped[Conversation] = relationship(back_populates="messages")
 
@@ -132,6 +135,21 @@ class Message(IdMixin, CreatedAtMixin, Base):
             name="token_counts_non_negative",
         ),
         CheckConstraint("cost_usd IS NULL OR cost_usd >= 0", name="cost_non_negative"),
+        # One generation per conversation at a time, claimed by the insert itself.
+        Index(
+            "uq_messages_one_generation_per_conversation",
+            "conversation_id",
+            unique=True,
+            postgresql_where=text("status = 'in_progress' AND role = 'assistant'"),
+            sqlite_where=text("status = 'in_progress' AND role = 'assistant'"),
+        ),
+        # Start-up recovery finds replies left running by a dead process.
+        Index(
+            "ix_messages_in_progress_updated_at",
+            "updated_at",
+            postgresql_where=text("status = 'in_progress'"),
+            sqlite_where=text("status = 'in_progress'"),
+        ),
     )
 
 

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from uuid import UUID
 
 from sqlalchemy import Select, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.models import Message, MessageStatus
@@ -13,6 +14,12 @@ from app.repositories.pagination import fetch_page
 
 # Replies that failed carry no text the model should see again.
 _PROMPT_STATUSES = (MessageStatus.COMPLETED, MessageStatus.CANCELLED)
+
+
+_ONE_GENERATION_VIOLATIONS = (
+    "uq_messages_one_generation_per_conversation",
+    "UNIQUE constraint failed: messages.conversation_id",
+)
 
 
 class MessageRepo:
@@ -58,3 +65,20 @@ class MessageRepo:
     async def add_all(self, *messages: Message) -> None:
         self.session.add_all(messages)
         await self.session.flush()
+
+    async def claim_generation(self, user_message: Message, reply: Message) -> bool:
+        """Store a turn's messages unless a reply is already running in the conversation.
+
+        The claim is the insert itself (a partial unique index on running replies), so two
+        concurrent turns can never both start; the loser's transaction is left rolled back.
+        """
+        try:
+            async with self.session.begin_nested():
+                self.session.add_all((user_message, reply))
+                await self.session.flush()
+        except IntegrityError as error:
+            # Postgres names the index; SQLite names the column the partial index covers.
+            if not any(mark in str(error.orig) for mark in _ONE_GENERATION_VIOLATIONS):
+                raise
+            return False
+        return True

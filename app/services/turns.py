@@ -23,6 +23,7 @@ from app.errors import (
     BudgetExceeded,
     ChatAPIError,
     ConversationNotFound,
+    GenerationInProgress,
     UpstreamError,
     UpstreamTimeout,
 )
@@ -152,7 +153,8 @@ async def _open_turn(
             cost_usd=None,
             created_at=now,
         )
-        await MessageRepo(session).add_all(user_message, reply)
+        if not await MessageRepo(session).claim_generation(user_message, reply):
+            raise GenerationInProgress(conversation.id)
         await ConversationRepo(session).count_messages(conversation.id, added=2)
     request = ChatRequest(
         model=choice.model,
