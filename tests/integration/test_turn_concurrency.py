@@ -116,3 +116,27 @@ class TestConcurrentTurns:
             assert {m["status"] for m in stored["messages"]} == {"completed"}
             assert stored["messages"][0]["content"] == f"Waiting turn {i}"
             assert stored["total_tokens"] == 14
+
+
+class TestOneGenerationPerConversation:
+    async def test_a_second_turn_while_one_runs_is_a_409_and_stores_nothing(
+        self, start_app: StartApp, settings: Settings
+    ) -> None:
+        provider = StallingProvider()
+        client = await start_app(settings, providers=registry_with(provider))
+        conversation = await create_conversation(client, provider=FAKE_PROVIDER, model=FAKE_MODEL)
+        first = asyncio.create_task(send(client, conversation["id"], "first"))
+        try:
+            async with asyncio.timeout(10):
+                await provider.wait_until_entered(1)
+            second = await send(client, conversation["id"], "second")
+        finally:
+            provider.release()
+        assert (await first).status_code == 201
+
+        assert second.status_code == 409
+        assert second.headers["content-type"].startswith("application/problem+json")
+        assert second.json()["code"] == "generation_in_progress"
+        stored = (await client.get(f"/api/v1/conversations/{conversation['id']}")).json()
+        assert [m["content"] for m in stored["messages"] if m["role"] == "user"] == ["first"]
+        assert stored["message_count"] == 2
