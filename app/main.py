@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -20,7 +21,10 @@ from app.core.logging import configure_logging
 from app.db.session import create_engine, make_sessionmaker
 from app.providers.registry import ProviderRegistry
 from app.providers.setup import build_registry
+from app.services.event_log import EventLog, InProcessEventLog, RedisEventLog
+from app.services.generations import Generations
 from app.services.pricing import PriceBook, build_price_book
+from app.services.recovery import sweep_forever
 from app.services.turns import TurnContext
 
 log = structlog.get_logger(__name__)
@@ -53,6 +57,38 @@ def create_app(
             redis=redis is not None,
             default_provider=registry.default_provider,
         )
+        # Blocking stream reads and the cancel channel wait longer than a command may.
+        stream_redis = (
+            Redis.from_url(
+                settings.redis_url,
+                socket_connect_timeout=2,
+                socket_timeout=settings.stream_heartbeat_seconds + 5,
+            )
+            if settings.redis_url
+            else None
+        )
+        turns = TurnContext(
+            sessionmaker=sessionmaker,
+            registry=registry,
+            prices=price_book,
+            generation_timeout_s=settings.generation_timeout_seconds,
+            budget_usd=settings.user_budget_usd,
+        )
+        local_log = InProcessEventLog()
+        events: EventLog = (
+            RedisEventLog(stream_redis, local_log) if stream_redis is not None else local_log
+        )
+        generations = Generations(
+            turns, events, flush_interval_s=settings.stream_flush_seconds, redis=stream_redis
+        )
+        # A reply untouched for longer than any live generation can be silent is abandoned.
+        stale_after_s = settings.provider_timeout_seconds + 4 * settings.stream_flush_seconds + 30
+        background = [
+            asyncio.create_task(generations.listen_for_cancels()),
+            asyncio.create_task(
+                sweep_forever(sessionmaker, stale_after_s=stale_after_s, every_s=30)
+            ),
+        ]
         try:
             yield AppState(
                 settings=settings,
@@ -60,15 +96,16 @@ def create_app(
                 redis=redis,
                 providers=registry,
                 prices=price_book,
-                turns=TurnContext(
-                    sessionmaker=sessionmaker,
-                    registry=registry,
-                    prices=price_book,
-                    generation_timeout_s=settings.generation_timeout_seconds,
-                    budget_usd=settings.user_budget_usd,
-                ),
+                turns=turns,
+                generations=generations,
             )
         finally:
+            await generations.drain(grace_s=settings.shutdown_grace_seconds)
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            if stream_redis is not None:
+                await stream_redis.aclose()
             await registry.aclose()
             if redis is not None:
                 await redis.aclose()

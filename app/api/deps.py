@@ -16,6 +16,7 @@ from app.db.models import Conversation
 from app.errors import Unauthenticated
 from app.providers.registry import ProviderRegistry
 from app.services import conversations as conversation_service
+from app.services.generations import Generations
 from app.services.pricing import PriceBook
 from app.services.turns import TurnContext
 
@@ -29,6 +30,7 @@ class AppState(TypedDict):
     providers: ProviderRegistry
     prices: PriceBook
     turns: TurnContext
+    generations: Generations
 
 
 def _settings(request: Request) -> Settings:
@@ -49,6 +51,14 @@ def _providers(request: Request) -> ProviderRegistry:
 def _turns(request: Request) -> TurnContext:
     turns: TurnContext = request.state.turns
     return turns
+
+
+def _generations(request: Request) -> Generations:
+    generations: Generations = request.state.generations
+    return generations
+
+
+GenerationsDep = Annotated[Generations, Depends(_generations)]
 
 
 def _redis(request: Request) -> Redis | None:

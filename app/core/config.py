@@ -97,6 +97,12 @@ class Settings(BaseSettings):
     mock_output_price_per_mtok: Decimal = Field(default=Decimal("2.00"), ge=0, allow_inf_nan=False)
     mock_chunk_delay_ms: float = Field(default=0.0, ge=0, le=10_000)
 
+    # Streaming: a `: ping` after this much silence; partial text saved this often.
+    stream_heartbeat_seconds: float = Field(default=15.0, gt=0, le=300)
+    stream_flush_seconds: float = Field(default=2.0, gt=0, le=60)
+    # At shutdown, running generations get this long to finish before they are ended.
+    shutdown_grace_seconds: float = Field(default=20.0, ge=0, le=600)
+
     auth_enabled: bool = False
     max_body_bytes: int = Field(default=1_048_576, ge=1_024, le=64 * 1_048_576)
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)

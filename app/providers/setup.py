@@ -9,6 +9,7 @@ import openai
 import structlog
 
 from app.core.config import ConfigurationError, Settings
+from app.errors import UnknownModel
 from app.providers.anthropic_messages import AnthropicProvider
 from app.providers.base import ChatRequest, Provider
 from app.providers.context import counter_for, fit_to_window
@@ -55,7 +56,7 @@ def build_registry(settings: Settings, context_window: WindowLookup) -> Provider
             fallbacks=[(p, m) for p, m in fallbacks],
             listed_models=_listed_models(settings, providers),
         )
-    except ValueError as error:
+    except (ValueError, UnknownModel) as error:
         raise ConfigurationError(str(error)) from error
 
 

@@ -189,7 +189,9 @@ async def _complete_reply(
     finished: Finished,
     generation: Generation,
     started: int,
+    status: MessageStatus = MessageStatus.COMPLETED,
 ) -> TurnResult:
+    """Store the reply with its usage and cost, and charge it, in one transaction."""
     usage = finished.usage
     served_by = finished.provider or reply.provider or ""
     requested = reply.model if served_by == reply.provider else None
@@ -206,7 +208,7 @@ async def _complete_reply(
     async with ctx.sessionmaker.begin() as session:
         session.add(reply)
         reply.content = generation.text
-        reply.status = MessageStatus.COMPLETED
+        reply.status = status
         reply.provider = served_by
         reply.model = finished.model
         _record_usage(reply, usage, cost, price)

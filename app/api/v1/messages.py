@@ -5,13 +5,24 @@ from __future__ import annotations
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Header, Query
+from fastapi.responses import StreamingResponse
 
-from app.api.deps import CurrentUser, OwnedConversation, SessionDep, TurnsDep
+from app.api.deps import (
+    CurrentUser,
+    GenerationsDep,
+    OwnedConversation,
+    SessionDep,
+    SessionFactoryDep,
+    SettingsDep,
+    TurnsDep,
+)
+from app.api.sse import event_stream
 from app.api.v1.openapi import problems
 from app.schemas.common import Page
 from app.schemas.messages import MessageCreate, MessageRead, TurnResult
 from app.services import conversations as conversation_service
+from app.services import streams
 from app.services.turns import take_turn
 
 router = APIRouter(prefix="/conversations/{conversation_id}/messages", tags=["messages"])
@@ -24,11 +35,31 @@ router = APIRouter(prefix="/conversations/{conversation_id}/messages", tags=["me
     responses=problems(402, 404, 413, 415, 422, 429, 502, 504),
 )
 async def send_message(
-    conversation_id: UUID, body: MessageCreate, principal: CurrentUser, turns: TurnsDep
-) -> TurnResult:
-    """Store the message, get the reply from the model, store and charge it, return both."""
+    conversation_id: UUID,
+    body: MessageCreate,
+    principal: CurrentUser,
+    turns: TurnsDep,
+    generations: GenerationsDep,
+    sessionmaker: SessionFactoryDep,
+    settings: SettingsDep,
+    accept: Annotated[str, Header()] = "",
+) -> TurnResult | StreamingResponse:
+    """Store the message, get the reply from the model, store and charge it, return both.
+
+    With `"stream": true` or `Accept: text/event-stream`, the reply streams as SSE instead.
+    """
     # No request session here: the turn opens its own short transactions so that no
     # connection is held while the provider is thinking.
+    if body.stream or "text/event-stream" in accept:
+        started = await generations.start(principal, conversation_id, body)
+        items = streams.read_reply(
+            generations.events,
+            sessionmaker,
+            started.reply_id,
+            after=0,
+            heartbeat_s=settings.stream_heartbeat_seconds,
+        )
+        return event_stream(items)
     return await take_turn(turns, principal, conversation_id, body)
 
 

@@ -1,0 +1,76 @@
+"""/api/v1/conversations/{id}/stream and .../messages/{message_id}/cancel."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Header, Query
+from fastapi.responses import StreamingResponse
+
+from app.api.deps import (
+    CurrentUser,
+    GenerationsDep,
+    SessionFactoryDep,
+    SettingsDep,
+)
+from app.api.sse import event_stream
+from app.api.v1.openapi import problems
+from app.schemas.common import StorableText
+from app.schemas.messages import MessageCreate, MessageRead
+from app.services import streams
+from app.services.generations import cancel_reply
+
+router = APIRouter(prefix="/conversations/{conversation_id}", tags=["streaming"])
+
+SSE_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/event-stream": {}}, "description": "server-sent events"}
+}
+
+
+@router.get(
+    "/stream",
+    response_class=StreamingResponse,
+    responses={**SSE_RESPONSE, **problems(402, 404, 409, 422, 429)},
+)
+async def stream(
+    conversation_id: UUID,
+    principal: CurrentUser,
+    generations: GenerationsDep,
+    sessionmaker: SessionFactoryDep,
+    settings: SettingsDep,
+    content: Annotated[StorableText | None, Query(min_length=1, max_length=100_000)] = None,
+    last_event_id: Annotated[str | None, Header(max_length=200)] = None,
+) -> StreamingResponse:
+    """With `content`: send it and stream the reply (for `EventSource`). Without: attach to
+    the running reply, or replay the latest one; `Last-Event-ID` resumes after that event."""
+    if content is not None:
+        started = await generations.start(
+            principal, conversation_id, MessageCreate(content=content)
+        )
+        reply_id, after = started.reply_id, 0
+    else:
+        reply_id = await streams.latest_reply_id(sessionmaker, principal, conversation_id)
+        seen_reply, seen = streams.parse_last_event_id(last_event_id)
+        after = seen if seen_reply == reply_id else 0
+    items = streams.read_reply(
+        generations.events,
+        sessionmaker,
+        reply_id,
+        after=after,
+        heartbeat_s=settings.stream_heartbeat_seconds,
+    )
+    return event_stream(items)
+
+
+@router.post("/messages/{message_id}/cancel", response_model=MessageRead, responses=problems(404))
+async def cancel(
+    conversation_id: UUID,
+    message_id: UUID,
+    principal: CurrentUser,
+    generations: GenerationsDep,
+    sessionmaker: SessionFactoryDep,
+) -> MessageRead:
+    """Stop a running reply, keeping its text (status `cancelled`); a finished one is returned
+    as it is."""
+    return await cancel_reply(generations, sessionmaker, principal, conversation_id, message_id)

@@ -1,0 +1,240 @@
+"""The per-reply event log that every stream listener reads: Redis Streams, or in-process.
+
+A generation appends each event (`start`, `delta`, `done`, `error`) here before anyone sees
+it; listeners only read. Event ids are `<position>` within one reply's log, opaque to clients,
+so `Last-Event-ID` resumes right after an event on any replica that can read the same log.
+With Redis configured, the log lives in a Redis Stream (`chat:events:<reply id>`), trimmed to a
+bounded length and expired a while after the reply ends. A Redis outage degrades to the
+in-process log of the replica running the generation, so streaming never stops for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+from uuid import UUID
+
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+log = structlog.get_logger(__name__)
+
+TERMINAL_EVENTS = frozenset({"done", "error"})
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedEvent:
+    id: str
+    event: str
+    data: str  # JSON text, stored once and sent as is
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.event in TERMINAL_EVENTS
+
+
+class EventLog(Protocol):
+    async def append(self, reply_id: UUID, event: str, data: str) -> str:
+        """Store one event and wake its listeners; returns the event's id."""
+        ...
+
+    def follow(
+        self, reply_id: UUID, after: str | None, *, idle_s: float
+    ) -> AsyncIterator[LoggedEvent | None]:
+        """Events after `after` in order, then new ones as they come, up to a terminal one.
+
+        Yields `None` after `idle_s` seconds without an event, so callers can send keep-alives.
+        Ends at once, yielding nothing, when the log holds no such reply.
+        """
+        ...
+
+    async def exists(self, reply_id: UUID) -> bool: ...
+
+    async def finish(self, reply_id: UUID) -> None:
+        """The reply ended: keep its log for late readers, then let it go."""
+        ...
+
+
+@dataclass
+class _Buffer:
+    events: list[LoggedEvent] = field(default_factory=list)
+    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+    finished_at: float | None = None
+
+
+class InProcessEventLog:
+    """Events held in this process: enough for one replica, and the fallback without Redis."""
+
+    def __init__(self, retention_s: float = 300.0) -> None:
+        self._buffers: dict[UUID, _Buffer] = {}
+        self._retention_s = retention_s
+
+    async def append(self, reply_id: UUID, event: str, data: str) -> str:
+        buffer = self._buffers.setdefault(reply_id, _Buffer())
+        logged = LoggedEvent(str(len(buffer.events) + 1), event, data)
+        async with buffer.changed:
+            buffer.events.append(logged)
+            buffer.changed.notify_all()
+        return logged.id
+
+    async def follow(
+        self, reply_id: UUID, after: str | None, *, idle_s: float
+    ) -> AsyncIterator[LoggedEvent | None]:
+        buffer = self._buffers.get(reply_id)
+        if buffer is None:
+            return
+        position = _position(after)
+        while True:
+            while position < len(buffer.events):
+                event = buffer.events[position]
+                position += 1
+                yield event
+                if event.is_terminal:
+                    return
+            await _wait_for_more(buffer, position, idle_s)
+            if len(buffer.events) <= position:
+                yield None
+
+    async def exists(self, reply_id: UUID) -> bool:
+        return reply_id in self._buffers
+
+    async def finish(self, reply_id: UUID) -> None:
+        buffer = self._buffers.get(reply_id)
+        if buffer is not None:
+            buffer.finished_at = time.monotonic()
+        self._forget_expired()
+
+    def _forget_expired(self) -> None:
+        cutoff = time.monotonic() - self._retention_s
+        expired = [
+            reply_id
+            for reply_id, buffer in self._buffers.items()
+            if buffer.finished_at is not None and buffer.finished_at < cutoff
+        ]
+        for reply_id in expired:
+            del self._buffers[reply_id]
+
+
+class RedisEventLog:
+    """Events in a Redis Stream per reply, readable from every replica.
+
+    Stream entry ids are not used as event ids: the position in the reply's log is, so ids
+    stay the same whichever log served them. Falls back to `fallback` while Redis is down.
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        fallback: InProcessEventLog,
+        *,
+        max_events: int = 100_000,
+        retention_s: int = 3_600,
+    ) -> None:
+        self._redis = redis
+        self._fallback = fallback
+        self._max_events = max_events
+        self._retention_s = retention_s
+        self._degraded: set[UUID] = set()
+
+    async def append(self, reply_id: UUID, event: str, data: str) -> str:
+        if reply_id not in self._degraded:
+            try:
+                return await self._append(reply_id, event, data)
+            except RedisError as error:
+                # Listeners on this replica keep reading; other replicas see the DB's replay.
+                log.warning("event log degraded to in-process", error=type(error).__name__)
+                self._degraded.add(reply_id)
+        return await self._fallback.append(reply_id, event, data)
+
+    async def _append(self, reply_id: UUID, event: str, data: str) -> str:
+        key = _key(reply_id)
+        position = await self._redis.incr(f"{key}:seq")
+        await self._redis.xadd(
+            key,
+            {"id": str(position), "event": event, "data": data},
+            id=f"{position}-0",
+            maxlen=self._max_events,
+            approximate=True,
+        )
+        return str(position)
+
+    async def follow(
+        self, reply_id: UUID, after: str | None, *, idle_s: float
+    ) -> AsyncIterator[LoggedEvent | None]:
+        if reply_id in self._degraded or await self._fallback.exists(reply_id):
+            async for item in self._fallback.follow(reply_id, after, idle_s=idle_s):
+                yield item
+            return
+        key = _key(reply_id)
+        last = f"{_position(after)}-0"
+        try:
+            if not await self._redis.exists(key):
+                return
+            while True:
+                response: Any = await self._redis.xread(
+                    {key: last}, count=500, block=max(1, int(idle_s * 1000))
+                )
+                if not response:
+                    yield None
+                    continue
+                # RESP2 answers [[key, entries]], RESP3 {key: entries}.
+                batch = (
+                    next(iter(response.values())) if isinstance(response, dict) else response[0][1]
+                )
+                for entry_id, fields in batch:
+                    last = _text(entry_id)
+                    event = LoggedEvent(
+                        _text(fields[b"id"]), _text(fields[b"event"]), _text(fields[b"data"])
+                    )
+                    yield event
+                    if event.is_terminal:
+                        return
+        except RedisError as error:
+            log.warning("event log unreadable; stream ends", error=type(error).__name__)
+
+    async def exists(self, reply_id: UUID) -> bool:
+        if await self._fallback.exists(reply_id):
+            return True
+        try:
+            return bool(await self._redis.exists(_key(reply_id)))
+        except RedisError:
+            return False
+
+    async def finish(self, reply_id: UUID) -> None:
+        await self._fallback.finish(reply_id)
+        self._degraded.discard(reply_id)
+        key = _key(reply_id)
+        with contextlib.suppress(RedisError):
+            await self._redis.expire(key, self._retention_s)
+            await self._redis.expire(f"{key}:seq", self._retention_s)
+
+
+async def _wait_for_more(buffer: _Buffer, seen: int, idle_s: float) -> None:
+    """Until the buffer holds more than `seen` events, or `idle_s` passes."""
+    async with buffer.changed:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(idle_s):
+                await buffer.changed.wait_for(lambda: len(buffer.events) > seen)
+
+
+def _key(reply_id: UUID) -> str:
+    return f"chat:events:{reply_id}"
+
+
+def _position(after: str | None) -> int:
+    """How many events the client has seen, from its Last-Event-ID (garbage means none)."""
+    if after is None:
+        return 0
+    try:
+        return max(0, int(after.rsplit("/", 1)[-1]))
+    except ValueError:
+        return 0
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,287 @@
+"""Server-owned generations: a streamed reply runs as a task of the server, not of a connection.
+
+Every event goes to the reply's event log first; SSE listeners only read the log, so a client
+that leaves stops nothing and a client that comes back (here or on another replica) resumes
+from the log. The reply is stored and charged exactly once, by the task, whoever listens.
+Only `cancel` stops a generation early: its text is kept and its tokens are charged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from dataclasses import dataclass
+from uuid import UUID
+
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.core.security import Principal
+from app.db.base import utcnow
+from app.db.models import Message, MessageStatus
+from app.errors import (
+    ChatAPIError,
+    ConversationNotFound,
+    MessageNotFound,
+    UpstreamError,
+    UpstreamTimeout,
+)
+from app.providers.base import ChatRequest, Finished, Provider, TextDelta, Usage
+from app.providers.context import counter_for, prompt_tokens
+from app.repositories.conversations import ConversationRepo
+from app.repositories.messages import MessageRepo
+from app.schemas.messages import MessageCreate, MessageRead
+from app.services.event_log import EventLog
+from app.services.turns import (
+    Generation,
+    TurnContext,
+    _complete_reply,
+    _fail_reply,
+    _monotonic_ms,
+    _open_turn,
+)
+
+log = structlog.get_logger(__name__)
+
+CANCEL_CHANNEL = "chat:cancel"
+_CANCEL_WAIT_MS = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class StartedGeneration:
+    reply_id: UUID
+    conversation_id: UUID
+
+
+@dataclass
+class _Running:
+    task: asyncio.Task[None]
+    cancel_requested: bool = False
+
+
+class Generations:
+    """Starts, tracks and cancels the generations running in this process."""
+
+    def __init__(
+        self,
+        ctx: TurnContext,
+        events: EventLog,
+        *,
+        flush_interval_s: float = 2.0,
+        redis: Redis | None = None,
+    ) -> None:
+        self._ctx = ctx
+        self._events = events
+        self._flush_interval_ms = int(flush_interval_s * 1000)
+        self._redis = redis
+        self._running: dict[UUID, _Running] = {}
+
+    @property
+    def events(self) -> EventLog:
+        return self._events
+
+    async def start(
+        self, principal: Principal, conversation_id: UUID, body: MessageCreate
+    ) -> StartedGeneration:
+        """Store the user's message, claim the conversation, log `start` and run the reply.
+
+        Everything that can fail before the first byte (404, 409, 402, 422) raises here.
+        """
+        reply, request, provider, owner = await _open_turn(
+            self._ctx, principal, conversation_id, body
+        )
+        start = {
+            "message_id": str(reply.id),
+            "conversation_id": str(reply.conversation_id),
+            "provider": reply.provider,
+            "model": reply.model,
+        }
+        await self._events.append(reply.id, "start", json.dumps(start))
+        task = asyncio.create_task(self._run(reply, request, provider, owner))
+        self._running[reply.id] = _Running(task)
+        task.add_done_callback(lambda _: self._running.pop(reply.id, None))
+        return StartedGeneration(reply.id, reply.conversation_id)
+
+    async def cancel(self, reply_id: UUID) -> bool:
+        """Stop a running generation, here or (through Redis) on another replica."""
+        running = self._running.get(reply_id)
+        if running is not None:
+            running.cancel_requested = True
+            running.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await running.task
+            return True
+        if self._redis is not None:
+            with contextlib.suppress(RedisError):
+                return bool(await self._redis.publish(CANCEL_CHANNEL, str(reply_id)))
+        return False
+
+    async def listen_for_cancels(self) -> None:
+        """Cancel local generations that another replica was asked to cancel."""
+        if self._redis is None:
+            return
+        while True:
+            try:
+                async with self._redis.pubsub() as pubsub:
+                    await pubsub.subscribe(CANCEL_CHANNEL)
+                    async for message in pubsub.listen():
+                        if message.get("type") != "message":
+                            continue
+                        with contextlib.suppress(ValueError):
+                            reply_id = UUID(_text(message["data"]))
+                            if reply_id in self._running:
+                                await self.cancel(reply_id)
+            except RedisError:
+                await asyncio.sleep(1)  # Redis is down: local cancels still work
+
+    async def drain(self, grace_s: float) -> None:
+        """At shutdown: let running generations finish for `grace_s`, then interrupt them."""
+        tasks = [running.task for running in self._running.values()]
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(tasks, timeout=grace_s)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=5)
+
+    async def _run(
+        self, reply: Message, request: ChatRequest, provider: Provider, owner: str
+    ) -> None:
+        generation = Generation()
+        started = last_flush = _monotonic_ms()
+        failure: ChatAPIError
+        try:
+            async with asyncio.timeout(self._ctx.generation_timeout_s):
+                finished = None
+                async for event in provider.stream(request):
+                    if isinstance(event, TextDelta):
+                        if generation.first_token_at is None:
+                            generation.first_token_at = _monotonic_ms()
+                        generation.parts.append(event.text)
+                        await self._events.append(
+                            reply.id, "delta", json.dumps({"content": event.text})
+                        )
+                        if _monotonic_ms() - last_flush >= self._flush_interval_ms:
+                            await self._flush(reply.id, generation.text)
+                            last_flush = _monotonic_ms()
+                    else:
+                        finished = event
+                        break
+            if finished is None:
+                raise UpstreamError(f"provider {provider.name!r} ended its reply early")
+        except asyncio.CancelledError:
+            running = self._running.get(reply.id)
+            if running is not None and running.cancel_requested:
+                await asyncio.shield(self._cancelled(reply, request, generation, started, owner))
+                return
+            # The server is going away: leave nothing `in_progress`.
+            interrupted = UpstreamError("the generation was interrupted by a shutdown")
+            await asyncio.shield(self._failed(reply, interrupted, generation, started))
+            raise
+        except TimeoutError:
+            failure = UpstreamTimeout(provider.name, self._ctx.generation_timeout_s)
+        except ChatAPIError as error:
+            failure = error
+        except Exception:
+            log.exception("provider raised an unexpected error", provider=provider.name)
+            failure = UpstreamError(f"provider {provider.name!r} failed")
+        else:
+            result = await _complete_reply(self._ctx, owner, reply, finished, generation, started)
+            await self._end(reply.id, "done", result.model_dump_json())
+            return
+        await self._failed(reply, failure, generation, started)
+
+    async def _failed(
+        self, reply: Message, failure: ChatAPIError, generation: Generation, started: int
+    ) -> None:
+        try:
+            await _fail_reply(self._ctx, reply, failure, generation, started)
+        finally:
+            error = {"code": failure.code, "message": failure.detail}
+            await self._end(reply.id, "error", json.dumps(error))
+
+    async def _cancelled(
+        self,
+        reply: Message,
+        request: ChatRequest,
+        generation: Generation,
+        started: int,
+        owner: str,
+    ) -> None:
+        # The provider reports usage only at the end: count what was sent and received.
+        count = counter_for(reply.provider or "", reply.model or "")
+        usage = Usage(
+            prompt_tokens=prompt_tokens(request, count),
+            completion_tokens=count(generation.text) if generation.text else 0,
+        )
+        finished = Finished("cancelled", usage, reply.model or "", reply.provider)
+        result = await _complete_reply(
+            self._ctx, owner, reply, finished, generation, started, MessageStatus.CANCELLED
+        )
+        await self._end(reply.id, "done", result.model_dump_json())
+
+    async def _end(self, reply_id: UUID, event: str, data: str) -> None:
+        await self._events.append(reply_id, event, data)
+        await self._events.finish(reply_id)
+
+    async def _flush(self, reply_id: UUID, text: str) -> None:
+        """Save the partial text (and show the reply is alive) so a crash loses little."""
+        async with self._ctx.sessionmaker.begin() as session:
+            await session.execute(
+                update(Message)
+                .where(Message.id == reply_id, Message.status == MessageStatus.IN_PROGRESS)
+                .values(content=text, updated_at=utcnow())
+                .execution_options(synchronize_session=False)
+            )
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+async def cancel_reply(
+    generations: Generations,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    principal: Principal,
+    conversation_id: UUID,
+    message_id: UUID,
+) -> MessageRead:
+    """Cancel a running reply wherever it runs and return it as stored afterwards."""
+    message = await _owned_message(sessionmaker, principal, conversation_id, message_id)
+    if message.status == MessageStatus.IN_PROGRESS:
+        await generations.cancel(message_id)
+        deadline = _monotonic_ms() + _CANCEL_WAIT_MS
+        while message.status == MessageStatus.IN_PROGRESS and _monotonic_ms() < deadline:
+            await asyncio.sleep(0.05)
+            message = await _owned_message(sessionmaker, principal, conversation_id, message_id)
+        if message.status == MessageStatus.IN_PROGRESS:
+            # Nobody runs it any more (its process died): end it here, text kept.
+            async with sessionmaker.begin() as session:
+                await session.execute(
+                    update(Message)
+                    .where(Message.id == message_id, Message.status == MessageStatus.IN_PROGRESS)
+                    .values(status=MessageStatus.CANCELLED, finish_reason="cancelled")
+                    .execution_options(synchronize_session=False)
+                )
+            message = await _owned_message(sessionmaker, principal, conversation_id, message_id)
+    return MessageRead.model_validate(message)
+
+
+async def _owned_message(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    principal: Principal,
+    conversation_id: UUID,
+    message_id: UUID,
+) -> Message:
+    async with sessionmaker() as session:
+        if await ConversationRepo(session).get(conversation_id, principal) is None:
+            raise ConversationNotFound(conversation_id)
+        message = await MessageRepo(session).get_in_conversation(message_id, conversation_id)
+    if message is None:
+        raise MessageNotFound(message_id)
+    return message

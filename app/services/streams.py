@@ -1,0 +1,140 @@
+"""What an SSE listener reads: a reply's event log, or its stored row once the log is gone.
+
+Event ids are `<reply id>/<position>`: opaque to clients, and enough to resume after the
+event on any replica. A listener never writes; the generation owns the reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from uuid import UUID
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.core.security import Principal
+from app.db.models import Message, MessageRole, MessageStatus
+from app.errors import ConversationNotFound, MessageNotFound
+from app.repositories.conversations import ConversationRepo
+from app.schemas.messages import MessageRead, TokenUsage, TurnResult
+from app.services.event_log import EventLog
+
+RETRY_MS = 3000
+_DB_POLL_S = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class StreamItem:
+    """One thing to send: an event, or (all fields None but `comment`) a keep-alive."""
+
+    event: str | None = None
+    data: str | None = None
+    id: str | None = None
+    comment: str | None = None
+
+
+def parse_last_event_id(value: str | None) -> tuple[UUID | None, int]:
+    """The reply and position a client last saw; anything unreadable means from the start."""
+    if not value:
+        return None, 0
+    reply, _, position = value.strip().partition("/")
+    try:
+        return UUID(reply), max(0, int(position))
+    except ValueError:
+        return None, 0
+
+
+async def latest_reply_id(
+    sessionmaker: async_sessionmaker[AsyncSession], principal: Principal, conversation_id: UUID
+) -> UUID:
+    """The running reply of a conversation, else its newest one (404 when it has none)."""
+    async with sessionmaker() as session:
+        conversation = await ConversationRepo(session).get(conversation_id, principal)
+        if conversation is None:
+            raise ConversationNotFound(conversation_id)
+        reply_id = await session.scalar(
+            select(Message.id)
+            .where(
+                Message.conversation_id == conversation_id,
+                Message.role == MessageRole.ASSISTANT,
+            )
+            .order_by(
+                (Message.status == MessageStatus.IN_PROGRESS).desc(),
+                Message.created_at.desc(),
+                Message.id.desc(),
+            )
+            .limit(1)
+        )
+    if reply_id is None:
+        raise MessageNotFound(conversation_id)
+    return reply_id
+
+
+async def read_reply(
+    events: EventLog,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    reply_id: UUID,
+    *,
+    after: int,
+    heartbeat_s: float,
+) -> AsyncIterator[StreamItem]:
+    """The reply's events after position `after`, live while it runs, then the end."""
+    if await events.exists(reply_id):
+        async for logged in events.follow(reply_id, str(after), idle_s=heartbeat_s):
+            if logged is None:
+                yield StreamItem(comment="ping")
+            else:
+                yield StreamItem(logged.event, logged.data, f"{reply_id}/{logged.id}")
+        return
+    # The log is gone (expired, or kept by a replica we cannot reach): the row tells the rest.
+    waited = 0.0
+    while (message := await _load(sessionmaker, reply_id)).status == MessageStatus.IN_PROGRESS:
+        await asyncio.sleep(_DB_POLL_S)
+        waited += _DB_POLL_S
+        if waited >= heartbeat_s:
+            waited = 0.0
+            yield StreamItem(comment="ping")
+    for position, (event, data) in enumerate(replay_of(message), start=1):
+        if position > after:
+            yield StreamItem(event, data, f"{reply_id}/{position}")
+
+
+def replay_of(message: Message) -> list[tuple[str, str]]:
+    """A finished reply as the events a live listener would have seen, text in one delta."""
+    start = {
+        "message_id": str(message.id),
+        "conversation_id": str(message.conversation_id),
+        "provider": message.provider,
+        "model": message.model,
+    }
+    replay = [("start", json.dumps(start))]
+    if message.content:
+        replay.append(("delta", json.dumps({"content": message.content})))
+    if message.status == MessageStatus.FAILED:
+        error = (message.metadata_ or {}).get("error") or {}
+        body = {"code": error.get("code", "upstream_error"), "message": error.get("detail", "")}
+        replay.append(("error", json.dumps(body)))
+    else:
+        result = TurnResult(
+            message=MessageRead.model_validate(message),
+            conversation_id=message.conversation_id,
+            usage=TokenUsage(
+                prompt_tokens=message.prompt_tokens,
+                completion_tokens=message.completion_tokens,
+                total_tokens=message.total_tokens,
+            ),
+            cost_usd=message.cost_usd,
+        )
+        replay.append(("done", result.model_dump_json()))
+    return replay
+
+
+async def _load(sessionmaker: async_sessionmaker[AsyncSession], reply_id: UUID) -> Message:
+    async with sessionmaker() as session:
+        message = await session.get(Message, reply_id)
+    if message is None:
+        raise MessageNotFound(reply_id)
+    return message
