@@ -12,7 +12,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from redis.asyncio import Redis
 
 from app import __version__
-from app.api import health, v1
+from app.api import health, playground, v1
 from app.api.deps import AppState
 from app.api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from app.api.problems import install_problem_handlers
@@ -138,6 +138,7 @@ def create_app(
     app.add_middleware(RequestContextMiddleware)  # added last: outermost
     app.include_router(health.router)
     app.include_router(v1.router)
+    app.include_router(playground.router)
     return app
 
 

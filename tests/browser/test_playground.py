@@ -1,0 +1,220 @@
+"""The playground in a real Chromium against a real server: stream, resume after reload, vote."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.async_api import Browser, Locator, Page, async_playwright, expect
+
+from app.providers.base import ChatMessage, ChatRequest
+from app.providers.mock import reply_words
+from tests.databases import IN_CI
+from tests.e2e.conftest import LiveServer, start_server, stop_server
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
+OUTPUT = Path(__file__).resolve().parents[1] / "output"
+# The mock provider waits this long before each word, so a long reply takes a few seconds.
+CHUNK_DELAY_MS = 60
+
+
+def mock_reply(question: str) -> str:
+    """The mock provider's reply to a first message (it depends on that message alone)."""
+    words = reply_words(ChatRequest(model="mock", messages=(ChatMessage("user", question),)))
+    return "".join(word if i == 0 else f" {word}" for i, word in enumerate(words))
+
+
+def long_question() -> str:
+    """A question whose mock reply has at least 36 words: over two seconds of streaming."""
+    return next(
+        question
+        for n in range(1000)
+        if len(mock_reply(question := f"Tell me how streaming works, take {n}").split()) >= 36
+    )
+
+
+@pytest.fixture(scope="module")
+def playground_server(
+    database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
+    log_path = tmp_path_factory.mktemp("playground") / "server.log"
+    server = start_server(
+        {"DATABASE_URL": database_url, "MOCK_CHUNK_DELAY_MS": str(CHUNK_DELAY_MS)}, log_path
+    )
+    try:
+        yield server
+    finally:
+        stop_server(server)
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Path:
+    """Debian's Chromium (never a downloaded one); missing fails in CI and skips elsewhere."""
+    if not CHROMIUM.exists():
+        message = f"{CHROMIUM} is not installed (apt-get install chromium)"
+        if IN_CI:
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    return CHROMIUM
+
+
+@pytest.fixture(scope="module")
+async def browser(chromium: Path) -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(
+            executable_path=str(chromium), args=CHROMIUM_ARGS
+        )
+        try:
+            yield launched
+        finally:
+            await launched.close()
+
+
+@pytest.fixture
+async def page(
+    browser: Browser, playground_server: LiveServer, clean_database: None
+) -> AsyncIterator[Page]:
+    """A fresh browser profile on the playground; uncaught script errors fail the test."""
+    context = await browser.new_context(
+        base_url=playground_server.base_url, viewport={"width": 1280, "height": 820}
+    )
+    opened = await context.new_page()
+    script_errors: list[str] = []
+    opened.on("pageerror", lambda error: script_errors.append(str(error)))
+    await opened.goto("/playground")
+    await expect(opened.locator("body")).to_have_attribute("data-ready", "true")
+    try:
+        yield opened
+    finally:
+        await context.close()
+    assert script_errors == []
+
+
+def usd(amount: float) -> str:
+    """Money as the page shows it: exact to 1e-8, trailing zeros trimmed, cents kept."""
+    return "$" + re.sub(r"(\.\d\d\d*?)0+$", r"\1", f"{amount:.8f}")
+
+
+async def reply_state(reply: Locator) -> tuple[str, str]:
+    """The reply's status and text, read together so neither changes in between."""
+    status, text = await reply.evaluate(
+        "el => [el.dataset.status, el.querySelector('.content').textContent]"
+    )
+    return status, text
+
+
+async def watch_growth(reply: Locator, *, growths: int, timeout_s: float = 10) -> list[str]:
+    """Texts of a streaming reply, sampled until it grew `growths` times while in progress."""
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        status, text = await reply_state(reply)
+        assert status == "in_progress", f"the reply ended after {seen!r}"
+        if text and (not seen or text != seen[-1]):
+            if seen:
+                assert text.startswith(seen[-1]), "streamed text must only grow"
+            seen.append(text)
+            if len(seen) > growths:
+                return seen
+        await asyncio.sleep(0.03)
+    raise AssertionError(f"the reply did not grow {growths} times: {seen!r}")
+
+
+async def create_conversation(page: Page, title: str) -> str:
+    await page.get_by_placeholder("Title (optional)").fill(title)
+    await page.get_by_role("button", name="New conversation").click()
+    await expect(page.locator("#conversation-title")).to_have_text(title)
+    selected = page.locator("#conversation-list button[aria-current='true']")
+    await expect(selected).to_contain_text(title)
+    conversation_id = await selected.get_attribute("data-conversation-id")
+    assert conversation_id
+    return conversation_id
+
+
+async def api_get(server: LiveServer, path: str) -> Any:
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as http:
+        response = await http.get(path)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+class TestPlayground:
+    async def test_a_reply_streams_resumes_after_a_reload_and_takes_a_thumbs_up(
+        self, page: Page, playground_server: LiveServer
+    ) -> None:
+        conversation_id = await create_conversation(page, "Playground walk-through")
+        question = long_question()
+
+        await page.get_by_role("textbox", name="Message").fill(question)
+        await page.get_by_role("button", name="Send").click()
+        reply = page.locator(".message.assistant").last
+        streamed = await watch_growth(reply, growths=2)
+
+        await page.reload()
+        await expect(page.locator("body")).to_have_attribute("data-ready", "true")
+        reply = page.locator(".message.assistant").last
+        resumed = await watch_growth(reply, growths=1)
+        assert len(resumed[-1]) > len(streamed[-1])
+
+        await expect(reply).to_have_attribute("data-status", "completed", timeout=15_000)
+        stored = await api_get(playground_server, f"/api/v1/conversations/{conversation_id}")
+        stored_reply = stored["messages"][-1]
+        assert stored_reply["status"] == "completed"
+        assert stored_reply["content"] == mock_reply(question)
+        # Nothing was lost or repeated across the reload.
+        await expect(reply.locator(".content")).to_have_text(stored_reply["content"])
+        await expect(reply).to_have_attribute("data-message-id", stored_reply["id"])
+        await expect(reply.locator(".usage")).to_contain_text(
+            f"{stored_reply['total_tokens']} tokens"
+        )
+        assert stored_reply["cost_usd"] > 0
+        await expect(reply.locator(".usage")).to_contain_text(usd(stored_reply["cost_usd"]))
+        await expect(page.locator("#conversation-cost")).to_have_text(usd(stored["total_cost_usd"]))
+        await expect(page.locator("#conversation-messages")).to_have_text("2")
+
+        thumbs_up = reply.get_by_role("button", name="Thumbs up")
+        await thumbs_up.click()
+        await expect(thumbs_up).to_have_attribute("aria-pressed", "true")
+        feedback = await api_get(
+            playground_server, f"/api/v1/conversations/{conversation_id}/feedback"
+        )
+        assert [(item["type"], item["message_id"]) for item in feedback["items"]] == [
+            ("thumbs_up", stored_reply["id"])
+        ]
+
+        OUTPUT.mkdir(parents=True, exist_ok=True)
+        await page.screenshot(path=OUTPUT / "playground.png")
+
+    async def test_an_api_error_shows_its_detail_and_keeps_the_draft(
+        self, page: Page, playground_server: LiveServer
+    ) -> None:
+        conversation_id = await create_conversation(page, "Soon gone")
+        async with httpx.AsyncClient(base_url=playground_server.base_url, timeout=10) as http:
+            deleted = await http.delete(f"/api/v1/conversations/{conversation_id}")
+        assert deleted.status_code == 204
+
+        await page.get_by_role("textbox", name="Message").fill("Anyone there?")
+        await page.get_by_role("button", name="Send").click()
+
+        alert = page.get_by_role("alert")
+        await expect(alert).to_be_visible()
+        await expect(alert).to_contain_text("conversation_not_found")
+        await expect(page.get_by_role("textbox", name="Message")).to_have_value("Anyone there?")
+        await expect(page.locator(".message")).to_have_count(0)
