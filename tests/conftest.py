@@ -17,11 +17,12 @@ from app.core.config import Settings
 from app.db.session import create_engine
 from app.main import create_app
 from tests.databases import postgres_database, sqlite_database
+from tests.fakes.upstream import FakeUpstream, running_upstream
 
 BACKENDS = ["postgres", "sqlite"]
 # The FastAPI app behind each client that `start_app` made (asgi-lifespan wraps the app).
 _APPS: weakref.WeakKeyDictionary[httpx.AsyncClient, FastAPI] = weakref.WeakKeyDictionary()
-TABLES = ("feedback", "messages", "conversations")
+TABLES = ("feedback", "messages", "conversations", "user_monthly_usage")
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
@@ -108,3 +109,10 @@ def app_of() -> Callable[[httpx.AsyncClient], FastAPI]:
         return _APPS[client]
 
     return find
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[FakeUpstream]:
+    """A fake provider API (OpenAI, Azure, Anthropic wire formats) on a loopback port."""
+    async with running_upstream() as fake:
+        yield fake

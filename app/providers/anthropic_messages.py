@@ -116,7 +116,10 @@ class AnthropicProvider:
                 raise
             raise translated from error
         if reason is None:
-            raise UpstreamError(f"provider {self.name!r} ended the stream before finishing")
+            # Retryable: the retry layer only retries while no text has reached the caller.
+            raise UpstreamError(
+                f"provider {self.name!r} ended the stream before finishing", retryable=True
+            )
         usage_total = Usage(
             prompt_tokens=prompt,
             completion_tokens=completion,

@@ -58,6 +58,9 @@ class Finished:
     usage: Usage
     model: str  # the id the provider reports, e.g. a dated snapshot
     provider: str | None = None  # who answered, when a fallback chain chose for the caller
+    # The model name that provider was asked for (a fallback's, not the caller's): its price
+    # is the fallback when the reported model has none.
+    requested_model: str | None = None
 
 
 StreamEvent = TextDelta | Finished

@@ -94,7 +94,10 @@ class OpenAIChatProvider:
                 raise
             raise translated from error
         if reason is None:
-            raise UpstreamError(f"provider {self.name!r} ended the stream before finishing")
+            # Retryable: the retry layer only retries while no text has reached the caller.
+            raise UpstreamError(
+                f"provider {self.name!r} ended the stream before finishing", retryable=True
+            )
         yield Finished(reason=reason, usage=usage, model=reported_model, provider=self.name)
 
 

@@ -62,7 +62,8 @@ class ResilientProvider:
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
         if self.fit is not None:
-            request = self.fit(self.inner.name, request)
+            # Off the loop: the first count per encoding loads a BPE file (most of a second).
+            request = await asyncio.to_thread(self.fit, self.inner.name, request)
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.policy.max_retries + 1),
             wait=self._wait,
@@ -98,7 +99,7 @@ class ResilientProvider:
             raise UpstreamTimeout(self.inner.name, self.policy.idle_timeout_s) from None
         except StopAsyncIteration:
             raise UpstreamError(
-                f"provider {self.inner.name!r} ended its reply without finishing"
+                f"provider {self.inner.name!r} ended its reply without finishing", retryable=True
             ) from None
 
     def _worth_retrying(self, error: BaseException) -> bool:
@@ -160,8 +161,10 @@ class FallbackProvider:
                 async for event in provider.stream(dataclasses.replace(request, model=model)):
                     if isinstance(event, TextDelta):
                         produced_text = True
-                    elif isinstance(event, Finished) and event.provider is None:
-                        event = dataclasses.replace(event, provider=provider.name)
+                    elif isinstance(event, Finished):
+                        event = dataclasses.replace(
+                            event, provider=event.provider or provider.name, requested_model=model
+                        )
                     yield event
                 return
             except UpstreamError as error:

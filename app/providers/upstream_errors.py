@@ -8,6 +8,7 @@ into the detail; the raw message stays out of logs too.
 from __future__ import annotations
 
 import json
+import math
 from email.utils import parsedate_to_datetime
 from time import time
 
@@ -74,23 +75,28 @@ def _from_status(provider: str, status: int, headers: httpx2.Headers, body: obje
 
 def parse_retry_after(headers: httpx2.Headers) -> float | None:
     """Seconds to wait from `retry-after-ms`, `retry-after` (seconds or an HTTP date)."""
-    milliseconds = headers.get("retry-after-ms")
-    if milliseconds:
-        try:
-            return max(0.0, float(milliseconds) / 1000)
-        except ValueError:
-            pass
+    milliseconds = _finite(headers.get("retry-after-ms"))
+    if milliseconds is not None:
+        return max(0.0, milliseconds / 1000)
     value = headers.get("retry-after")
     if not value:
         return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
+    seconds = _finite(value)
+    if seconds is not None:
+        return max(0.0, seconds)
     try:
         return max(0.0, parsedate_to_datetime(value).timestamp() - time())
     except (TypeError, ValueError):
         return None
+
+
+def _finite(text: str | None) -> float | None:
+    """`text` as a number; `None` when it is none, or `inf`/`nan` (no wait can be computed)."""
+    try:
+        number = float(text) if text else None
+    except ValueError:
+        return None
+    return number if number is not None and math.isfinite(number) else None
 
 
 def _error_type(body: object) -> str | None:

@@ -194,7 +194,7 @@ async def _complete_reply(
     """Store the reply with its usage and cost, and charge it, in one transaction."""
     usage = finished.usage
     served_by = finished.provider or reply.provider or ""
-    requested = reply.model if served_by == reply.provider else None
+    requested = finished.requested_model or (reply.model if served_by == reply.provider else None)
     price = ctx.prices.price_of(
         served_by, finished.model, requested_model=requested, prompt_tokens=usage.prompt_tokens
     )
