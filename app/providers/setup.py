@@ -22,7 +22,7 @@ log = structlog.get_logger(__name__)
 
 # Chosen as the default, in this order, when DEFAULT_PROVIDER is not set.
 _PREFERENCE = ("openai", "anthropic", "azure", "openai_compatible")
-DEFAULT_MODELS = {"openai": "gpt-4o-mini", "anthropic": "claude-sonnet-4-5"}
+DEFAULT_MODELS = {"openai": "gpt-4o-mini", "anthropic": "claude-sonnet-4-6"}
 # What a self-hosted server is assumed to hold when nothing says otherwise (Ollama's default
 # is smaller still; set a PRICE_OVERRIDES context_window for the real one).
 SELF_HOSTED_CONTEXT_WINDOW = 8_192
@@ -63,7 +63,7 @@ def build_registry(settings: Settings, context_window: WindowLookup) -> Provider
 # Offered in /models besides the defaults; any model the provider knows can still be asked for.
 SUGGESTED_MODELS = {
     "openai": ("gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini"),
-    "anthropic": ("claude-sonnet-4-5", "claude-haiku-4-5", "claude-opus-4-1"),
+    "anthropic": ("claude-sonnet-4-6", "claude-haiku-4-5", "claude-opus-4-1"),
 }
 
 
