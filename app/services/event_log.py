@@ -49,7 +49,8 @@ class EventLog(Protocol):
         """Events after `after` in order, then new ones as they come, up to a terminal one.
 
         Yields `None` after `idle_s` seconds without an event, so callers can send keep-alives.
-        Ends at once, yielding nothing, when the log holds no such reply.
+        Ends at once, yielding nothing, when the log holds no such reply or its terminal event
+        is at or before `after` (a client that reconnects after `done` is not kept waiting).
         """
         ...
 
@@ -65,6 +66,8 @@ class _Buffer:
     events: list[LoggedEvent] = field(default_factory=list)
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     finished_at: float | None = None
+    # The position before `events[0]`: more than 0 when the log began in Redis.
+    first: int = 0
 
 
 class InProcessEventLog:
@@ -76,7 +79,7 @@ class InProcessEventLog:
 
     async def append(self, reply_id: UUID, event: str, data: str) -> str:
         buffer = self._buffers.setdefault(reply_id, _Buffer())
-        logged = LoggedEvent(str(len(buffer.events) + 1), event, data)
+        logged = LoggedEvent(str(buffer.first + len(buffer.events) + 1), event, data)
         async with buffer.changed:
             buffer.events.append(logged)
             buffer.changed.notify_all()
@@ -88,7 +91,7 @@ class InProcessEventLog:
         buffer = self._buffers.get(reply_id)
         if buffer is None:
             return
-        position = _position(after)
+        position = max(0, _position(after) - buffer.first)  # an index into `events`
         while True:
             while position < len(buffer.events):
                 event = buffer.events[position]
@@ -96,12 +99,23 @@ class InProcessEventLog:
                 yield event
                 if event.is_terminal:
                     return
+            if buffer.events and buffer.events[-1].is_terminal:
+                return  # the client saw the end already: nothing more will come
             await _wait_for_more(buffer, position, idle_s)
             if len(buffer.events) <= position:
                 yield None
 
     async def exists(self, reply_id: UUID) -> bool:
         return reply_id in self._buffers
+
+    def continue_from(self, reply_id: UUID, position: int) -> None:
+        """Number this reply's next event `position + 1`: the log so far is elsewhere."""
+        self._buffers.setdefault(reply_id, _Buffer(first=position))
+
+    def first_position(self, reply_id: UUID) -> int:
+        """The position before the first event held here (0: it holds the whole log)."""
+        buffer = self._buffers.get(reply_id)
+        return 0 if buffer is None else buffer.first
 
     async def finish(self, reply_id: UUID) -> None:
         buffer = self._buffers.get(reply_id)
@@ -134,21 +148,30 @@ class RedisEventLog:
         *,
         max_events: int = 100_000,
         retention_s: int = 3_600,
+        max_life_s: int = 86_400,
     ) -> None:
         self._redis = redis
         self._fallback = fallback
         self._max_events = max_events
         self._retention_s = retention_s
+        self._max_life_s = max_life_s
         self._degraded: set[UUID] = set()
+        # The last position stored in Redis per reply running here: a degraded log goes on
+        # from it, so positions stay unique and a Last-Event-ID from Redis still means the same.
+        self._positions: dict[UUID, int] = {}
 
     async def append(self, reply_id: UUID, event: str, data: str) -> str:
         if reply_id not in self._degraded:
             try:
-                return await self._append(reply_id, event, data)
+                position = await self._append(reply_id, event, data)
             except RedisError as error:
                 # Listeners on this replica keep reading; other replicas see the DB's replay.
                 log.warning("event log degraded to in-process", error=type(error).__name__)
                 self._degraded.add(reply_id)
+                self._fallback.continue_from(reply_id, self._positions.get(reply_id, 0))
+            else:
+                self._positions[reply_id] = int(position)
+                return position
         return await self._fallback.append(reply_id, event, data)
 
     async def _append(self, reply_id: UUID, event: str, data: str) -> str:
@@ -161,25 +184,37 @@ class RedisEventLog:
             maxlen=self._max_events,
             approximate=True,
         )
+        if position == 1:
+            # A reply whose process dies never reaches `finish`: its log must still go.
+            await self._redis.expire(key, self._max_life_s)
+            await self._redis.expire(f"{key}:seq", self._max_life_s)
         return str(position)
 
     async def follow(
         self, reply_id: UUID, after: str | None, *, idle_s: float
     ) -> AsyncIterator[LoggedEvent | None]:
         if reply_id in self._degraded or await self._fallback.exists(reply_id):
+            seen, first = _position(after), self._fallback.first_position(reply_id)
+            if seen < first:
+                # The log began in Redis before it degraded: its head is there, if readable.
+                async for event in self._head(reply_id, seen, first):
+                    yield event
+                after = str(first)
             async for item in self._fallback.follow(reply_id, after, idle_s=idle_s):
                 yield item
             return
         key = _key(reply_id)
         last = f"{_position(after)}-0"
         try:
-            if not await self._redis.exists(key):
+            if not await self._redis.exists(key) or await self._ended_by(key, last):
                 return
             while True:
                 response: Any = await self._redis.xread(
                     {key: last}, count=500, block=max(1, int(idle_s * 1000))
                 )
                 if not response:
+                    if await self._ended_by(key, last):
+                        return  # the end is behind the position asked for: nothing will come
                     yield None
                     continue
                 # RESP2 answers [[key, entries]], RESP3 {key: entries}.
@@ -197,6 +232,27 @@ class RedisEventLog:
         except RedisError as error:
             log.warning("event log unreadable; stream ends", error=type(error).__name__)
 
+    async def _head(self, reply_id: UUID, seen: int, upto: int) -> AsyncIterator[LoggedEvent]:
+        """The events after position `seen` up to `upto` that reached Redis before it failed."""
+        try:
+            entries: Any = await self._redis.xrange(
+                _key(reply_id), min=f"{seen + 1}-0", max=f"{upto}-0"
+            )
+        except RedisError as error:
+            log.warning("event log head unreadable", error=type(error).__name__)
+            return
+        for _, fields in entries:
+            yield LoggedEvent(_text(fields[b"id"]), _text(fields[b"event"]), _text(fields[b"data"]))
+
+    async def _ended_by(self, key: str, last: str) -> bool:
+        """Whether the log's terminal event is at or before entry `last`."""
+        newest: Any = await self._redis.xrevrange(key, count=1)
+        if not newest:
+            return False
+        entry_id, fields = newest[0]
+        terminal = _text(fields[b"event"]) in TERMINAL_EVENTS
+        return terminal and _entry_position(entry_id) <= _entry_position(last)
+
     async def exists(self, reply_id: UUID) -> bool:
         if await self._fallback.exists(reply_id):
             return True
@@ -208,6 +264,7 @@ class RedisEventLog:
     async def finish(self, reply_id: UUID) -> None:
         await self._fallback.finish(reply_id)
         self._degraded.discard(reply_id)
+        self._positions.pop(reply_id, None)
         key = _key(reply_id)
         with contextlib.suppress(RedisError):
             await self._redis.expire(key, self._retention_s)
@@ -234,6 +291,11 @@ def _position(after: str | None) -> int:
         return max(0, int(after.rsplit("/", 1)[-1]))
     except ValueError:
         return 0
+
+
+def _entry_position(entry_id: bytes | str) -> int:
+    """The position in a Redis Stream entry id `<position>-0`."""
+    return int(_text(entry_id).split("-", 1)[0])
 
 
 def _text(value: bytes | str) -> str:

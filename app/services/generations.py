@@ -61,6 +61,8 @@ class StartedGeneration:
 class _Running:
     task: asyncio.Task[None]
     cancel_requested: bool = False
+    # The provider is done and the outcome is being stored: interrupting now would lose it.
+    storing: bool = False
 
 
 class Generations:
@@ -110,8 +112,9 @@ class Generations:
         """Stop a running generation, here or (through Redis) on another replica."""
         running = self._running.get(reply_id)
         if running is not None:
-            running.cancel_requested = True
-            running.task.cancel()
+            if not running.storing:
+                running.cancel_requested = True
+                running.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await running.task
             return True
@@ -144,8 +147,9 @@ class Generations:
         if not tasks:
             return
         _, pending = await asyncio.wait(tasks, timeout=grace_s)
-        for task in pending:
-            task.cancel()
+        for running in list(self._running.values()):
+            if running.task in pending and not running.storing:
+                running.task.cancel()
         if pending:
             await asyncio.wait(pending, timeout=5)
 
@@ -175,7 +179,7 @@ class Generations:
             if finished is None:
                 raise UpstreamError(f"provider {provider.name!r} ended its reply early")
         except asyncio.CancelledError:
-            running = self._running.get(reply.id)
+            running = self._storing(reply.id)
             if running is not None and running.cancel_requested:
                 await asyncio.shield(self._cancelled(reply, request, generation, started, owner))
                 return
@@ -191,10 +195,19 @@ class Generations:
             log.exception("provider raised an unexpected error", provider=provider.name)
             failure = UpstreamError(f"provider {provider.name!r} failed")
         else:
+            self._storing(reply.id)
             result = await _complete_reply(self._ctx, owner, reply, finished, generation, started)
             await self._end(reply.id, "done", result.model_dump_json())
             return
+        self._storing(reply.id)
         await self._failed(reply, failure, generation, started)
+
+    def _storing(self, reply_id: UUID) -> _Running | None:
+        """From here on the generation only stores its outcome: cancels wait for it instead."""
+        running = self._running.get(reply_id)
+        if running is not None:
+            running.storing = True
+        return running
 
     async def _failed(
         self, reply: Message, failure: ChatAPIError, generation: Generation, started: int
@@ -254,8 +267,9 @@ async def cancel_reply(
     """Cancel a running reply wherever it runs and return it as stored afterwards."""
     message = await _owned_message(sessionmaker, principal, conversation_id, message_id)
     if message.status == MessageStatus.IN_PROGRESS:
-        await generations.cancel(message_id)
-        deadline = _monotonic_ms() + _CANCEL_WAIT_MS
+        # Nobody was asked (not running here, no Redis to reach others): no point waiting.
+        reached = await generations.cancel(message_id)
+        deadline = _monotonic_ms() + (_CANCEL_WAIT_MS if reached else 0)
         while message.status == MessageStatus.IN_PROGRESS and _monotonic_ms() < deadline:
             await asyncio.sleep(0.05)
             message = await _owned_message(sessionmaker, principal, conversation_id, message_id)

@@ -24,6 +24,9 @@ from app.services.event_log import EventLog
 
 RETRY_MS = 3000
 _DB_POLL_S = 0.5
+# The position of a replayed reply's terminal event: beyond any live log, so it tells a
+# client that saw it apart from one that saw a live event the replay cannot place.
+REPLAY_END_POSITION = 2**31 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +88,14 @@ async def read_reply(
     if await events.exists(reply_id):
         async for logged in events.follow(reply_id, str(after), idle_s=heartbeat_s):
             if logged is None:
+                ended = await _ended(sessionmaker, reply_id)
+                if ended is not None:
+                    # Ended, yet its log is silent: its process died (then swept, or cancelled
+                    # from elsewhere). The row holds the end; nothing more will be logged.
+                    if after < REPLAY_END_POSITION:
+                        end, end_data = replay_of(ended)[-1]
+                        yield StreamItem(end, end_data, f"{reply_id}/{REPLAY_END_POSITION}")
+                    return
                 yield StreamItem(comment="ping")
             else:
                 yield StreamItem(logged.event, logged.data, f"{reply_id}/{logged.id}")
@@ -97,9 +108,15 @@ async def read_reply(
         if waited >= heartbeat_s:
             waited = 0.0
             yield StreamItem(comment="ping")
-    for position, (event, data) in enumerate(replay_of(message), start=1):
+    *opening, (end, end_data) = replay_of(message)
+    for position, (event, data) in enumerate(opening, start=1):
         if position > after:
             yield StreamItem(event, data, f"{reply_id}/{position}")
+    # Live positions past `start` cannot be placed in the shorter replay: those clients still
+    # get the terminal event (it holds the whole reply); only one that saw the replay's own
+    # terminal event gets nothing more.
+    if after < REPLAY_END_POSITION:
+        yield StreamItem(end, end_data, f"{reply_id}/{REPLAY_END_POSITION}")
 
 
 def replay_of(message: Message) -> list[tuple[str, str]]:
@@ -130,6 +147,15 @@ def replay_of(message: Message) -> list[tuple[str, str]]:
         )
         replay.append(("done", result.model_dump_json()))
     return replay
+
+
+async def _ended(sessionmaker: async_sessionmaker[AsyncSession], reply_id: UUID) -> Message | None:
+    """The reply's row once it is no longer in progress (None while it runs, or if gone)."""
+    async with sessionmaker() as session:
+        message = await session.get(Message, reply_id)
+    if message is None or message.status == MessageStatus.IN_PROGRESS:
+        return None
+    return message
 
 
 async def _load(sessionmaker: async_sessionmaker[AsyncSession], reply_id: UUID) -> Message:
