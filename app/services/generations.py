@@ -196,7 +196,17 @@ class Generations:
             failure = UpstreamError(f"provider {provider.name!r} failed")
         else:
             self._storing(reply.id)
-            result = await _complete_reply(self._ctx, owner, reply, finished, generation, started)
+            try:
+                result = await _complete_reply(
+                    self._ctx, owner, reply, finished, generation, started
+                )
+            except Exception:
+                # The reply could not be stored (database gone): listeners still get an end;
+                # the row stays `in_progress` until the abandoned-reply sweep ends it.
+                log.exception("could not store a finished reply", reply_id=str(reply.id))
+                unstored = {"code": "internal_error", "message": "the reply could not be stored"}
+                await self._end(reply.id, "error", json.dumps(unstored))
+                return
             await self._end(reply.id, "done", result.model_dump_json())
             return
         self._storing(reply.id)
