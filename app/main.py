@@ -81,12 +81,13 @@ def create_app(
         generations = Generations(
             turns, events, flush_interval_s=settings.stream_flush_seconds, redis=stream_redis
         )
-        # A reply untouched for longer than any live generation can be silent is abandoned.
-        stale_after_s = settings.provider_timeout_seconds + 4 * settings.stream_flush_seconds + 30
+        stale_after_s = settings.abandoned_after_seconds
         background = [
             asyncio.create_task(generations.listen_for_cancels()),
             asyncio.create_task(
-                sweep_forever(sessionmaker, stale_after_s=stale_after_s, every_s=30)
+                sweep_forever(
+                    sessionmaker, stale_after_s=stale_after_s, every_s=min(30, stale_after_s)
+                )
             ),
         ]
         try:

@@ -100,6 +100,9 @@ class Settings(BaseSettings):
     # Streaming: a `: ping` after this much silence; partial text saved this often.
     stream_heartbeat_seconds: float = Field(default=15.0, gt=0, le=300)
     stream_flush_seconds: float = Field(default=2.0, gt=0, le=60)
+    # A running reply untouched this long was left by a dead process and is ended as failed.
+    # Unset: longer than any live generation can be silent (provider timeout, flushes, margin).
+    abandoned_reply_seconds: float | None = Field(default=None, gt=0, le=86_400)
     # At shutdown, running generations get this long to finish before they are ended.
     shutdown_grace_seconds: float = Field(default=20.0, ge=0, le=600)
 
@@ -191,6 +194,12 @@ class Settings(BaseSettings):
         if "*" in self.cors_origins and len(self.cors_origins) > 1:
             raise ValueError("CORS_ORIGINS: '*' cannot be combined with explicit origins")
         return self
+
+    @property
+    def abandoned_after_seconds(self) -> float:
+        if self.abandoned_reply_seconds is not None:
+            return self.abandoned_reply_seconds
+        return self.provider_timeout_seconds + 4 * self.stream_flush_seconds + 30
 
     @property
     def is_sqlite(self) -> bool:
