@@ -155,3 +155,41 @@ class BudgetExceeded(ChatAPIError):
             f"the monthly budget of {budget_usd} USD is spent for {month}",
             extra={"budget_usd": float(budget_usd)},
         )
+
+
+class RateLimited(ChatAPIError):
+    """The caller used up a per-user limit (requests or tokens per minute)."""
+
+    status = HTTPStatus.TOO_MANY_REQUESTS
+    code = "rate_limited"
+
+    def __init__(self, what: str, limit: int, reset_s: int) -> None:
+        wait = str(max(1, reset_s))
+        super().__init__(
+            f"the limit of {limit} {what} per minute is used up; retry in {wait} s",
+            headers={
+                "Retry-After": wait,
+                "RateLimit-Limit": str(limit),
+                "RateLimit-Remaining": "0",
+                "RateLimit-Reset": wait,
+            },
+        )
+
+
+class IdempotencyKeyReused(ChatAPIError):
+    status = HTTPStatus.UNPROCESSABLE_ENTITY
+    code = "idempotency_key_reused"
+
+    def __init__(self) -> None:
+        super().__init__("this Idempotency-Key was already used for a different request")
+
+
+class IdempotencyInProgress(ChatAPIError):
+    status = HTTPStatus.CONFLICT
+    code = "idempotency_in_progress"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "a request with this Idempotency-Key is still being processed; retry shortly",
+            headers={"Retry-After": "1"},
+        )

@@ -16,7 +16,8 @@ from app.api import health, playground, v1
 from app.api.deps import AppState
 from app.api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from app.api.problems import install_problem_handlers
-from app.core.config import Settings
+from app.api.security_headers import SecurityHeadersMiddleware
+from app.core.config import Environment, Settings
 from app.core.logging import configure_logging
 from app.db.session import create_engine, make_sessionmaker
 from app.providers.registry import ProviderRegistry
@@ -24,7 +25,9 @@ from app.providers.setup import build_registry
 from app.services.event_log import EventLog, InProcessEventLog, RedisEventLog
 from app.services.generations import Generations
 from app.services.pricing import PriceBook, build_price_book
+from app.services.rate_limits import RateLimiter
 from app.services.recovery import sweep_forever
+from app.services.stream_tickets import StreamTickets
 from app.services.turns import TurnContext
 
 log = structlog.get_logger(__name__)
@@ -67,12 +70,19 @@ def create_app(
             if settings.redis_url
             else None
         )
+        limiter = RateLimiter(
+            rpm=settings.rate_limit_rpm,
+            tpm=settings.rate_limit_tpm,
+            redis_url=settings.redis_url,
+        )
         turns = TurnContext(
             sessionmaker=sessionmaker,
             registry=registry,
             prices=price_book,
             generation_timeout_s=settings.generation_timeout_seconds,
             budget_usd=settings.user_budget_usd,
+            limiter=limiter,
+            redact_provider_text=settings.pii_redaction == "provider",
         )
         local_log = InProcessEventLog()
         events: EventLog = (
@@ -99,6 +109,8 @@ def create_app(
                 prices=price_book,
                 turns=turns,
                 generations=generations,
+                limiter=limiter,
+                stream_tickets=StreamTickets(redis),
             )
         finally:
             await generations.drain(grace_s=settings.shutdown_grace_seconds)
@@ -108,6 +120,7 @@ def create_app(
             if stream_redis is not None:
                 await stream_redis.aclose()
             await registry.aclose()
+            await limiter.aclose()
             if redis is not None:
                 await redis.aclose()
             await engine.dispose()
@@ -133,10 +146,19 @@ def create_app(
                 "Last-Event-ID",
                 "X-Request-ID",
             ],
-            expose_headers=["X-Request-ID", "Retry-After"],
+            expose_headers=[
+                "X-Request-ID",
+                "Retry-After",
+                "RateLimit-Limit",
+                "RateLimit-Remaining",
+                "RateLimit-Reset",
+                "Idempotency-Replayed",
+            ],
         )
     app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes)
-    app.add_middleware(RequestContextMiddleware)  # added last: outermost
+    app.add_middleware(RequestContextMiddleware)
+    # Added last: outermost, so the 415 and 500 that RequestContextMiddleware writes get them too.
+    app.add_middleware(SecurityHeadersMiddleware, hsts=settings.app_env is Environment.PRODUCTION)
     app.include_router(health.router)
     app.include_router(v1.router)
     app.include_router(playground.router)

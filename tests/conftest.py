@@ -22,7 +22,7 @@ from tests.fakes.upstream import FakeUpstream, running_upstream
 BACKENDS = ["postgres", "sqlite"]
 # The FastAPI app behind each client that `start_app` made (asgi-lifespan wraps the app).
 _APPS: weakref.WeakKeyDictionary[httpx.AsyncClient, FastAPI] = weakref.WeakKeyDictionary()
-TABLES = ("feedback", "messages", "conversations", "user_monthly_usage")
+TABLES = ("feedback", "messages", "conversations", "user_monthly_usage", "idempotency_keys")
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
@@ -47,6 +47,7 @@ def make_settings(database_url: str) -> Callable[..., Settings]:
             "database_url": database_url,
             "app_env": "test",
             "log_format": "json",
+            "auth_enabled": False,  # tests of authentication turn it on
         }
         values.update(overrides)
         return Settings(_env_file=None, **values)

@@ -6,18 +6,20 @@ from collections.abc import AsyncIterator
 from typing import Annotated, TypedDict
 from uuid import UUID
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request, Response
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.config import Settings
 from app.core.security import DEVELOPMENT_PRINCIPAL, Principal
 from app.db.models import Conversation
-from app.errors import Unauthenticated
 from app.providers.registry import ProviderRegistry
 from app.services import conversations as conversation_service
+from app.services.auth import authenticate
 from app.services.generations import Generations
 from app.services.pricing import PriceBook
+from app.services.rate_limits import RateLimiter
+from app.services.stream_tickets import StreamTickets
 from app.services.turns import TurnContext
 
 
@@ -31,6 +33,8 @@ class AppState(TypedDict):
     prices: PriceBook
     turns: TurnContext
     generations: Generations
+    stream_tickets: StreamTickets
+    limiter: RateLimiter
 
 
 def _settings(request: Request) -> Settings:
@@ -91,14 +95,40 @@ async def _session(sessionmaker: SessionFactoryDep) -> AsyncIterator[AsyncSessio
 SessionDep = Annotated[AsyncSession, Depends(_session, scope="function")]
 
 
-async def _principal(settings: SettingsDep) -> Principal:
+def _stream_tickets(request: Request) -> StreamTickets:
+    tickets: StreamTickets = request.state.stream_tickets
+    return tickets
+
+
+StreamTicketsDep = Annotated[StreamTickets, Depends(_stream_tickets)]
+
+
+async def _principal(
+    request: Request, settings: SettingsDep, sessionmaker: SessionFactoryDep
+) -> Principal:
     if not settings.auth_enabled:
         return DEVELOPMENT_PRINCIPAL
-    # No credential verifier is installed yet, so with auth on every request fails closed.
-    raise Unauthenticated()
+    return await authenticate(settings, sessionmaker, request.headers.get("authorization"))
 
 
 CurrentUser = Annotated[Principal, Depends(_principal)]
+
+
+async def _stream_principal(
+    request: Request,
+    settings: SettingsDep,
+    sessionmaker: SessionFactoryDep,
+    tickets: StreamTicketsDep,
+    ticket: Annotated[str | None, Query(max_length=200)] = None,
+) -> Principal:
+    if not settings.auth_enabled:
+        return DEVELOPMENT_PRINCIPAL
+    authorization = request.headers.get("authorization")
+    return await authenticate(settings, sessionmaker, authorization, ticket=ticket, tickets=tickets)
+
+
+# Stream routes only: a single-use `?ticket=` (for EventSource) may stand in for the header.
+StreamCaller = Annotated[Principal, Depends(_stream_principal)]
 
 
 async def _owned_conversation(
@@ -108,3 +138,32 @@ async def _owned_conversation(
 
 
 OwnedConversation = Annotated[Conversation, Depends(_owned_conversation)]
+
+
+def _limiter(request: Request) -> RateLimiter:
+    limiter: RateLimiter = request.state.limiter
+    return limiter
+
+
+LimiterDep = Annotated[RateLimiter, Depends(_limiter)]
+
+
+async def _count_request(limiter: RateLimiter, principal: Principal, response: Response) -> None:
+    status = await limiter.hit_request(principal.user_id)  # raises RateLimited (429)
+    if status is not None:
+        response.headers.update(status.headers())
+
+
+async def _limit_requests(limiter: LimiterDep, principal: CurrentUser, response: Response) -> None:
+    await _count_request(limiter, principal, response)
+
+
+async def _limit_stream_requests(
+    limiter: LimiterDep, principal: StreamCaller, response: Response
+) -> None:
+    await _count_request(limiter, principal, response)
+
+
+# Per-user requests per minute, for the /api/v1 routers (stream routes accept a ticket).
+RATE_LIMITED = [Depends(_limit_requests)]
+STREAM_RATE_LIMITED = [Depends(_limit_stream_requests)]

@@ -77,6 +77,11 @@ class Settings(BaseSettings):
     fallback_models: Annotated[list[str], NoDecode] = Field(default_factory=list)
     price_overrides: dict[str, ModelPriceOverride] = Field(default_factory=dict)
     user_budget_usd: Decimal | None = Field(default=None, ge=0, allow_inf_nan=False)
+    # Per-user limits over a sliding minute; unset is off. Shared through Redis when set.
+    rate_limit_rpm: int | None = Field(default=None, ge=1, le=1_000_000)
+    rate_limit_tpm: int | None = Field(default=None, ge=1, le=1_000_000_000)
+    # How long a stored Idempotency-Key response is replayed.
+    idempotency_ttl_seconds: int = Field(default=86_400, ge=1, le=7 * 86_400)
 
     openai_api_key: SecretStr | None = None
     openai_base_url: str | None = None
@@ -106,9 +111,17 @@ class Settings(BaseSettings):
     # At shutdown, running generations get this long to finish before they are ended.
     shutdown_grace_seconds: float = Field(default=20.0, ge=0, le=600)
 
-    auth_enabled: bool = False
+    # Unset: on everywhere but development (see `auth_required`).
+    auth_enabled: bool | None = None
+    jwt_secret: SecretStr | None = None  # HS256
+    jwt_public_key: str | None = None  # RS256, PEM
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
     max_body_bytes: int = Field(default=1_048_576, ge=1_024, le=64 * 1_048_576)
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Masks emails, phones, cards, IBANs and keys: in log lines (`logs`), and also in the text
+    # sent to providers (`provider`); stored messages always keep what the user wrote.
+    pii_redaction: Literal["off", "logs", "provider"] = "logs"
 
     @field_validator("cors_origins", "openai_compatible_models", mode="before")
     @classmethod
@@ -116,6 +129,11 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
+
+    @field_validator("pii_redaction", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("fallback_models", mode="before")
     @classmethod
@@ -183,6 +201,12 @@ class Settings(BaseSettings):
         "azure_openai_api_key",
         "openai_compatible_api_key",
         "user_budget_usd",
+        "rate_limit_rpm",
+        "rate_limit_tpm",
+        "jwt_secret",
+        "jwt_public_key",
+        "jwt_issuer",
+        "jwt_audience",
         mode="before",
     )
     @classmethod
@@ -193,6 +217,14 @@ class Settings(BaseSettings):
     def _no_wildcard_with_credentials(self) -> Settings:
         if "*" in self.cors_origins and len(self.cors_origins) > 1:
             raise ValueError("CORS_ORIGINS: '*' cannot be combined with explicit origins")
+        return self
+
+    @model_validator(mode="after")
+    def _auth_in_production(self) -> Settings:
+        if self.auth_enabled is None:
+            self.auth_enabled = self.app_env is not Environment.DEVELOPMENT
+        if self.app_env is Environment.PRODUCTION and not self.auth_enabled:
+            raise ValueError("AUTH_ENABLED: production refuses to start with auth off")
         return self
 
     @property
@@ -224,6 +256,7 @@ def describe_invalid_settings(error: ValidationError) -> str:
     """One readable line naming each bad variable, never echoing its value (it may be a secret)."""
     parts = []
     for item in error.errors(include_url=False, include_input=False):
-        name = str(item["loc"][0]).upper() if item["loc"] else "configuration"
-        parts.append(f"{name}: {item['msg']}")
+        message = item["msg"].removeprefix("Value error, ")
+        # A cross-field check (model validator) names its variables in its own message.
+        parts.append(f"{str(item['loc'][0]).upper()}: {message}" if item["loc"] else message)
     return "invalid configuration: " + "; ".join(parts)

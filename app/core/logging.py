@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import importlib.util
+import io
 import logging
+import re
 import sys
+from typing import Any, TextIO
 
 import structlog
 
 from app.core.config import Settings
+from app.core.redaction import redact
 
 # Their INFO lines repeat every outgoing URL, query string included; warnings still show.
 _QUIETED_LIBRARIES = ("httpx", "httpcore")
+# Written by us, never personal data; a request id is 32 hex characters, which looks like a key.
+_UNREDACTED_KEYS = frozenset({"timestamp", "level", "logger", "request_id", "exc_info"})
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def _exception_formatter() -> structlog.typing.ExceptionRenderer:
@@ -19,6 +26,42 @@ def _exception_formatter() -> structlog.typing.ExceptionRenderer:
     if importlib.util.find_spec("rich") is not None:
         return structlog.dev.RichTracebackFormatter(show_locals=False)
     return structlog.dev.plain_traceback
+
+
+def _redacted(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, dict):
+        return {key: _redacted(item) for key, item in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_redacted(item) for item in value]
+    return redact(repr(value))  # what both renderers would print for it
+
+
+def redact_event(
+    _logger: Any, _method: str, event_dict: structlog.typing.EventDict
+) -> structlog.typing.EventDict:
+    """Masks emails, card numbers, keys, ... in every value: error details and tracebacks too."""
+    return {
+        key: value if key in _UNREDACTED_KEYS else _redacted(value)
+        for key, value in event_dict.items()
+    }
+
+
+def _redacting(formatter: structlog.typing.ExceptionRenderer) -> structlog.typing.ExceptionRenderer:
+    """The console's traceback, masked; plain (uncoloured) when masking changed it."""
+
+    def render(sio: TextIO, exc_info: structlog.typing.ExcInfo) -> None:
+        buffer = io.StringIO()
+        formatter(buffer, exc_info)
+        text = buffer.getvalue()
+        plain = _ANSI.sub("", text)
+        masked = redact(plain)
+        sio.write(text if masked == plain else masked)
+
+    return render
 
 
 def configure_logging(settings: Settings) -> None:
@@ -35,11 +78,24 @@ def configure_logging(settings: Settings) -> None:
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
+    # PII_REDACTION=logs or provider: values are masked after tracebacks are rendered to text.
+    redacting = settings.pii_redaction != "off"
+    masking: list[structlog.types.Processor] = [redact_event] if redacting else []
     rendering: list[structlog.types.Processor]
     if settings.effective_log_format == "json":
-        rendering = [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
+        rendering = [
+            structlog.processors.format_exc_info,
+            *masking,
+            structlog.processors.JSONRenderer(),
+        ]
     else:
-        rendering = [structlog.dev.ConsoleRenderer(exception_formatter=_exception_formatter())]
+        formatter = _exception_formatter()
+        rendering = [
+            *masking,
+            structlog.dev.ConsoleRenderer(
+                exception_formatter=_redacting(formatter) if redacting else formatter
+            ),
+        ]
 
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],

@@ -8,7 +8,17 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import BigInteger, CheckConstraint, Enum, ForeignKey, Index, String, Text, text
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Enum,
+    ForeignKey,
+    Index,
+    String,
+    Text,
+    false,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db.base import Base, CreatedAtMixin, IdMixin, utcnow
@@ -196,3 +206,46 @@ class UserMonthlyUsage(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
     __table_args__ = (CheckConstraint("cost_usd >= 0", name="usage_cost_non_negative"),)
+
+
+class ApiKey(IdMixin, CreatedAtMixin, Base):
+    """A key issued by `python -m app.cli keys create`; only its SHA-256 hash is stored."""
+
+    __tablename__ = "api_keys"
+
+    user_id: Mapped[str] = mapped_column(String(255))
+    is_admin: Mapped[bool] = mapped_column(default=False, server_default=false())
+    name: Mapped[str | None] = mapped_column(String(255))
+    # The key's first characters, shown in listings so an operator can tell keys apart.
+    prefix: Mapped[str] = mapped_column(String(16))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    last_used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+
+    __table_args__ = (Index("ix_api_keys_user_id", "user_id"),)
+
+
+class IdempotencyStatus(StrEnum):
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+
+
+class IdempotencyKey(CreatedAtMixin, Base):
+    """A claimed `Idempotency-Key`: the request it was first used for, then its stored response.
+
+    Claimed by one `INSERT ... ON CONFLICT`; replaced only once `expires_at` has passed.
+    """
+
+    __tablename__ = "idempotency_keys"
+
+    user_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    request_hash: Mapped[str] = mapped_column(String(64))  # SHA-256 hex
+    status: Mapped[IdempotencyStatus] = mapped_column(
+        constrained(IdempotencyStatus, "idempotency_status")
+    )
+    response_status: Mapped[int | None]
+    response_body: Mapped[dict[str, Any] | None]
+    expires_at: Mapped[datetime]
+
+    __table_args__ = (Index("ix_idempotency_keys_expires_at", "expires_at"),)

@@ -25,6 +25,8 @@ from redis.exceptions import RedisError
 log = structlog.get_logger(__name__)
 
 TERMINAL_EVENTS = frozenset({"done", "error"})
+# How often a listener blocked on Redis looks whether its reply's log moved into this process.
+_DEGRADED_CHECK_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,7 +195,7 @@ class RedisEventLog:
     async def follow(
         self, reply_id: UUID, after: str | None, *, idle_s: float
     ) -> AsyncIterator[LoggedEvent | None]:
-        if reply_id in self._degraded or await self._fallback.exists(reply_id):
+        if await self._moved_here(reply_id):
             seen, first = _position(after), self._fallback.first_position(reply_id)
             if seen < first:
                 # The log began in Redis before it degraded: its head is there, if readable.
@@ -208,15 +210,21 @@ class RedisEventLog:
         try:
             if not await self._redis.exists(key) or await self._ended_by(key, last):
                 return
-            while True:
+            silent_s = 0.0
+            while not await self._moved_here(reply_id):
+                wait_s = min(idle_s, _DEGRADED_CHECK_S)
                 response: Any = await self._redis.xread(
-                    {key: last}, count=500, block=max(1, int(idle_s * 1000))
+                    {key: last}, count=500, block=max(1, int(wait_s * 1000))
                 )
                 if not response:
-                    if await self._ended_by(key, last):
-                        return  # the end is behind the position asked for: nothing will come
-                    yield None
+                    silent_s += wait_s
+                    if silent_s >= idle_s:
+                        silent_s = 0.0
+                        if await self._ended_by(key, last):
+                            return  # the end is behind the position asked for: none will come
+                        yield None
                     continue
+                silent_s = 0.0
                 # RESP2 answers [[key, entries]], RESP3 {key: entries}.
                 batch = (
                     next(iter(response.values())) if isinstance(response, dict) else response[0][1]
@@ -230,7 +238,16 @@ class RedisEventLog:
                     if event.is_terminal:
                         return
         except RedisError as error:
-            log.warning("event log unreadable; stream ends", error=type(error).__name__)
+            if not await self._moved_here(reply_id):
+                log.warning("event log unreadable; stream ends", error=type(error).__name__)
+                return
+        # This replica's generation went on in memory while we read Redis: the rest is there.
+        async for item in self.follow(reply_id, str(_entry_position(last)), idle_s=idle_s):
+            yield item
+
+    async def _moved_here(self, reply_id: UUID) -> bool:
+        """Whether this reply's log went on in this process after Redis failed."""
+        return reply_id in self._degraded or await self._fallback.exists(reply_id)
 
     async def _head(self, reply_id: UUID, seen: int, upto: int) -> AsyncIterator[LoggedEvent]:
         """The events after position `seen` up to `upto` that reached Redis before it failed."""

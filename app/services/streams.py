@@ -10,9 +10,12 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 from uuid import UUID
 
+import structlog
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.security import Principal
@@ -21,6 +24,10 @@ from app.errors import ConversationNotFound, MessageNotFound
 from app.repositories.conversations import ConversationRepo
 from app.schemas.messages import MessageRead, TokenUsage, TurnResult
 from app.services.event_log import EventLog
+from app.services.generations import StartedGeneration
+from app.services.idempotency import StoredResponse
+
+log = structlog.get_logger(__name__)
 
 RETRY_MS = 3000
 _DB_POLL_S = 0.5
@@ -102,7 +109,9 @@ async def read_reply(
         return
     # The log is gone (expired, or kept by a replica we cannot reach): the row tells the rest.
     waited = 0.0
-    while (message := await _load(sessionmaker, reply_id)).status == MessageStatus.IN_PROGRESS:
+    while (message := await _load(sessionmaker, reply_id)) is None or (
+        message.status == MessageStatus.IN_PROGRESS
+    ):
         await asyncio.sleep(_DB_POLL_S)
         waited += _DB_POLL_S
         if waited >= heartbeat_s:
@@ -151,16 +160,39 @@ def replay_of(message: Message) -> list[tuple[str, str]]:
 
 async def _ended(sessionmaker: async_sessionmaker[AsyncSession], reply_id: UUID) -> Message | None:
     """The reply's row once it is no longer in progress (None while it runs, or if gone)."""
-    async with sessionmaker() as session:
-        message = await session.get(Message, reply_id)
+    try:
+        message = await _load(sessionmaker, reply_id)
+    except MessageNotFound:
+        return None
     if message is None or message.status == MessageStatus.IN_PROGRESS:
         return None
     return message
 
 
-async def _load(sessionmaker: async_sessionmaker[AsyncSession], reply_id: UUID) -> Message:
-    async with sessionmaker() as session:
-        message = await session.get(Message, reply_id)
+async def _load(sessionmaker: async_sessionmaker[AsyncSession], reply_id: UUID) -> Message | None:
+    """The reply's row; None when the database cannot say now (pool exhausted, down).
+
+    The response has started: an error here would cut the stream without its end, so the
+    listener keeps waiting (with pings) and asks again.
+    """
+    try:
+        async with sessionmaker() as session:
+            message = await session.get(Message, reply_id)
+    except (SQLAlchemyError, OSError) as error:
+        log.warning("reply unreadable; the stream keeps waiting", error=type(error).__name__)
+        return None
     if message is None:
         raise MessageNotFound(reply_id)
     return message
+
+
+def started_body(started: StartedGeneration) -> dict[str, Any]:
+    """What an `Idempotency-Key` stores for a streamed turn: the reply to replay the stream of."""
+    return {"message_id": str(started.reply_id), "conversation_id": str(started.conversation_id)}
+
+
+def started_reply_id(outcome: StartedGeneration | StoredResponse) -> UUID:
+    """The reply a (first or replayed) streamed turn streams."""
+    if isinstance(outcome, StoredResponse):
+        return UUID(str(outcome.body["message_id"]))
+    return outcome.reply_id

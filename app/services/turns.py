@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from uuid import UUID
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.core.redaction import redact
 from app.core.security import Principal
 from app.db.base import utcnow
 from app.db.models import Conversation, Message, MessageRole, MessageStatus
@@ -34,6 +35,7 @@ from app.repositories.messages import MessageRepo
 from app.repositories.usage import UserUsageRepo, month_of
 from app.schemas.messages import MessageCreate, MessageRead, TokenUsage, TurnResult
 from app.services.pricing import Price, PriceBook
+from app.services.rate_limits import RateLimiter
 
 log = structlog.get_logger(__name__)
 
@@ -47,6 +49,9 @@ class TurnContext:
     prices: PriceBook
     generation_timeout_s: float
     budget_usd: Decimal | None = None
+    limiter: RateLimiter | None = None
+    # PII_REDACTION=provider: mask personal data and keys in the text sent to the provider.
+    redact_provider_text: bool = False
 
 
 @dataclass(slots=True)
@@ -131,6 +136,8 @@ async def _open_turn(
             raise ConversationNotFound(conversation_id)
         choice = choose_model(ctx.registry, conversation, body)
         await _check_budget(ctx, session, conversation.user_id)
+        if ctx.limiter is not None:
+            await ctx.limiter.check_tokens(conversation.user_id)
         history = await MessageRepo(session).prompt_history(conversation.id)
         now = utcnow()
         user_message = Message(
@@ -166,7 +173,18 @@ async def _open_turn(
         temperature=body.temperature,
         max_tokens=body.max_tokens,
     )
+    if ctx.redact_provider_text:
+        request = _redacted(request)
     return reply, request, ctx.registry.with_fallbacks(choice), conversation.user_id
+
+
+def _redacted(request: ChatRequest) -> ChatRequest:
+    """The request with personal data and keys masked; the stored messages keep the original."""
+    return replace(
+        request,
+        messages=tuple(ChatMessage(m.role, redact(m.content)) for m in request.messages),
+        system_prompt=None if request.system_prompt is None else redact(request.system_prompt),
+    )
 
 
 async def _check_budget(ctx: TurnContext, session: AsyncSession, user_id: str) -> None:
@@ -225,6 +243,8 @@ async def _complete_reply(
         await UserUsageRepo(session).charge(
             owner, month_of(reply.created_at), usage, cost or Decimal(0)
         )
+    if ctx.limiter is not None:
+        await ctx.limiter.add_tokens(owner, usage.total_tokens)
     log.info(
         "turn completed",
         provider=reply.provider,

@@ -62,6 +62,7 @@ class TestDefaults:
 
     def test_outside_development_logs_are_json_lines(self, environment: pytest.MonkeyPatch) -> None:
         environment.setenv("APP_ENV", "production")
+        environment.setenv("AUTH_ENABLED", "true")
 
         assert Settings(_env_file=None).effective_log_format == "json"
 

@@ -2,12 +2,14 @@
 
 from fastapi import APIRouter
 
-from app.api.v1 import conversations, feedback, messages, model_catalog, streams, usage
+from app.api.deps import RATE_LIMITED, STREAM_RATE_LIMITED
+from app.api.v1 import auth, conversations, feedback, messages, model_catalog, streams, usage
 
 router = APIRouter(prefix="/api/v1")
-router.include_router(conversations.router)
-router.include_router(messages.router)
-router.include_router(feedback.router)
-router.include_router(usage.router)
-router.include_router(model_catalog.router)
-router.include_router(streams.router)
+router.include_router(conversations.router, dependencies=RATE_LIMITED)
+router.include_router(messages.router, dependencies=RATE_LIMITED)
+router.include_router(feedback.router, dependencies=RATE_LIMITED)
+router.include_router(usage.router, dependencies=RATE_LIMITED)
+router.include_router(model_catalog.router, dependencies=RATE_LIMITED)
+router.include_router(streams.router, dependencies=STREAM_RATE_LIMITED)
+router.include_router(auth.router)

@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
+from fastapi.responses import JSONResponse
 
 from app.api.deps import CurrentUser, OwnedConversation, ProvidersDep, SessionDep
+from app.api.idempotency import IdempotencyDep, replayed
 from app.api.v1.openapi import problems
 from app.schemas.common import Page, StorableText
 from app.schemas.conversations import (
@@ -22,16 +24,24 @@ router = APIRouter(prefix="/conversations", tags=["conversations"])
 
 
 @router.post(
-    "", status_code=201, response_model=ConversationRead, responses=problems(413, 415, 422)
+    "", status_code=201, response_model=ConversationRead, responses=problems(409, 413, 415, 422)
 )
 async def create_conversation(
+    idempotency: IdempotencyDep,
     session: SessionDep,
     principal: CurrentUser,
     registry: ProvidersDep,
     body: ConversationCreate | None = None,
-) -> ConversationRead:
-    conversation = await service.create(session, principal, body or ConversationCreate(), registry)
-    return ConversationRead.model_validate(conversation)
+) -> ConversationRead | JSONResponse:
+    """`Idempotency-Key` makes a retry return the first response instead of a second row."""
+
+    async def create() -> ConversationRead:
+        conversation = await service.create(
+            session, principal, body or ConversationCreate(), registry
+        )
+        return ConversationRead.model_validate(conversation)
+
+    return replayed(await idempotency.run(create, status=201, session=session))
 
 
 @router.get("", response_model=Page[ConversationRead], responses=problems(422))

@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse
 
 from app.api.deps import OwnedConversation, SessionDep
+from app.api.idempotency import IdempotencyDep, replayed
 from app.api.v1.openapi import problems
 from app.schemas.common import Page
 from app.schemas.feedback import FeedbackCreate, FeedbackRead
@@ -16,13 +18,18 @@ router = APIRouter(prefix="/conversations/{conversation_id}/feedback", tags=["fe
 
 
 @router.post(
-    "", status_code=201, response_model=FeedbackRead, responses=problems(404, 413, 415, 422)
+    "", status_code=201, response_model=FeedbackRead, responses=problems(404, 409, 413, 415, 422)
 )
 async def give_feedback(
-    body: FeedbackCreate, conversation: OwnedConversation, session: SessionDep
-) -> FeedbackRead:
-    feedback = await service.give(session, conversation, body)
-    return FeedbackRead.model_validate(feedback)
+    body: FeedbackCreate,
+    idempotency: IdempotencyDep,
+    conversation: OwnedConversation,
+    session: SessionDep,
+) -> FeedbackRead | JSONResponse:
+    async def give() -> FeedbackRead:
+        return FeedbackRead.model_validate(await service.give(session, conversation, body))
+
+    return replayed(await idempotency.run(give, status=201, session=session))
 
 
 @router.get("", response_model=Page[FeedbackRead], responses=problems(404, 422))

@@ -6,7 +6,7 @@ from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Header, Query
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from app.api.deps import (
     CurrentUser,
@@ -17,6 +17,7 @@ from app.api.deps import (
     SettingsDep,
     TurnsDep,
 )
+from app.api.idempotency import IdempotencyDep, replayed
 from app.api.sse import event_stream
 from app.api.v1.openapi import problems
 from app.schemas.common import Page
@@ -32,35 +33,45 @@ router = APIRouter(prefix="/conversations/{conversation_id}/messages", tags=["me
     "",
     status_code=201,
     response_model=TurnResult,
-    responses=problems(402, 404, 413, 415, 422, 429, 502, 504),
+    responses=problems(402, 404, 409, 413, 415, 422, 429, 502, 504),
 )
 async def send_message(
     conversation_id: UUID,
     body: MessageCreate,
+    idempotency: IdempotencyDep,
     principal: CurrentUser,
     turns: TurnsDep,
     generations: GenerationsDep,
     sessionmaker: SessionFactoryDep,
     settings: SettingsDep,
     accept: Annotated[str, Header()] = "",
-) -> TurnResult | StreamingResponse:
+) -> TurnResult | StreamingResponse | JSONResponse:
     """Store the message, get the reply from the model, store and charge it, return both.
 
     With `"stream": true` or `Accept: text/event-stream`, the reply streams as SSE instead.
+    `Idempotency-Key` makes a retry return the first response (for a stream: the same reply's
+    stream, replayed from its start) with no second provider call and no second charge.
     """
     # No request session here: the turn opens its own short transactions so that no
     # connection is held while the provider is thinking.
     if body.stream or "text/event-stream" in accept:
-        started = await generations.start(principal, conversation_id, body)
+        started = await idempotency.run(
+            lambda: generations.start(principal, conversation_id, body),
+            status=200,
+            encode=streams.started_body,
+        )
         items = streams.read_reply(
             generations.events,
             sessionmaker,
-            started.reply_id,
+            streams.started_reply_id(started),
             after=0,
             heartbeat_s=settings.stream_heartbeat_seconds,
         )
         return event_stream(items)
-    return await take_turn(turns, principal, conversation_id, body)
+    turn = await idempotency.run(
+        lambda: take_turn(turns, principal, conversation_id, body), status=201
+    )
+    return replayed(turn)
 
 
 @router.get("", response_model=Page[MessageRead], responses=problems(404, 422))

@@ -7,6 +7,7 @@ from typing import Any
 from app.api.problems import PROBLEM_JSON
 
 _DESCRIPTIONS = {
+    401: "unauthenticated: missing, invalid, expired or revoked credentials",
     402: "budget_exceeded: the monthly spending budget is used up",
     404: "not found, or not yours (the two are indistinguishable)",
     409: "conflict",

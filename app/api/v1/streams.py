@@ -13,6 +13,7 @@ from app.api.deps import (
     GenerationsDep,
     SessionFactoryDep,
     SettingsDep,
+    StreamCaller,
 )
 from app.api.sse import event_stream
 from app.api.v1.openapi import problems
@@ -35,7 +36,7 @@ SSE_RESPONSE: dict[int | str, dict[str, Any]] = {
 )
 async def stream(
     conversation_id: UUID,
-    principal: CurrentUser,
+    principal: StreamCaller,
     generations: GenerationsDep,
     sessionmaker: SessionFactoryDep,
     settings: SettingsDep,

@@ -1,0 +1,54 @@
+"""The `Idempotency-Key` header as a dependency, and a replayed response as HTTP."""
+
+from __future__ import annotations
+
+from typing import Annotated, TypeVar
+
+from fastapi import Depends, Header, Request
+from fastapi.responses import JSONResponse
+
+from app.api.deps import CurrentUser, SessionFactoryDep, SettingsDep
+from app.services.idempotency import IdempotentRequest, StoredResponse, request_hash
+
+T = TypeVar("T")
+
+REPLAYED_HEADER = "Idempotency-Replayed"
+
+
+def _wants_event_stream(request: Request) -> bool:
+    return "text/event-stream" in request.headers.get("accept", "")
+
+
+async def _idempotent_request(
+    request: Request,
+    principal: CurrentUser,
+    sessionmaker: SessionFactoryDep,
+    settings: SettingsDep,
+    idempotency_key: Annotated[
+        str | None,
+        # Printable ASCII, as clients generate them (UUIDs, hashes): never a control byte.
+        Header(alias="Idempotency-Key", min_length=1, max_length=255, pattern=r"^[ -~]+$"),
+    ] = None,
+) -> IdempotentRequest:
+    body = await request.body() if idempotency_key is not None else b""
+    # An SSE request and a JSON one with the same body get different responses.
+    variant = "sse" if _wants_event_stream(request) else ""
+    return IdempotentRequest(
+        sessionmaker=sessionmaker,
+        user_id=principal.user_id,
+        key=idempotency_key,
+        request_hash=request_hash(request.method, request.url.path, body, variant=variant),
+        ttl_s=settings.idempotency_ttl_seconds,
+    )
+
+
+IdempotencyDep = Annotated[IdempotentRequest, Depends(_idempotent_request)]
+
+
+def replayed(outcome: T | StoredResponse) -> T | JSONResponse:
+    """A stored response goes out as it was first sent, marked `Idempotency-Replayed: true`."""
+    if isinstance(outcome, StoredResponse):
+        return JSONResponse(
+            outcome.body, status_code=outcome.status, headers={REPLAYED_HEADER: "true"}
+        )
+    return outcome

@@ -1,0 +1,62 @@
+"""All SQL on API keys: issue, find by hash, list, revoke, and touch `last_used_at`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from uuid import UUID
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db.models import ApiKey
+
+
+class ApiKeyRepo:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add(self, key: ApiKey) -> ApiKey:
+        self.session.add(key)
+        await self.session.flush()
+        return key
+
+    async def active_by_hash(self, key_hash: str) -> ApiKey | None:
+        """The unrevoked key with this hash, if any."""
+        statement = select(ApiKey).where(ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None))
+        return (await self.session.scalars(statement)).one_or_none()
+
+    async def list(self, user_id: str | None = None) -> Sequence[ApiKey]:
+        statement = select(ApiKey).order_by(ApiKey.created_at, ApiKey.id)
+        if user_id is not None:
+            statement = statement.where(ApiKey.user_id == user_id)
+        return (await self.session.scalars(statement)).all()
+
+    async def matching(self, id_or_prefix: str) -> Sequence[ApiKey]:
+        """Keys whose id is `id_or_prefix`, or whose shown prefix is it."""
+        condition = ApiKey.prefix == id_or_prefix
+        try:
+            condition = or_(condition, ApiKey.id == UUID(id_or_prefix))
+        except ValueError:
+            pass
+        return (await self.session.scalars(select(ApiKey).where(condition))).all()
+
+    async def revoke(self, key_id: UUID, now: datetime) -> bool:
+        """Revoke the key; `False` when it was already revoked (or does not exist)."""
+        result = await self.session.execute(
+            update(ApiKey)
+            .where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))
+            .values(revoked_at=now)
+        )
+        return bool(getattr(result, "rowcount", 0))
+
+    async def touch(self, key_id: UUID, now: datetime, *, every: timedelta) -> None:
+        """Record a use, at most once per `every`: a hot key does not write on every request."""
+        await self.session.execute(
+            update(ApiKey)
+            .where(
+                ApiKey.id == key_id,
+                or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at < now - every),
+            )
+            .values(last_used_at=now)
+        )

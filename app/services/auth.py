@@ -1,0 +1,48 @@
+"""Who is calling: a bearer API key or JWT, or on stream routes a single-use ticket."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.core.config import Settings
+from app.core.security import Principal
+from app.errors import Unauthenticated
+from app.services import api_keys
+from app.services.jwt_tokens import principal_from_jwt
+from app.services.stream_tickets import StreamTickets
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header, else `None`."""
+    if authorization is None:
+        return None
+    scheme, _, token = authorization.strip().partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
+async def authenticate(
+    settings: Settings,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    authorization: str | None,
+    *,
+    ticket: str | None = None,
+    tickets: StreamTickets | None = None,
+) -> Principal:
+    """The caller named by the header (or, where allowed, a stream ticket); else a 401."""
+    token = bearer_token(authorization)
+    if token is None and ticket and tickets is not None:
+        principal = await tickets.consume(ticket)
+        if principal is None:
+            raise Unauthenticated("stream ticket is invalid, expired or already used")
+        return principal
+    if token is None:
+        raise Unauthenticated()
+    if api_keys.looks_like_api_key(token):
+        async with sessionmaker() as session:
+            principal = await api_keys.principal_for(session, token)
+            await session.commit()
+        if principal is None:
+            raise Unauthenticated()
+        return principal
+    return principal_from_jwt(token, settings)
