@@ -15,9 +15,10 @@ RUN /opt/venv/bin/pip install -r /tmp/requirements.txt
 # --- runtime: the venv, the code and the migrations, run as a non-root user ----------------
 FROM python:3.11-slim AS runtime
 
-# APP_ENV=production only selects JSON logs today. Authentication is not built yet
-# (AUTH_ENABLED=true refuses every /api/v1 request), so do not expose this image to
-# untrusted clients: anyone who reaches it can read and write every user's conversations.
+# The image runs with APP_ENV=production, so authentication is on and required: the
+# service refuses to start with AUTH_ENABLED=false. Set JWT_SECRET (HS256) or
+# JWT_PUBLIC_KEY (RS256), or create API keys with
+# `docker compose run api python -m app.cli keys create --user alice`.
 ENV PATH="/opt/venv/bin:$PATH" \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
