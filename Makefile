@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run migrate test test-slow lint format bench clean
+.PHONY: install run migrate test test-slow lint format bench bench-streams clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,9 +41,14 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-## bench: measure turn latency and throughput through the real server
+## bench: measure turn latency and throughput through the real server, then streams
 bench: $(STAMP)
 	$(BIN)/python bench/turns.py
+	$(MAKE) bench-streams
+
+## bench-streams: 1000 concurrent SSE streams on one worker (BENCH_STREAMS_ARGS="--redis" etc.)
+bench-streams: $(STAMP)
+	$(BIN)/python bench/streams.py $(BENCH_STREAMS_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
