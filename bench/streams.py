@@ -286,28 +286,42 @@ async def wait_healthy(base_url: str, process: subprocess.Popen[bytes]) -> None:
     raise SystemExit("server did not start")
 
 
-async def run(args: argparse.Namespace, base_url: str, pid: int) -> list[Outcome]:
-    clients = args.clients
-    limits = httpx.Limits(max_connections=clients + 10, max_keepalive_connections=clients + 10)
-    timeout = httpx.Timeout(args.timeout, connect=args.timeout, pool=args.timeout)
-    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=timeout) as http:
-        # Warm-up (imports, pools, tokenizers), then one conversation per client, untimed.
-        warm = (await http.post("/api/v1/conversations", json={"title": "warm-up"})).json()
-        await http.post(f"/api/v1/conversations/{warm['id']}/messages", json={"content": "warm up"})
+async def set_up(base_url: str, clients: int, users: int) -> list[str]:
+    """Warm the server up (imports, pools, tokenizers), then one conversation per client."""
+    async with httpx.AsyncClient(base_url=base_url, timeout=60) as http:
+
+        async def post(url: str, body: dict[str, str]) -> dict[str, str]:
+            for attempt in range(5):
+                try:
+                    response = await http.post(url, json=body)
+                    response.raise_for_status()
+                    created: dict[str, str] = response.json()
+                    return created
+                except httpx.TransportError:
+                    if attempt == 4:
+                        raise
+                    await asyncio.sleep(0.2)
+            raise AssertionError("unreachable")
+
+        warm = await post("/api/v1/conversations", {"title": "warm-up"})
+        await post(f"/api/v1/conversations/{warm['id']}/messages", {"content": "warm up"})
         gate = asyncio.Semaphore(50)
 
         async def create(user: str) -> str:
             async with gate:
-                created = await http.post(
-                    "/api/v1/conversations", json={"title": "bench", "user_id": user}
-                )
-            created.raise_for_status()
-            return str(created.json()["id"])
+                created = await post("/api/v1/conversations", {"title": "bench", "user_id": user})
+            return str(created["id"])
 
-        users = args.users or clients
-        conversation_ids = await asyncio.gather(
-            *(create(f"bench-user-{index % users}") for index in range(clients))
-        )
+        return await asyncio.gather(*(create(f"bench-user-{i % users}") for i in range(clients)))
+
+
+async def run(args: argparse.Namespace, base_url: str, pid: int) -> list[Outcome]:
+    clients = args.clients
+    limits = httpx.Limits(max_connections=clients + 10, max_keepalive_connections=clients + 10)
+    timeout = httpx.Timeout(args.timeout, connect=args.timeout, pool=args.timeout)
+    conversation_ids = await set_up(base_url, clients, args.users or clients)
+    # A fresh client: no kept-alive connection from the set-up is reused (and found closed).
+    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=timeout) as http:
         load = Load(outcomes=[Outcome(c) for c in conversation_ids])
         await asyncio.sleep(0.5)
         baseline = rss_bytes(pid)

@@ -111,7 +111,8 @@ async def main() -> None:
         **os.environ,
         "DATABASE_URL": database_url,
         "PORT": str(port),
-        "APP_ENV": "production",
+        "APP_ENV": "test",
+        "AUTH_ENABLED": "false",
         "LOG_LEVEL": "WARNING",
         "DB_POOL_SIZE": "20",
     }

@@ -102,11 +102,13 @@ class Generations:
             "provider": reply.provider,
             "model": reply.model,
         }
-        await self._events.append(reply.id, "start", json.dumps(start))
+        # Read once: after a failed transaction the ORM row is expired and detached.
+        reply_id, conversation_id = reply.id, reply.conversation_id
+        await self._events.append(reply_id, "start", json.dumps(start))
         task = asyncio.create_task(self._run(reply, request, provider, owner))
-        self._running[reply.id] = _Running(task)
-        task.add_done_callback(lambda _: self._running.pop(reply.id, None))
-        return StartedGeneration(reply.id, reply.conversation_id)
+        self._running[reply_id] = _Running(task)
+        task.add_done_callback(lambda _: self._running.pop(reply_id, None))
+        return StartedGeneration(reply_id, conversation_id)
 
     async def cancel(self, reply_id: UUID) -> bool:
         """Stop a running generation, here or (through Redis) on another replica."""
@@ -156,6 +158,7 @@ class Generations:
     async def _run(
         self, reply: Message, request: ChatRequest, provider: Provider, owner: str
     ) -> None:
+        reply_id = reply.id  # read once: a failed store expires the ORM row
         generation = Generation()
         started = last_flush = _monotonic_ms()
         failure: ChatAPIError
@@ -168,10 +171,10 @@ class Generations:
                             generation.first_token_at = _monotonic_ms()
                         generation.parts.append(event.text)
                         await self._events.append(
-                            reply.id, "delta", json.dumps({"content": event.text})
+                            reply_id, "delta", json.dumps({"content": event.text})
                         )
                         if _monotonic_ms() - last_flush >= self._flush_interval_ms:
-                            await self._flush(reply.id, generation.text)
+                            await self._flush(reply_id, generation.text)
                             last_flush = _monotonic_ms()
                     else:
                         finished = event
@@ -179,13 +182,15 @@ class Generations:
             if finished is None:
                 raise UpstreamError(f"provider {provider.name!r} ended its reply early")
         except asyncio.CancelledError:
-            running = self._storing(reply.id)
+            running = self._storing(reply_id)
             if running is not None and running.cancel_requested:
-                await asyncio.shield(self._cancelled(reply, request, generation, started, owner))
+                await asyncio.shield(
+                    self._cancelled(reply_id, reply, request, generation, started, owner)
+                )
                 return
             # The server is going away: leave nothing `in_progress`.
             interrupted = UpstreamError("the generation was interrupted by a shutdown")
-            await asyncio.shield(self._failed(reply, interrupted, generation, started))
+            await asyncio.shield(self._failed(reply_id, reply, interrupted, generation, started))
             raise
         except TimeoutError:
             failure = UpstreamTimeout(provider.name, self._ctx.generation_timeout_s)
@@ -195,7 +200,7 @@ class Generations:
             log.exception("provider raised an unexpected error", provider=provider.name)
             failure = UpstreamError(f"provider {provider.name!r} failed")
         else:
-            self._storing(reply.id)
+            self._storing(reply_id)
             try:
                 result = await _complete_reply(
                     self._ctx, owner, reply, finished, generation, started
@@ -203,14 +208,14 @@ class Generations:
             except Exception:
                 # The reply could not be stored (database gone): listeners still get an end;
                 # the row stays `in_progress` until the abandoned-reply sweep ends it.
-                log.exception("could not store a finished reply", reply_id=str(reply.id))
+                log.exception("could not store a finished reply", reply_id=str(reply_id))
                 unstored = {"code": "internal_error", "message": "the reply could not be stored"}
-                await self._end(reply.id, "error", json.dumps(unstored))
+                await self._end(reply_id, "error", json.dumps(unstored))
                 return
-            await self._end(reply.id, "done", result.model_dump_json())
+            await self._end(reply_id, "done", result.model_dump_json())
             return
-        self._storing(reply.id)
-        await self._failed(reply, failure, generation, started)
+        self._storing(reply_id)
+        await self._failed(reply_id, reply, failure, generation, started)
 
     def _storing(self, reply_id: UUID) -> _Running | None:
         """From here on the generation only stores its outcome: cancels wait for it instead."""
@@ -220,16 +225,22 @@ class Generations:
         return running
 
     async def _failed(
-        self, reply: Message, failure: ChatAPIError, generation: Generation, started: int
+        self,
+        reply_id: UUID,
+        reply: Message,
+        failure: ChatAPIError,
+        generation: Generation,
+        started: int,
     ) -> None:
         try:
             await _fail_reply(self._ctx, reply, failure, generation, started)
         finally:
             error = {"code": failure.code, "message": failure.detail}
-            await self._end(reply.id, "error", json.dumps(error))
+            await self._end(reply_id, "error", json.dumps(error))
 
     async def _cancelled(
         self,
+        reply_id: UUID,
         reply: Message,
         request: ChatRequest,
         generation: Generation,
@@ -246,14 +257,23 @@ class Generations:
         result = await _complete_reply(
             self._ctx, owner, reply, finished, generation, started, MessageStatus.CANCELLED
         )
-        await self._end(reply.id, "done", result.model_dump_json())
+        await self._end(reply_id, "done", result.model_dump_json())
 
     async def _end(self, reply_id: UUID, event: str, data: str) -> None:
         await self._events.append(reply_id, event, data)
         await self._events.finish(reply_id)
 
     async def _flush(self, reply_id: UUID, text: str) -> None:
-        """Save the partial text (and show the reply is alive) so a crash loses little."""
+        """Save the partial text (and show the reply is alive) so a crash loses little.
+
+        A failed save is logged, not raised: the reply itself is still healthy.
+        """
+        try:
+            await self._save_partial(reply_id, text)
+        except Exception as error:
+            log.warning("could not save partial text", error=type(error).__name__)
+
+    async def _save_partial(self, reply_id: UUID, text: str) -> None:
         async with self._ctx.sessionmaker.begin() as session:
             await session.execute(
                 update(Message)
