@@ -37,8 +37,8 @@ def _async_url(dsn: str, database: str) -> str:
 
 
 @asynccontextmanager
-async def postgres_database() -> AsyncIterator[str]:
-    """A new, migrated Postgres database for this run, dropped afterwards."""
+async def postgres_database(*, migrated: bool = True) -> AsyncIterator[str]:
+    """A new Postgres database (migrated unless asked not to), dropped afterwards."""
     name = f"chat_api_test_{uuid.uuid4().hex[:12]}"
     try:
         admin = await asyncpg.connect(POSTGRES_ADMIN_DSN, timeout=5)
@@ -51,7 +51,8 @@ async def postgres_database() -> AsyncIterator[str]:
         await admin.close()
     url = _async_url(POSTGRES_ADMIN_DSN, name)
     try:
-        await migrate(url)
+        if migrated:
+            await migrate(url)
         yield url
     finally:
         admin = await asyncpg.connect(POSTGRES_ADMIN_DSN, timeout=5)

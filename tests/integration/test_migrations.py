@@ -5,12 +5,10 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -24,7 +22,7 @@ from app.db.base import NAMING_CONVENTION
 from app.db.migrations import PROJECT_ROOT, alembic_config
 from app.db.models import Base
 from app.db.session import create_engine
-from tests.databases import POSTGRES_ADMIN_DSN, unavailable
+from tests.databases import postgres_database
 
 APP_TABLES = {"conversations", "messages", "feedback"}
 
@@ -35,25 +33,8 @@ async def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> 
     if request.param == "sqlite":
         yield f"sqlite+aiosqlite:///{tmp_path / 'fresh' / 'chat.db'}"
         return
-    name = f"chat_api_migrations_{uuid.uuid4().hex[:12]}"
-    try:
-        admin = await asyncpg.connect(POSTGRES_ADMIN_DSN, timeout=5)
-    except (OSError, asyncpg.PostgresError) as error:
-        unavailable("Postgres", error)
-        raise
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    base = POSTGRES_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
-    try:
-        yield f"{base}/{name}"
-    finally:
-        admin = await asyncpg.connect(POSTGRES_ADMIN_DSN, timeout=5)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
+    async with postgres_database(migrated=False) as url:
+        yield url
 
 
 async def alembic(action: str, url: str, revision: str) -> None:
