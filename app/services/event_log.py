@@ -4,7 +4,9 @@ A generation appends each event (`start`, `delta`, `done`, `error`) here before 
 it; listeners only read. Event ids are `<position>` within one reply's log, opaque to clients,
 so `Last-Event-ID` resumes right after an event on any replica that can read the same log.
 With Redis configured, the log lives in a Redis Stream (`chat:events:<reply id>`), trimmed to a
-bounded length and expired a while after the reply ends. A Redis outage degrades to the
+bounded length and expired a while after the reply ends. The listeners of one process catch up
+with short reads, then share its one blocking reader (`redis_fanout`) rather than each holding
+a Redis connection while it waits. A Redis outage degrades to the
 in-process log of the replica running the generation, so streaming never stops for it.
 """
 
@@ -21,12 +23,17 @@ from uuid import UUID
 import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+from redis.typing import EncodableT, FieldT
+
+from app.services.redis_fanout import StreamFanout
 
 log = structlog.get_logger(__name__)
 
 TERMINAL_EVENTS = frozenset({"done", "error"})
-# How often a listener blocked on Redis looks whether its reply's log moved into this process.
+# How often a listener waiting on Redis looks whether its reply's log moved into this process.
 _DEGRADED_CHECK_S = 1.0
+# Entries per catch-up read: a long log is read in bounded steps.
+_CATCH_UP_COUNT = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +158,7 @@ class RedisEventLog:
         max_events: int = 100_000,
         retention_s: int = 3_600,
         max_life_s: int = 86_400,
+        reader_block_ms: int = 2_000,
     ) -> None:
         self._redis = redis
         self._fallback = fallback
@@ -161,6 +169,8 @@ class RedisEventLog:
         # The last position stored in Redis per reply running here: a degraded log goes on
         # from it, so positions stay unique and a Last-Event-ID from Redis still means the same.
         self._positions: dict[UUID, int] = {}
+        # One blocking read for all of this process's listeners, not one connection each.
+        self._reader = StreamFanout(redis, block_ms=reader_block_ms)
 
     async def append(self, reply_id: UUID, event: str, data: str) -> str:
         if reply_id not in self._degraded:
@@ -177,19 +187,21 @@ class RedisEventLog:
         return await self._fallback.append(reply_id, event, data)
 
     async def _append(self, reply_id: UUID, event: str, data: str) -> str:
+        # Only the one generation running a reply writes its log, so it counts positions
+        # itself; Redis rejects an entry id that does not grow, should that ever break.
+        position = self._positions.get(reply_id, 0) + 1
         key = _key(reply_id)
-        position = await self._redis.incr(f"{key}:seq")
-        await self._redis.xadd(
-            key,
-            {"id": str(position), "event": event, "data": data},
-            id=f"{position}-0",
-            maxlen=self._max_events,
-            approximate=True,
-        )
-        if position == 1:
+        fields: dict[FieldT, EncodableT] = {"id": str(position), "event": event, "data": data}
+        if position > 1:
+            await self._redis.xadd(
+                key, fields, id=f"{position}-0", maxlen=self._max_events, approximate=True
+            )
+            return str(position)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.xadd(key, fields, id=f"{position}-0", maxlen=self._max_events, approximate=True)
             # A reply whose process dies never reaches `finish`: its log must still go.
-            await self._redis.expire(key, self._max_life_s)
-            await self._redis.expire(f"{key}:seq", self._max_life_s)
+            pipe.expire(key, self._max_life_s)
+            await pipe.execute()
         return str(position)
 
     async def follow(
@@ -206,43 +218,54 @@ class RedisEventLog:
                 yield item
             return
         key = _key(reply_id)
-        last = f"{_position(after)}-0"
+        seen = _position(after)
         try:
-            if not await self._redis.exists(key) or await self._ended_by(key, last):
-                return
-            silent_s = 0.0
-            while not await self._moved_here(reply_id):
-                wait_s = min(idle_s, _DEGRADED_CHECK_S)
-                response: Any = await self._redis.xread(
-                    {key: last}, count=500, block=max(1, int(wait_s * 1000))
+            newest: Any = await self._redis.xrevrange(key, count=1)
+            if not newest or _ends_by(newest, seen):
+                return  # no such log, or its end is behind the position asked for
+            # Catch up on the shared pool first, then let the reader hand over the rest: it
+            # reads from the position subscribed with, so nothing falls between the two.
+            while True:
+                entries: Any = await self._redis.xrange(
+                    key, min=f"{seen + 1}-0", max="+", count=_CATCH_UP_COUNT
                 )
-                if not response:
-                    silent_s += wait_s
-                    if silent_s >= idle_s:
-                        silent_s = 0.0
-                        if await self._ended_by(key, last):
-                            return  # the end is behind the position asked for: none will come
-                        yield None
-                    continue
-                silent_s = 0.0
-                # RESP2 answers [[key, entries]], RESP3 {key: entries}.
-                batch = (
-                    next(iter(response.values())) if isinstance(response, dict) else response[0][1]
-                )
-                for entry_id, fields in batch:
-                    last = _text(entry_id)
-                    event = LoggedEvent(
-                        _text(fields[b"id"]), _text(fields[b"event"]), _text(fields[b"data"])
-                    )
+                for entry_id, fields in entries:
+                    seen = _entry_position(entry_id)
+                    event = _logged(fields)
                     yield event
                     if event.is_terminal:
                         return
+                if len(entries) < _CATCH_UP_COUNT:
+                    break
+            subscription = await self._reader.subscribe(key, seen)
+            try:
+                silent_s = 0.0
+                while not await self._moved_here(reply_id):
+                    wait_s = min(idle_s, _DEGRADED_CHECK_S)
+                    batch = await subscription.take(wait_s)
+                    if not batch:
+                        silent_s += wait_s
+                        if silent_s >= idle_s:
+                            silent_s = 0.0
+                            if _ends_by(await self._redis.xrevrange(key, count=1), seen):
+                                return  # the end is behind the position asked for
+                            yield None
+                        continue
+                    silent_s = 0.0
+                    for position, fields in batch:
+                        seen = position
+                        event = _logged(fields)
+                        yield event
+                        if event.is_terminal:
+                            return
+            finally:
+                self._reader.unsubscribe(subscription)
         except RedisError as error:
             if not await self._moved_here(reply_id):
                 log.warning("event log unreadable; stream ends", error=type(error).__name__)
                 return
         # This replica's generation went on in memory while we read Redis: the rest is there.
-        async for item in self.follow(reply_id, str(_entry_position(last)), idle_s=idle_s):
+        async for item in self.follow(reply_id, str(seen), idle_s=idle_s):
             yield item
 
     async def _moved_here(self, reply_id: UUID) -> bool:
@@ -259,16 +282,7 @@ class RedisEventLog:
             log.warning("event log head unreadable", error=type(error).__name__)
             return
         for _, fields in entries:
-            yield LoggedEvent(_text(fields[b"id"]), _text(fields[b"event"]), _text(fields[b"data"]))
-
-    async def _ended_by(self, key: str, last: str) -> bool:
-        """Whether the log's terminal event is at or before entry `last`."""
-        newest: Any = await self._redis.xrevrange(key, count=1)
-        if not newest:
-            return False
-        entry_id, fields = newest[0]
-        terminal = _text(fields[b"event"]) in TERMINAL_EVENTS
-        return terminal and _entry_position(entry_id) <= _entry_position(last)
+            yield _logged(fields)
 
     async def exists(self, reply_id: UUID) -> bool:
         if await self._fallback.exists(reply_id):
@@ -285,7 +299,10 @@ class RedisEventLog:
         key = _key(reply_id)
         with contextlib.suppress(RedisError):
             await self._redis.expire(key, self._retention_s)
-            await self._redis.expire(f"{key}:seq", self._retention_s)
+
+    async def aclose(self) -> None:
+        """Stop this process's stream reader; open listeners end or go on in memory."""
+        await self._reader.aclose()
 
 
 async def _wait_for_more(buffer: _Buffer, seen: int, idle_s: float) -> None:
@@ -308,6 +325,18 @@ def _position(after: str | None) -> int:
         return max(0, int(after.rsplit("/", 1)[-1]))
     except ValueError:
         return 0
+
+
+def _ends_by(newest: Any, seen: int) -> bool:
+    """Whether the newest entry (an XREVRANGE COUNT 1 reply) is terminal, at or before `seen`."""
+    if not newest:
+        return False
+    entry_id, fields = newest[0]
+    return _text(fields[b"event"]) in TERMINAL_EVENTS and _entry_position(entry_id) <= seen
+
+
+def _logged(fields: Any) -> LoggedEvent:
+    return LoggedEvent(_text(fields[b"id"]), _text(fields[b"event"]), _text(fields[b"data"]))
 
 
 def _entry_position(entry_id: bytes | str) -> int:
