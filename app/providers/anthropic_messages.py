@@ -66,7 +66,8 @@ def to_anthropic_messages(messages: tuple[ChatMessage, ...]) -> list[MessagePara
 class AnthropicProvider:
     """Streams a reply from Anthropic's `/v1/messages`; `models=None` accepts any model name.
 
-    `temperature` is not sent: the current Messages API no longer takes sampling parameters.
+    `temperature` and `top_p` are not sent: the current Messages API no longer takes sampling
+    parameters. `stop` becomes `stop_sequences`.
     """
 
     client: anthropic.AsyncAnthropic
@@ -93,6 +94,7 @@ class AnthropicProvider:
                 messages=to_anthropic_messages(request.messages),
                 stream=True,
                 system=request.system_prompt or anthropic.omit,
+                stop_sequences=list(request.stop) if request.stop else anthropic.omit,
             )
             async with stream:
                 async for event in stream:

@@ -31,6 +31,12 @@ class ChatRequest:
     system_prompt: str | None = None
     temperature: float | None = None
     max_tokens: int | None = None
+    top_p: float | None = None
+    # Sequences that end the reply when the model produces them (not included in the text).
+    stop: tuple[str, ...] = ()
+    # Set (to the asking user's id) when the turn asked for `cache: true`: the response cache
+    # only ever serves a reply to the user it was stored for.
+    cache_scope: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +67,8 @@ class Finished:
     # The model name that provider was asked for (a fallback's, not the caller's): its price
     # is the fallback when the reported model has none.
     requested_model: str | None = None
+    # "hit" when the response cache answered (no provider call), "miss" when it was asked to.
+    cache: Literal["hit", "miss"] | None = None
 
 
 StreamEvent = TextDelta | Finished

@@ -76,6 +76,8 @@ class OpenAIChatProvider:
                 stream=True,
                 temperature=openai.omit if request.temperature is None else request.temperature,
                 max_tokens=openai.omit if request.max_tokens is None else request.max_tokens,
+                top_p=openai.omit if request.top_p is None else request.top_p,
+                stop=list(request.stop) if request.stop else openai.omit,
                 stream_options={"include_usage": self.include_usage},
             )
             async with stream:

@@ -68,6 +68,8 @@ class TestTheRequestSent:
             {"role": "user", "content": "Second question"},
         ]
         assert "temperature" not in request.json
+        assert "top_p" not in request.json
+        assert "stop_sequences" not in request.json
 
     async def test_max_tokens_defaults_to_the_configured_value(
         self, client: httpx.AsyncClient, upstream: FakeUpstream

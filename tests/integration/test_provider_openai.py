@@ -57,6 +57,8 @@ class TestTheRequestSent:
         assert request.json["stream_options"] == {"include_usage": True}
         assert "max_tokens" not in request.json
         assert "temperature" not in request.json
+        assert "top_p" not in request.json
+        assert "stop" not in request.json
 
     async def test_the_system_prompt_comes_first_then_the_whole_history_in_order(
         self, client: httpx.AsyncClient, upstream: FakeUpstream

@@ -1,0 +1,117 @@
+"""POST /v1/chat/completions: OpenAI's Chat Completions over any configured provider."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Header, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from app.api.deps import (
+    CurrentUser,
+    GenerationsDep,
+    PricesDep,
+    ProvidersDep,
+    SessionFactoryDep,
+    SettingsDep,
+    TurnsDep,
+)
+from app.api.idempotency import REPLAYED_HEADER, IdempotencyDep
+from app.api.openai_compat.openapi import openai_errors
+from app.api.openai_compat.streaming import completion_chunks
+from app.api.sse import SSE_HEADERS
+from app.schemas.openai_compat import ChatCompletion, ChatCompletionCreate
+from app.services import streams
+from app.services.chat_completions import (
+    CompletedChat,
+    complete_chat,
+    plan_turn,
+    route_model,
+    start_chat_stream,
+)
+from app.services.idempotency import StoredResponse
+
+router = APIRouter(prefix="/chat/completions")
+
+CONVERSATION_HEADER = "X-Conversation-ID"
+
+
+def _stored_body(completed: CompletedChat) -> dict[str, Any]:
+    """What an `Idempotency-Key` keeps: the completion and the conversation it went to."""
+    return {
+        "completion": completed.completion.model_dump(mode="json"),
+        "conversation_id": str(completed.conversation_id),
+    }
+
+
+@router.post(
+    "",
+    response_model=ChatCompletion,
+    responses={
+        200: {"content": {"text/event-stream": {}}},
+        **openai_errors(400, 401, 404, 409, 413, 429, 502, 504),
+    },
+)
+async def create_chat_completion(
+    body: ChatCompletionCreate,
+    response: Response,
+    idempotency: IdempotencyDep,
+    principal: CurrentUser,
+    turns: TurnsDep,
+    generations: GenerationsDep,
+    registry: ProvidersDep,
+    prices: PricesDep,
+    sessionmaker: SessionFactoryDep,
+    settings: SettingsDep,
+    conversation_id: Annotated[UUID | None, Header(alias=CONVERSATION_HEADER)] = None,
+) -> ChatCompletion | JSONResponse | StreamingResponse:
+    """Answer with the model the name routes to; store and charge the call as a turn.
+
+    Without `X-Conversation-ID` the call becomes a new conversation of the caller; with it,
+    the new trailing user messages and the reply are appended to that conversation. Either
+    way its id comes back in `X-Conversation-ID`. With `"stream": true` the reply streams as
+    `chat.completion.chunk` events ending with `data: [DONE]`; it is stored and charged even
+    if the client leaves.
+    """
+    turn = plan_turn(route_model(registry, prices, body.model), body, conversation_id)
+    if body.stream:
+        started = await idempotency.run_durably(
+            lambda record: start_chat_stream(turns, generations, principal, turn, record=record),
+            status=200,
+            encode=streams.started_body,
+        )
+        reply_id = streams.started_reply_id(started)
+        into = (
+            started.body["conversation_id"]
+            if isinstance(started, StoredResponse)
+            else started.conversation_id
+        )
+        items = streams.read_reply(
+            generations.events,
+            sessionmaker,
+            reply_id,
+            after=0,
+            heartbeat_s=settings.stream_heartbeat_seconds,
+        )
+        include_usage = body.stream_options is not None and body.stream_options.include_usage
+        return StreamingResponse(
+            completion_chunks(items, reply_id, include_usage=include_usage),
+            media_type="text/event-stream",
+            headers={**SSE_HEADERS, CONVERSATION_HEADER: str(into)},
+        )
+    outcome = await idempotency.run_durably(
+        lambda record: complete_chat(turns, principal, turn, record=record),
+        status=200,
+        encode=_stored_body,
+    )
+    if isinstance(outcome, StoredResponse):
+        return JSONResponse(
+            outcome.body["completion"],
+            headers={
+                CONVERSATION_HEADER: str(outcome.body["conversation_id"]),
+                REPLAYED_HEADER: "true",
+            },
+        )
+    response.headers[CONVERSATION_HEADER] = str(outcome.conversation_id)
+    return outcome.completion

@@ -1,0 +1,175 @@
+"""Errors under /v1 in OpenAI's shape, so OpenAI clients' exception types and retries work.
+
+The service raises its usual domain errors everywhere and `api/problems.py` renders them as
+problem+json; for paths under /v1 this middleware rewrites those bodies (small, so buffered)
+into `{"error": {"message", "type", "param", "code"}}` with the status OpenAI would use.
+Success bodies and streams pass through untouched.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+from app.api.problems import PROBLEM_JSON
+from app.schemas.openai_compat import error_body
+
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Message, Receive, Send], Awaitable[None]]
+
+OPENAI_PREFIX = "/v1"
+# Response headers an OpenAI client may use; the problem's content headers are replaced.
+_KEPT_HEADERS = frozenset(
+    {
+        b"retry-after",
+        b"x-request-id",
+        b"www-authenticate",
+        b"ratelimit-limit",
+        b"ratelimit-remaining",
+        b"ratelimit-reset",
+        b"x-conversation-id",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class OpenAIError:
+    status: int
+    type: str
+    code: str | None
+    param: str | None = None
+    # OpenAI's SDKs honour `x-should-retry`: a spent budget will not come back in seconds.
+    retry: bool | None = None
+
+
+# Our problem `code` -> what OpenAI answers in that situation.
+_BY_CODE: dict[str, OpenAIError] = {
+    "validation_error": OpenAIError(400, "invalid_request_error", None),
+    "bad_request": OpenAIError(400, "invalid_request_error", None),
+    "unsupported_media_type": OpenAIError(400, "invalid_request_error", None),
+    "payload_too_large": OpenAIError(413, "invalid_request_error", "payload_too_large"),
+    "unauthenticated": OpenAIError(401, "invalid_request_error", "invalid_api_key"),
+    "not_found": OpenAIError(404, "invalid_request_error", "unknown_url"),
+    "conversation_not_found": OpenAIError(
+        404, "invalid_request_error", "not_found", "X-Conversation-ID"
+    ),
+    "message_not_found": OpenAIError(404, "invalid_request_error", "not_found"),
+    "unknown_model": OpenAIError(404, "invalid_request_error", "model_not_found", "model"),
+    "provider_not_configured": OpenAIError(
+        404, "invalid_request_error", "model_not_found", "model"
+    ),
+    "method_not_allowed": OpenAIError(405, "invalid_request_error", "method_not_allowed"),
+    "rate_limited": OpenAIError(429, "requests", "rate_limit_exceeded"),
+    "upstream_rate_limited": OpenAIError(429, "requests", "rate_limit_exceeded"),
+    "budget_exceeded": OpenAIError(429, "insufficient_quota", "insufficient_quota", retry=False),
+    "idempotency_key_reused": OpenAIError(400, "invalid_request_error", "idempotency_key_reused"),
+    "idempotency_in_progress": OpenAIError(409, "invalid_request_error", "idempotency_in_progress"),
+    "generation_in_progress": OpenAIError(409, "invalid_request_error", "generation_in_progress"),
+    "upstream_error": OpenAIError(502, "api_error", "upstream_error"),
+    "upstream_timeout": OpenAIError(504, "server_error", "upstream_timeout"),
+    "not_ready": OpenAIError(503, "server_error", "service_unavailable"),
+    "internal_error": OpenAIError(500, "server_error", "internal_error"),
+}
+
+
+def openai_error_of(status: int, code: str) -> OpenAIError:
+    """OpenAI's status, type and code for one of our problems."""
+    known = _BY_CODE.get(code)
+    if known is not None:
+        return known
+    return OpenAIError(status, "invalid_request_error" if status < 500 else "server_error", code)
+
+
+def _param_of(problem: dict[str, Any]) -> str | None:
+    """The field a validation problem is about, dotted, as OpenAI's `param` names it."""
+    errors = problem.get("errors")
+    if not isinstance(errors, list) or not errors or not isinstance(errors[0], dict):
+        return None
+    loc = [str(part) for part in errors[0].get("loc", ())]
+    if loc and loc[0] in ("body", "query", "header", "path"):
+        loc = loc[1:]
+    # Pydantic names the union branch that failed ("str", "list[TextPart]"): not a field.
+    fields = [part for part in loc if not any(mark in part for mark in "[]'") and part != "str"]
+    return ".".join(fields) or None
+
+
+def _message_of(problem: dict[str, Any], param: str | None) -> str:
+    detail = str(problem.get("detail") or problem.get("title") or "error")
+    errors = problem.get("errors")
+    if isinstance(errors, list) and errors and isinstance(errors[0], dict):
+        msg = str(errors[0].get("msg", ""))
+        where = f"'{param}'" if param else "the request body"
+        return f"Invalid value for {where}: {msg}" if msg else detail
+    return detail
+
+
+def translate_problem(status: int, problem: dict[str, Any]) -> tuple[OpenAIError, dict[str, Any]]:
+    """OpenAI's error (status and body) for one problem+json body."""
+    error = openai_error_of(status, str(problem.get("code") or ""))
+    param = _param_of(problem) if error.code is None else error.param
+    body = error_body(_message_of(problem, param), error.type, param=param, code=error.code)
+    return error, body
+
+
+class OpenAIErrorMiddleware:
+    """Rewrite problem+json responses under /v1 into OpenAI's error format (pure ASGI)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Message, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or not (
+            path == OPENAI_PREFIX or path.startswith(OPENAI_PREFIX + "/")
+        ):
+            await self.app(scope, receive, send)
+            return
+        start: Message | None = None
+        chunks: list[bytes] = []
+
+        async def rewrite(message: Message) -> None:
+            nonlocal start
+            if message["type"] == "http.response.start":
+                headers = dict(message.get("headers", []))
+                if headers.get(b"content-type", b"").startswith(PROBLEM_JSON.encode()):
+                    start = message  # hold it until the whole problem body is here
+                    return
+                await send(message)
+                return
+            if start is None or message["type"] != "http.response.body":
+                await send(message)
+                return
+            chunks.append(message.get("body", b""))
+            if message.get("more_body", False):
+                return
+            await self._send_translated(start, b"".join(chunks), send)
+
+        await self.app(scope, receive, rewrite)
+
+    @staticmethod
+    async def _send_translated(start: Message, raw: bytes, send: Send) -> None:
+        try:
+            problem = json.loads(raw)
+        except ValueError:
+            problem = {}
+        if not isinstance(problem, dict):
+            problem = {}
+        error, body = translate_problem(int(start["status"]), problem)
+        encoded = json.dumps(body).encode()
+        headers = [
+            (name, value)
+            for name, value in start.get("headers", [])
+            if name.lower() in _KEPT_HEADERS or name.lower().startswith(b"x-")
+        ]
+        if error.retry is not None:
+            headers.append((b"x-should-retry", b"true" if error.retry else b"false"))
+        headers += [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(encoded)).encode()),
+        ]
+        await send({"type": "http.response.start", "status": error.status, "headers": headers})
+        await send({"type": "http.response.body", "body": encoded})

@@ -1,0 +1,85 @@
+"""A server-owned reply's event log as OpenAI's `chat.completion.chunk` stream.
+
+The reply runs as a generation of the server (services.generations); this only reads its
+log, so a client that leaves stops nothing and the reply is still stored and charged once.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+from uuid import UUID
+
+from fastapi.sse import format_sse_event
+
+from app.api.openai_compat.errors import openai_error_of
+from app.schemas.messages import TurnResult
+from app.schemas.openai_compat import (
+    ChatCompletionChunk,
+    ChunkChoice,
+    ChunkDelta,
+    CompletionUsage,
+    OpenAIFinishReason,
+    error_body,
+)
+from app.services.chat_completions import completion_id, created_of, finish_reason_of, usage_of
+from app.services.streams import StreamItem
+
+DONE = "[DONE]"
+
+
+def _chunk(
+    chunk_id: str,
+    created: int,
+    model: str,
+    *,
+    delta: ChunkDelta | None = None,
+    finish_reason: OpenAIFinishReason | None = None,
+    usage: CompletionUsage | None = None,
+) -> bytes:
+    choices = [] if delta is None else [ChunkChoice(delta=delta, finish_reason=finish_reason)]
+    chunk = ChatCompletionChunk(
+        id=chunk_id, created=created, model=model, choices=choices, usage=usage
+    )
+    body: dict[str, Any] = chunk.model_dump(mode="json")
+    for choice in body["choices"]:
+        # OpenAI leaves unset delta fields out (`"delta": {}` on the finishing chunk).
+        choice["delta"] = {k: v for k, v in choice["delta"].items() if v is not None}
+    return format_sse_event(data_str=json.dumps(body, ensure_ascii=False))
+
+
+async def completion_chunks(
+    items: AsyncIterator[StreamItem], reply_id: UUID, *, include_usage: bool
+) -> AsyncIterator[bytes]:
+    """Role chunk, content chunks, finish chunk, usage chunk (if asked), then `[DONE]`.
+
+    A failure after the stream began is sent as OpenAI does, an `{"error": ...}` data line,
+    and ends the stream; the reply is stored as `failed` by its generation.
+    """
+    chunk_id, created, model = completion_id(reply_id), created_of(reply_id), ""
+    async for item in items:
+        if item.comment is not None:
+            yield format_sse_event(comment=item.comment)
+            continue
+        data = json.loads(item.data or "{}")
+        if item.event == "start":
+            model = str(data.get("model") or "")
+            yield _chunk(chunk_id, created, model, delta=ChunkDelta(role="assistant", content=""))
+        elif item.event == "delta":
+            content = str(data.get("content", ""))
+            yield _chunk(chunk_id, created, model, delta=ChunkDelta(content=content))
+        elif item.event == "done":
+            message = TurnResult.model_validate(data).message
+            model = message.model or model
+            reason = finish_reason_of(message.finish_reason)
+            yield _chunk(chunk_id, created, model, delta=ChunkDelta(), finish_reason=reason)
+            if include_usage:
+                yield _chunk(chunk_id, created, model, usage=usage_of(message))
+            yield format_sse_event(data_str=DONE)
+            return
+        elif item.event == "error":
+            error = openai_error_of(502, str(data.get("code") or "upstream_error"))
+            body = error_body(str(data.get("message") or ""), error.type, code=error.code)
+            yield format_sse_event(data_str=json.dumps(body))
+            return

@@ -1,0 +1,218 @@
+"""OpenAI-compatible chat completions: an OpenAI request becomes a stored, charged turn.
+
+OpenAI's semantics hold: the client owns the history and the provider sees exactly the
+messages it sent (system messages become the system prompt). Every call is also stored as a
+conversation of the caller, so `/api/v1` shows it: a new conversation holding the request's
+messages and the reply, or, with `X-Conversation-ID`, the caller's conversation with the new
+trailing user messages and the reply appended.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from http import HTTPStatus
+from uuid import UUID
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.security import Principal
+from app.errors import ChatAPIError
+from app.providers.base import ChatMessage
+from app.providers.registry import ModelChoice, ProviderRegistry
+from app.schemas.messages import MessageRead, TurnResult
+from app.schemas.openai_compat import (
+    AssistantMessage,
+    ChatCompletion,
+    ChatCompletionCreate,
+    Choice,
+    CompletionUsage,
+    OpenAIFinishReason,
+    OpenAIModel,
+    OpenAIModelList,
+    PromptTokensDetails,
+)
+from app.services.generations import Generations
+from app.services.idempotency import ResponseRecorder
+from app.services.pricing import PriceBook
+from app.services.prompt_turns import PromptTurn, open_prompt_turn
+from app.services.turns import StartedGeneration, TurnContext, run_turn
+
+TITLE_CHARS = 80
+COMPLETION_ID_PREFIX = "chatcmpl-"
+
+
+class InvalidChatRequest(ChatAPIError):
+    """A body that is well-formed JSON but not a chat this service can run (400 under /v1)."""
+
+    status = HTTPStatus.UNPROCESSABLE_ENTITY
+    code = "validation_error"
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(
+            "the request is not valid",
+            extra={"errors": [{"loc": ["body", field], "msg": reason}]},
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CompletedChat:
+    completion: ChatCompletion
+    conversation_id: UUID
+
+
+def route_model(registry: ProviderRegistry, prices: PriceBook, model: str) -> ModelChoice:
+    """The provider that answers `model` (see `ProviderRegistry.route`); 404 when none does."""
+
+    def priced(provider: str, name: str) -> bool:
+        price = prices.price_of(provider, name)
+        # Self-hosted servers are "free" for any name: that says nothing about the model.
+        return price is not None and price.source != "self-hosted"
+
+    return registry.route(model, known=priced)
+
+
+def plan_turn(
+    choice: ModelChoice, body: ChatCompletionCreate, conversation_id: UUID | None
+) -> PromptTurn:
+    """The turn an OpenAI request asks for: prompt, what to store, and sampling options."""
+    system_parts: list[str] = []
+    prompt: list[ChatMessage] = []
+    for position, message in enumerate(body.messages):
+        text = message.text
+        if message.role in ("system", "developer"):
+            system_parts.append(text)
+        elif message.role == "assistant":
+            prompt.append(ChatMessage("assistant", text))
+        else:
+            if not text:
+                raise InvalidChatRequest(f"messages.{position}.content", "must not be empty")
+            prompt.append(ChatMessage("user", text))
+    if not prompt or prompt[-1].role != "user":
+        raise InvalidChatRequest("messages", "the last message must be a user message")
+    if conversation_id is None:
+        new_messages = tuple(prompt)
+    else:
+        last_assistant = max(
+            (i for i, message in enumerate(prompt) if message.role == "assistant"), default=-1
+        )
+        new_messages = tuple(prompt[last_assistant + 1 :])
+    return PromptTurn(
+        choice=choice,
+        messages=tuple(prompt),
+        new_messages=new_messages,
+        system_prompt="\n\n".join(system_parts) or None,
+        conversation_id=conversation_id,
+        title=_title_of(next(m.content for m in prompt if m.role == "user")),
+        owner=body.user,
+        temperature=None if body.temperature is None else float(body.temperature),
+        top_p=None if body.top_p is None else float(body.top_p),
+        max_tokens=body.reply_token_limit,
+        stop=body.stop_sequences,
+    )
+
+
+def _title_of(text: str) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= TITLE_CHARS else line[: TITLE_CHARS - 1].rstrip() + "…"
+
+
+async def complete_chat(
+    ctx: TurnContext,
+    principal: Principal,
+    turn: PromptTurn,
+    *,
+    record: ResponseRecorder | None = None,
+) -> CompletedChat:
+    """Run the turn to the end; the reply is stored and charged before this returns.
+
+    `record` (an `Idempotency-Key`'s) gets the completion in the transaction that charges it.
+    """
+
+    async def record_completion(session: AsyncSession, result: TurnResult) -> None:
+        assert record is not None
+        await record(session, CompletedChat(completion_of(result), result.conversation_id))
+
+    opened = await open_prompt_turn(ctx, principal, turn)
+    result = await run_turn(ctx, opened, record=None if record is None else record_completion)
+    return CompletedChat(completion_of(result), result.conversation_id)
+
+
+async def start_chat_stream(
+    ctx: TurnContext,
+    generations: Generations,
+    principal: Principal,
+    turn: PromptTurn,
+    *,
+    record: ResponseRecorder | None = None,
+) -> StartedGeneration:
+    """Store the turn and run its reply as a server-owned generation (it outlives the client).
+
+    Everything that can fail before the first byte (404, 409, 429, budget) raises here.
+    `record` (an `Idempotency-Key`'s) stores the started reply with the turn's messages.
+    """
+    return await generations.launch(await open_prompt_turn(ctx, principal, turn, record=record))
+
+
+def completion_id(reply_id: UUID) -> str:
+    """OpenAI's id for a completion: the stored reply's id, so the two can be matched."""
+    return f"{COMPLETION_ID_PREFIX}{reply_id}"
+
+
+def created_of(reply_id: UUID) -> int:
+    """Unix seconds the reply was created: read from its UUIDv7, so every chunk agrees."""
+    if reply_id.version == 7:
+        return (reply_id.int >> 80) // 1000
+    return int(time.time())
+
+
+_OPENAI_FINISH_REASONS: dict[str, OpenAIFinishReason] = {
+    "length": "length",
+    "content_filter": "content_filter",
+    "tool_calls": "tool_calls",
+}
+
+
+def finish_reason_of(reason: str | None) -> OpenAIFinishReason:
+    """A stored finish reason in OpenAI's terms (a cancelled reply simply stopped)."""
+    return _OPENAI_FINISH_REASONS.get(reason or "", "stop")
+
+
+def usage_of(message: MessageRead) -> CompletionUsage:
+    """A reply's tokens as OpenAI reports them, cached prompt tokens included."""
+    return CompletionUsage(
+        prompt_tokens=message.prompt_tokens,
+        completion_tokens=message.completion_tokens,
+        total_tokens=message.total_tokens,
+        prompt_tokens_details=PromptTokensDetails(cached_tokens=message.cached_tokens),
+    )
+
+
+def completion_of(result: TurnResult) -> ChatCompletion:
+    """A finished turn as a `chat.completion` object."""
+    message = result.message
+    return ChatCompletion(
+        id=completion_id(message.id),
+        created=created_of(message.id),
+        model=message.model or "",
+        choices=[
+            Choice(
+                message=AssistantMessage(content=message.content),
+                finish_reason=finish_reason_of(message.finish_reason),
+            )
+        ],
+        usage=usage_of(message),
+    )
+
+
+def model_list(registry: ProviderRegistry, prices: PriceBook) -> OpenAIModelList:
+    """Every configured model under the name that routes to it, else as `provider/model`."""
+    listed: dict[str, OpenAIModel] = {}
+    for provider, model in registry.catalog():
+        try:
+            routed = route_model(registry, prices, model).provider.name == provider
+        except ChatAPIError:
+            routed = False
+        name = model if routed else f"{provider}/{model}"
+        listed.setdefault(name, OpenAIModel(id=name, owned_by=provider))
+    return OpenAIModelList(data=list(listed.values()))
