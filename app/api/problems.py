@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.core import metrics
 from app.errors import ChatAPIError
 
 log = structlog.get_logger(__name__)
@@ -73,6 +74,7 @@ def problem_response(
 
 async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ChatAPIError)
+    metrics.record_rejection(exc.code)
     return problem_response(
         exc.status.value,
         exc.code,

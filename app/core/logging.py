@@ -10,6 +10,7 @@ import sys
 from typing import Any, TextIO
 
 import structlog
+from opentelemetry import trace
 
 from app.core.config import Settings
 from app.core.redaction import redact
@@ -17,7 +18,9 @@ from app.core.redaction import redact
 # Their INFO lines repeat every outgoing URL, query string included; warnings still show.
 _QUIETED_LIBRARIES = ("httpx", "httpcore")
 # Written by us, never personal data; a request id is 32 hex characters, which looks like a key.
-_UNREDACTED_KEYS = frozenset({"timestamp", "level", "logger", "request_id", "exc_info"})
+_UNREDACTED_KEYS = frozenset(
+    {"timestamp", "level", "logger", "request_id", "trace_id", "span_id", "exc_info"}
+)
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -26,6 +29,20 @@ def _exception_formatter() -> structlog.typing.ExceptionRenderer:
     if importlib.util.find_spec("rich") is not None:
         return structlog.dev.RichTracebackFormatter(show_locals=False)
     return structlog.dev.plain_traceback
+
+
+def add_trace_ids(
+    _logger: Any, _method: str, event_dict: structlog.typing.EventDict
+) -> structlog.typing.EventDict:
+    """The active span's trace and span ids (hex, as tracing backends show them), if any.
+
+    Without tracing no span is ever active, so this is one context-variable read per line.
+    """
+    context = trace.get_current_span().get_span_context()
+    if context.is_valid:
+        event_dict["trace_id"] = format(context.trace_id, "032x")
+        event_dict["span_id"] = format(context.span_id, "016x")
+    return event_dict
 
 
 def _redacted(value: Any) -> Any:
@@ -67,13 +84,14 @@ def _redacting(formatter: structlog.typing.ExceptionRenderer) -> structlog.typin
 def configure_logging(settings: Settings) -> None:
     """Route structlog and the standard library through one renderer.
 
-    Context bound with `structlog.contextvars` (the request id) appears in every line,
-    including lines from libraries that log through the standard library.
+    Context bound with `structlog.contextvars` (the request id) and the active span's trace id
+    appear in every line, including lines from libraries that log through the standard library.
     """
     # The same chain for both formats: loggers cache it on first use, so only the handler's
     # formatter below may differ, or a re-configured process keeps the first format's chain.
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
+        add_trace_ids,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),

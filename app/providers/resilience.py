@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
@@ -23,6 +24,7 @@ from tenacity import (
 
 from app.errors import UpstreamError, UpstreamTimeout
 from app.providers.base import ChatRequest, Finished, Provider, StreamEvent, TextDelta
+from app.providers.instrumented import note_retry
 
 log = structlog.get_logger(__name__)
 
@@ -68,7 +70,7 @@ class ResilientProvider:
             stop=stop_after_attempt(self.policy.max_retries + 1),
             wait=self._wait,
             retry=retry_if_exception(self._worth_retrying),
-            before_sleep=self._log_retry,
+            before_sleep=functools.partial(self._log_retry, request.model),
             reraise=True,
         )
         events: AsyncIterator[StreamEvent] | None = None
@@ -119,7 +121,8 @@ class ResilientProvider:
         )
         return min(backoff(state), self.policy.max_wait_s)
 
-    def _log_retry(self, state: RetryCallState) -> None:
+    def _log_retry(self, model: str, state: RetryCallState) -> None:
+        note_retry(self.inner.name, model)
         error = state.outcome.exception() if state.outcome else None
         log.warning(
             "retrying provider call",

@@ -1,0 +1,241 @@
+"""Every provider call measured in one place: metrics, one log line and (when tracing) a span.
+
+`InstrumentedProvider` wraps each configured provider (its retries included), so a fallback
+chain shows one call per model it tried. Only names, counts and timings are recorded: never
+message text.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import TYPE_CHECKING, Protocol
+
+import structlog
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+
+from app.core import metrics
+from app.errors import ChatAPIError, UpstreamError
+from app.providers.base import ChatRequest, Finished, Provider, StreamEvent, TextDelta, Usage
+
+if TYPE_CHECKING:  # the registry imports the retry owner, which imports `note_retry` from here
+    from app.providers.registry import ProviderRegistry
+
+log = structlog.get_logger("app.providers.calls")
+
+
+class CostOf(Protocol):
+    """What a reply costs (`PriceBook.cost_of`); None when the model has no known price."""
+
+    def __call__(
+        self, provider: str, model: str, usage: Usage, *, requested_model: str | None = None
+    ) -> Decimal | None: ...
+
+
+@dataclass(slots=True)
+class _CallRetries:
+    count: int = 0
+
+
+# The retries of the provider call running in this task. Each call sets a fresh counter before
+# it starts, so one left behind after a call is never counted again.
+_current_retries: ContextVar[_CallRetries | None] = ContextVar("provider_retries", default=None)
+
+
+def note_retry(provider: str, model: str) -> None:
+    """Called by the retry owner before each new attempt: counted in metrics and in the call."""
+    metrics.record_provider_retry(provider, model)
+    retries = _current_retries.get()
+    if retries is not None:
+        retries.count += 1
+
+
+@dataclass
+class InstrumentedProvider:
+    """`wrapped`, with each call counted, timed, logged and (with a `tracer`) traced."""
+
+    wrapped: Provider
+    cost_of: CostOf | None = None
+    tracer: trace.Tracer | None = None
+    clock: Callable[[], float] = field(default=time.perf_counter, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.wrapped.name
+
+    @property
+    def default_model(self) -> str:
+        return self.wrapped.default_model
+
+    def supports(self, model: str) -> bool:
+        return self.wrapped.supports(model)
+
+    async def aclose(self) -> None:
+        """Release the wrapped provider's client (the registry closes what it holds)."""
+        inner = getattr(self.wrapped, "inner", self.wrapped)
+        aclose = getattr(inner, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+        call = _Call(self, request)
+        events = self.wrapped.stream(request)
+        try:
+            while True:
+                event = await call.next(events)
+                if isinstance(event, TextDelta):
+                    call.first_token()
+                else:
+                    # Recorded before it is yielded: a caller that stops reading at `Finished`
+                    # leaves this generator to be closed later, out of the request's context.
+                    call.finish(event)
+                yield event
+                if isinstance(event, Finished):
+                    return
+        except StopAsyncIteration:
+            # The caller sees the same early end and decides; the call itself did not finish.
+            call.fail(UpstreamError(f"provider {self.name!r} ended its reply without finishing"))
+            return
+        except BaseException as error:
+            call.fail(error)
+            raise
+        finally:
+            call.fail(None)  # no-op once finished or failed: the caller left mid-reply
+            aclose = getattr(events, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+
+class _Call:
+    """One provider call's measurements; recorded exactly once, however it ends."""
+
+    def __init__(self, owner: InstrumentedProvider, request: ChatRequest) -> None:
+        self.owner = owner
+        self.model = request.model
+        self.clock = owner.clock
+        self.started = owner.clock()
+        self.first_token_at: float | None = None
+        self.recorded = False
+        self.retries = _CallRetries()
+        _current_retries.set(self.retries)
+        self.span = (
+            None
+            if owner.tracer is None
+            else owner.tracer.start_span(
+                f"chat {request.model}",
+                kind=trace.SpanKind.CLIENT,
+                attributes={
+                    "gen_ai.operation.name": "chat",
+                    "gen_ai.provider.name": owner.name,
+                    "gen_ai.request.model": request.model,
+                },
+            )
+        )
+
+    async def next(self, events: AsyncIterator[StreamEvent]) -> StreamEvent:
+        """The next event, with this call's span current while it is awaited (and only then:
+        a span left current across a `yield` would leak into the caller's work)."""
+        if self.span is None:
+            return await anext(events)
+        token = otel_context.attach(trace.set_span_in_context(self.span))
+        try:
+            return await anext(events)
+        finally:
+            otel_context.detach(token)
+
+    def first_token(self) -> None:
+        if self.first_token_at is None:
+            self.first_token_at = self.clock()
+
+    def finish(self, finished: Finished) -> None:
+        usage = finished.usage
+        cost = (
+            None
+            if self.owner.cost_of is None
+            else self.owner.cost_of(
+                self.owner.name, finished.model, usage, requested_model=self.model
+            )
+        )
+        if self.span is not None:
+            self.span.set_attributes(
+                {
+                    "gen_ai.response.model": finished.model,
+                    "gen_ai.response.finish_reasons": [finished.reason],
+                    "gen_ai.usage.input_tokens": usage.prompt_tokens,
+                    "gen_ai.usage.output_tokens": usage.completion_tokens,
+                    "chat_api.retries": self.retries.count,
+                }
+            )
+            if cost is not None:
+                self.span.set_attribute("chat_api.cost_usd", float(cost))
+        self._record("ok", usage=usage, cost=cost, finish_reason=finished.reason)
+
+    def fail(self, error: BaseException | None) -> None:
+        if self.recorded:
+            return
+        if error is None or not isinstance(error, Exception):
+            status = "cancelled"  # the caller stopped reading, or the task was cancelled
+        elif isinstance(error, ChatAPIError):
+            status = error.code
+        else:
+            status = "internal_error"
+        if self.span is not None and status != "cancelled":
+            self.span.set_status(trace.Status(trace.StatusCode.ERROR, status))
+            self.span.set_attribute("error.type", status)
+        self._record(status)
+
+    def _record(
+        self,
+        status: str,
+        *,
+        usage: Usage | None = None,
+        cost: Decimal | None = None,
+        finish_reason: str | None = None,
+    ) -> None:
+        self.recorded = True
+        ended = self.clock()
+        duration_s = ended - self.started
+        ttft_s = None if self.first_token_at is None else self.first_token_at - self.started
+        metrics.record_provider_call(
+            self.owner.name,
+            self.model,
+            status,
+            duration_s=duration_s,
+            time_to_first_token_s=ttft_s,
+        )
+        if self.span is not None:
+            self.span.set_attribute("chat_api.retries", self.retries.count)
+            self.span.end()
+        log.info(
+            "provider call",
+            provider=self.owner.name,
+            model=self.model,
+            status=status,
+            finish_reason=finish_reason,
+            prompt_tokens=None if usage is None else usage.prompt_tokens,
+            completion_tokens=None if usage is None else usage.completion_tokens,
+            cost_usd=None if cost is None else str(cost),
+            latency_ms=round(duration_s * 1000, 1),
+            time_to_first_token_ms=None if ttft_s is None else round(ttft_s * 1000, 1),
+            retries=self.retries.count,
+        )
+
+
+def instrument_providers(
+    registry: ProviderRegistry,
+    *,
+    cost_of: CostOf | None = None,
+    tracer: trace.Tracer | None = None,
+) -> None:
+    """Wrap every provider of `registry` (once: an already instrumented one is kept)."""
+    registry.wrap_providers(
+        lambda provider: (
+            provider
+            if isinstance(provider, InstrumentedProvider)
+            else InstrumentedProvider(provider, cost_of=cost_of, tracer=tracer)
+        )
+    )
