@@ -176,6 +176,21 @@ class RateLimited(ChatAPIError):
         )
 
 
+class TooManyConcurrent(ChatAPIError):
+    """The caller already has as many streams open, or replies running, as one user may."""
+
+    status = HTTPStatus.TOO_MANY_REQUESTS
+    code = "too_many_concurrent"
+    RETRY_AFTER_S = 5
+
+    def __init__(self, what: str, limit: int) -> None:
+        super().__init__(
+            f"the limit of {limit} concurrent {what} per user is reached; "
+            "wait for one to end, then retry",
+            headers={"Retry-After": str(self.RETRY_AFTER_S)},
+        )
+
+
 class IdempotencyKeyReused(ChatAPIError):
     status = HTTPStatus.UNPROCESSABLE_ENTITY
     code = "idempotency_key_reused"

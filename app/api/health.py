@@ -7,14 +7,14 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import __version__
-from app.api.deps import RedisDep, SessionFactoryDep, SettingsDep
+from app.api.deps import LimiterDep, RedisDep, SessionFactoryDep, SettingsDep
 from app.api.problems import PROBLEM_JSON, problem_body, request_id_of
+from app.core import metrics as app_metrics
 from app.schemas.common import Schema
 
 router = APIRouter(tags=["service"])
@@ -79,17 +79,29 @@ async def _within(seconds: float, check: Any) -> bool:
     responses={503: {"description": "the database is unreachable", "content": {PROBLEM_JSON: {}}}},
 )
 async def ready(
-    request: Request, settings: SettingsDep, sessionmaker: SessionFactoryDep, redis: RedisDep
+    request: Request,
+    settings: SettingsDep,
+    sessionmaker: SessionFactoryDep,
+    redis: RedisDep,
+    limiter: LimiterDep,
 ) -> Readiness | JSONResponse:
-    """Readiness: the database answers within the timeout; a Redis outage only degrades."""
+    """Readiness: the database answers within the timeout; a Redis outage only degrades.
+
+    `rate_limits` reports the limiter's own Redis connection: "degraded" while it counts in
+    this process's memory (each replica then allows the whole limit on its own).
+    """
     timeout = settings.ready_timeout_seconds
     checks_to_run = [_within(timeout, _database_ok(sessionmaker))]
     if redis is not None:
         checks_to_run.append(_within(timeout, _redis_ok(redis)))
+    if limiter.uses_redis:
+        checks_to_run.append(_within(timeout, limiter.storage_reachable()))
     results = await asyncio.gather(*checks_to_run)
     checks = {"database": "ok" if results[0] else "unreachable"}
     if redis is not None:
         checks["redis"] = "ok" if results[1] else "degraded"
+    if limiter.uses_redis:
+        checks["rate_limits"] = "ok" if results[-1] else "degraded"
     if not results[0]:
         return JSONResponse(
             problem_body(
@@ -107,4 +119,5 @@ async def ready(
 
 @router.get("/metrics", response_class=Response, include_in_schema=True)
 async def metrics() -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    """Prometheus text format: this worker's metrics, or all workers' in multiprocess mode."""
+    return Response(app_metrics.exposition(), media_type=app_metrics.EXPOSITION_CONTENT_TYPE)

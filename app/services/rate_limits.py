@@ -87,6 +87,28 @@ class RateLimiter:
                 except Exception:  # noqa: BLE001 - closing must not fail shutdown
                     log.debug("rate limit storage did not close cleanly")
 
+    @property
+    def uses_redis(self) -> bool:
+        """Whether counters are meant to be shared through Redis (limits on, Redis set)."""
+        return self._redis_storage is not None
+
+    async def storage_reachable(self) -> bool | None:
+        """Ping the counters' Redis; None when there is none. For `/ready`.
+
+        A successful ping ends the in-memory fallback at once, instead of after the retry
+        delay: a readiness probe that says "ok" means the next request is counted in Redis.
+        """
+        if self._redis_storage is None:
+            return None
+        if await self._redis_storage.check():
+            self._redis_down_until = 0.0
+            return True
+        if not self._degraded:
+            self._degraded = True
+            log.warning("rate limit storage unreachable; counting in memory")
+        self._redis_down_until = time.monotonic() + RETRY_REDIS_AFTER_S
+        return False
+
     async def hit_request(self, user_id: str) -> LimitStatus | None:
         """Count one request; raise `RateLimited` once the minute's requests are used up."""
         item = self._requests

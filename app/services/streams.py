@@ -24,8 +24,8 @@ from app.errors import ConversationNotFound, MessageNotFound
 from app.repositories.conversations import ConversationRepo
 from app.schemas.messages import MessageRead, TokenUsage, TurnResult
 from app.services.event_log import EventLog
-from app.services.generations import StartedGeneration
 from app.services.idempotency import StoredResponse
+from app.services.turns import StartedGeneration
 
 log = structlog.get_logger(__name__)
 
@@ -93,6 +93,7 @@ async def read_reply(
 ) -> AsyncIterator[StreamItem]:
     """The reply's events after position `after`, live while it runs, then the end."""
     if await events.exists(reply_id):
+        followed = False
         async for logged in events.follow(reply_id, str(after), idle_s=heartbeat_s):
             if logged is None:
                 ended = await _ended(sessionmaker, reply_id)
@@ -106,7 +107,15 @@ async def read_reply(
                 yield StreamItem(comment="ping")
             else:
                 yield StreamItem(logged.event, logged.data, f"{reply_id}/{logged.id}")
-        return
+                if logged.is_terminal:
+                    return
+                followed = True
+                after = max(after, _position_of(logged.id))
+        if not followed and after > 0:
+            return  # nothing after the position asked for: its end was already sent
+        # The log stopped before the reply's end (its store became unreadable mid-reply):
+        # the stored row gives the end, so the stream still ends with exactly one.
+        log.warning("event log ended early; the stream ends from the stored reply")
     # The log is gone (expired, or kept by a replica we cannot reach): the row tells the rest.
     waited = 0.0
     while (message := await _load(sessionmaker, reply_id)) is None or (
@@ -126,6 +135,13 @@ async def read_reply(
     # terminal event gets nothing more.
     if after < REPLAY_END_POSITION:
         yield StreamItem(end, end_data, f"{reply_id}/{REPLAY_END_POSITION}")
+
+
+def _position_of(event_id: str) -> int:
+    try:
+        return int(event_id)
+    except ValueError:
+        return 0
 
 
 def replay_of(message: Message) -> list[tuple[str, str]]:

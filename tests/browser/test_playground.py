@@ -15,10 +15,12 @@ from playwright.async_api import Browser, Locator, Page, async_playwright, expec
 
 from app.providers.base import ChatMessage, ChatRequest
 from app.providers.mock import reply_words
+from tests.auth import issue_key
 from tests.databases import IN_CI
 from tests.e2e.conftest import LiveServer, start_server, stop_server
 
 pytestmark = pytest.mark.browser
+__all__ = ["issue_key"]  # the fixture, for the tests with auth on
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -218,3 +220,93 @@ class TestPlayground:
         await expect(alert).to_contain_text("conversation_not_found")
         await expect(page.get_by_role("textbox", name="Message")).to_have_value("Anyone there?")
         await expect(page.locator(".message")).to_have_count(0)
+
+
+@pytest.fixture(scope="module")
+def authed_server(
+    database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
+    log_path = tmp_path_factory.mktemp("playground-auth") / "server.log"
+    server = start_server(
+        {
+            "DATABASE_URL": database_url,
+            "MOCK_CHUNK_DELAY_MS": str(CHUNK_DELAY_MS),
+            "AUTH_ENABLED": "true",
+        },
+        log_path,
+    )
+    try:
+        yield server
+    finally:
+        stop_server(server)
+
+
+class TestPlaygroundWithAuth:
+    async def test_a_dropped_stream_reopens_with_a_new_ticket_and_resumes_after_its_last_event(
+        self,
+        browser: Browser,
+        authed_server: LiveServer,
+        issue_key: Any,
+        clean_database: None,
+    ) -> None:
+        """The browser's own reconnect would reuse the spent ticket (401): the page asks for
+        a new one and names the last event it saw; the text ends whole, nothing repeated."""
+        key = await issue_key("alice")
+        context = await browser.new_context(base_url=authed_server.base_url)
+        await context.add_init_script(
+            f"sessionStorage.setItem('chat-api.playground.token', {key!r});"
+        )
+        page = await context.new_page()
+        script_errors: list[str] = []
+        page.on("pageerror", lambda error: script_errors.append(str(error)))
+        stream_urls: list[str] = []
+        kept_events = 3  # start and two deltas, then the connection drops
+
+        async def drop_the_first_stream(route: Any) -> None:
+            stream_urls.append(route.request.url)
+            if len(stream_urls) > 1:
+                await route.continue_()
+                return
+            whole = await route.fetch()
+            frames = (await whole.text()).replace("\r\n", "\n").split("\n\n")
+            events = [frame for frame in frames if "\nevent:" in f"\n{frame}"]
+            cut = frames.index(events[kept_events - 1]) + 1
+            await route.fulfill(
+                status=200,
+                headers={"content-type": "text/event-stream", "cache-control": "no-cache"},
+                body="\n\n".join(frames[:cut]) + "\n\n",
+            )
+
+        try:
+            await page.goto("/playground")
+            await expect(page.locator("body")).to_have_attribute("data-ready", "true")
+            conversation_id = await create_conversation(page, "Tickets")
+            question = long_question()
+            await page.get_by_role("textbox", name="Message").fill(question)
+            await page.get_by_role("button", name="Send").click()
+            reply = page.locator(".message.assistant").last
+            await watch_growth(reply, growths=1)
+
+            await page.route(re.compile(r".*/stream\?.*"), drop_the_first_stream)
+            await page.reload()
+            await expect(page.locator("body")).to_have_attribute("data-ready", "true")
+            reply = page.locator(".message.assistant").last
+            await expect(reply).to_have_attribute("data-status", "completed", timeout=15_000)
+
+            async with httpx.AsyncClient(
+                base_url=authed_server.base_url,
+                headers={"Authorization": f"Bearer {key}"},
+                timeout=10,
+            ) as http:
+                stored = (await http.get(f"/api/v1/conversations/{conversation_id}")).json()
+            stored_reply = stored["messages"][-1]
+            assert stored_reply["content"] == mock_reply(question)
+            await expect(reply.locator(".content")).to_have_text(stored_reply["content"])
+            assert len(stream_urls) == 2, stream_urls
+            first, second = (httpx.URL(url).params for url in stream_urls)
+            assert first["ticket"] != second["ticket"]
+            assert "last_event_id" not in first
+            assert second["last_event_id"] == f"{stored_reply['id']}/{kept_events}"
+        finally:
+            await context.close()
+        assert script_errors == []

@@ -83,3 +83,19 @@ def live_server(database_url: str, tmp_path: Path) -> Iterator[LiveServer]:
         yield server
     finally:
         stop_server(server)
+
+
+def create_key(database_url: str, user: str) -> str:
+    """An API key issued by `python -m app.cli keys create`, as an operator would."""
+    result = subprocess.run(
+        [sys.executable, "-m", "app.cli", "keys", "create", "--user", user],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, "DATABASE_URL": database_url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    key = result.stdout.strip()
+    assert key, result.stderr
+    return key

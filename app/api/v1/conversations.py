@@ -63,7 +63,7 @@ async def list_conversations(
     )
 
 
-@router.get("/{conversation_id}", response_model=ConversationDetail, responses=problems(404))
+@router.get("/{conversation_id}", response_model=ConversationDetail, responses=problems(404, 422))
 async def get_conversation(
     conversation: OwnedConversation, session: SessionDep
 ) -> ConversationDetail:
@@ -87,7 +87,7 @@ async def update_conversation(
     return ConversationRead.model_validate(updated)
 
 
-@router.delete("/{conversation_id}", status_code=204, responses=problems(404))
+@router.delete("/{conversation_id}", status_code=204, responses=problems(404, 422))
 async def delete_conversation(conversation: OwnedConversation, session: SessionDep) -> Response:
     await service.delete(session, conversation)
     return Response(status_code=204)

@@ -12,6 +12,7 @@ from app.api.deps import (
     CurrentUser,
     GenerationsDep,
     OwnedConversation,
+    QuotasDep,
     SessionDep,
     SessionFactoryDep,
     SettingsDep,
@@ -24,6 +25,7 @@ from app.schemas.common import Page
 from app.schemas.messages import MessageCreate, MessageRead, TurnResult
 from app.services import conversations as conversation_service
 from app.services import streams
+from app.services.stream_quota import released_after
 from app.services.turns import take_turn
 
 router = APIRouter(prefix="/conversations/{conversation_id}/messages", tags=["messages"])
@@ -44,6 +46,7 @@ async def send_message(
     generations: GenerationsDep,
     sessionmaker: SessionFactoryDep,
     settings: SettingsDep,
+    quotas: QuotasDep,
     accept: Annotated[str, Header()] = "",
 ) -> TurnResult | StreamingResponse | JSONResponse:
     """Store the message, get the reply from the model, store and charge it, return both.
@@ -55,22 +58,31 @@ async def send_message(
     # No request session here: the turn opens its own short transactions so that no
     # connection is held while the provider is thinking.
     if body.stream or "text/event-stream" in accept:
-        started = await idempotency.run(
-            lambda: generations.start(principal, conversation_id, body),
-            status=200,
-            encode=streams.started_body,
+        async with quotas.opening_stream(principal.user_id) as slot:
+            started = await quotas.start_generation(
+                principal.user_id,
+                generations,
+                lambda: idempotency.run_durably(
+                    lambda record: generations.start(
+                        principal, conversation_id, body, record=record
+                    ),
+                    status=200,
+                    encode=streams.started_body,
+                ),
+            )
+            items = streams.read_reply(
+                generations.events,
+                sessionmaker,
+                streams.started_reply_id(started),
+                after=0,
+                heartbeat_s=settings.stream_heartbeat_seconds,
+            )
+        return event_stream(released_after(items, slot))
+    async with quotas.generations.holding(principal.user_id):
+        turn = await idempotency.run_durably(
+            lambda record: take_turn(turns, principal, conversation_id, body, record=record),
+            status=201,
         )
-        items = streams.read_reply(
-            generations.events,
-            sessionmaker,
-            streams.started_reply_id(started),
-            after=0,
-            heartbeat_s=settings.stream_heartbeat_seconds,
-        )
-        return event_stream(items)
-    turn = await idempotency.run(
-        lambda: take_turn(turns, principal, conversation_id, body), status=201
-    )
     return replayed(turn)
 
 

@@ -7,6 +7,8 @@ const SELECTED_KEY = "chat-api.playground.conversation";
 const TOKEN_KEY = "chat-api.playground.token";
 // Reconnections in a row that bring no event before an attached stream is given up.
 const MAX_EMPTY_RECONNECTS = 3;
+// With a token, how long to wait before reopening a dropped stream with a new ticket.
+const RECONNECT_DELAY_MS = 1000;
 
 const $ = (id) => document.getElementById(id);
 
@@ -416,29 +418,21 @@ async function sendMessage(event) {
   await refreshConversation();
 }
 
-// Follows the reply running in a conversation (or replays its latest) with EventSource,
-// which reconnects by itself and sends Last-Event-ID to resume where it stopped.
+// Follows the reply running in a conversation (or replays its latest) with EventSource.
+// Without a token the browser reconnects by itself and sends Last-Event-ID. With one, every
+// connection needs a new single-use ticket (the browser would retry with the spent one and
+// get a 401): on a dropped connection the page opens a new source itself, naming the last
+// event it saw in `last_event_id`, which resumes exactly like the header.
 async function attach(conversationId, reply) {
   detachStreams();
   setBusy(true);
-  let url = `${API}/conversations/${conversationId}/stream`;
-  if (sessionStorage.getItem(TOKEN_KEY)) {
-    try {
-      const { ticket } = await api("POST", "/auth/stream-ticket");
-      url += `?ticket=${encodeURIComponent(ticket)}`;
-    } catch (error) {
-      showError(error);
-      setBusy(false);
-      return;
-    }
-  }
-  if (state.conversationId !== conversationId) return;
-  const source = new EventSource(url);
-  state.source = source;
+  const withTicket = Boolean(sessionStorage.getItem(TOKEN_KEY));
+  let source = null;
+  let lastEventId = "";
   let emptyReconnects = 0;
 
   const finish = async () => {
-    source.close();
+    if (source) source.close();
     if (state.source !== source) return;
     state.source = null;
     setBusy(false);
@@ -446,25 +440,48 @@ async function attach(conversationId, reply) {
   };
   const relay = (type) => (event) => {
     emptyReconnects = 0;
+    if (event.lastEventId) lastEventId = event.lastEventId;
     if (applyEvent(reply, type, JSON.parse(event.data))) finish();
   };
-  source.addEventListener("start", relay("start"));
-  source.addEventListener("delta", relay("delta"));
-  source.addEventListener("done", relay("done"));
-  source.addEventListener("error", (event) => {
+  const onError = (event) => {
     // The server's own `error` event and the browser's connection error share this name.
     if (event instanceof MessageEvent && event.data) {
       relay("error")(event);
       return;
     }
-    if (source.readyState === EventSource.CLOSED) {
-      showError("The reply's stream could not be opened; reload to try again.");
-      finish();
-    } else if (++emptyReconnects > MAX_EMPTY_RECONNECTS) {
+    const refused = source.readyState === EventSource.CLOSED;
+    if (++emptyReconnects > MAX_EMPTY_RECONNECTS || (refused && !withTicket)) {
+      if (refused) showError("The reply's stream could not be opened; reload to try again.");
       finish(); // the stream keeps ending without news: show what is stored
+    } else if (withTicket) {
+      source.close();
+      setTimeout(open, RECONNECT_DELAY_MS);
     }
     // Otherwise the browser reconnects after `retry`, sending Last-Event-ID.
-  });
+  };
+  const open = async () => {
+    const params = new URLSearchParams();
+    if (withTicket) {
+      try {
+        const { ticket } = await api("POST", "/auth/stream-ticket");
+        params.set("ticket", ticket);
+      } catch (error) {
+        showError(error);
+        if (source) finish();
+        else setBusy(false);
+        return;
+      }
+    }
+    if (lastEventId) params.set("last_event_id", lastEventId);
+    // The user moved on (another conversation, another attach) while the ticket came.
+    if (state.conversationId !== conversationId || state.source !== source) return;
+    const query = params.toString();
+    source = new EventSource(`${API}/conversations/${conversationId}/stream${query ? `?${query}` : ""}`);
+    state.source = source;
+    for (const type of ["start", "delta", "done"]) source.addEventListener(type, relay(type));
+    source.addEventListener("error", onError);
+  };
+  await open();
 }
 
 // ---------------------------------------------------------------- start-up
