@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run migrate test test-slow lint format bench bench-streams clean
+.PHONY: install run migrate test test-slow lint format bench bench-turns bench-streams clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,10 +41,13 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-## bench: measure turn latency and throughput through the real server, then streams
+## bench: the service's overhead over a fake OpenAI upstream: turns/s, latency, streams, memory (~9 min; BENCH_ARGS="--quick" for ~3 min)
 bench: $(STAMP)
-	$(BIN)/python bench/turns.py
-	$(MAKE) bench-streams
+	$(BIN)/python bench/overhead.py $(BENCH_ARGS)
+
+## bench-turns: turn throughput and latency with the mock provider (BENCH_TURNS_ARGS="--sqlite" etc.)
+bench-turns: $(STAMP)
+	$(BIN)/python bench/turns.py $(BENCH_TURNS_ARGS)
 
 ## bench-streams: 1000 concurrent SSE streams on one worker (BENCH_STREAMS_ARGS="--redis" etc.)
 bench-streams: $(STAMP)

@@ -24,59 +24,18 @@ import contextlib
 import json
 import os
 import platform
-import resource
-import socket
 import sqlite3
-import subprocess
-import sys
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import asyncpg
 import httpx
+from server import Server, fresh_database, percentile, raise_fd_limit
 
-ROOT = Path(__file__).resolve().parents[1]
-ADMIN_DSN = os.environ.get("BENCH_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 # The id position app.services.streams gives the end of a reply replayed from the database.
 REPLAY_END_POSITION = 2**31 - 1
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def percentile(samples: list[float], fraction: float) -> float:
-    if not samples:
-        return float("nan")
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
-
-
-def rss_bytes(pid: int) -> int:
-    """Resident memory of a process: psutil when installed, else /proc/<pid>/status."""
-    try:
-        import psutil  # type: ignore[import-untyped]
-    except ImportError:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-        raise RuntimeError("no VmRSS in /proc status") from None
-    return int(psutil.Process(pid).memory_info().rss)
-
-
-def raise_fd_limit(wanted: int) -> int:
-    """Raise this process's open-file limit (the server inherits it) as far as allowed."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-    if soft < target:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 @dataclass
@@ -262,28 +221,15 @@ class Memory:
         return (self.at_most_open - self.baseline) / self.most_open
 
 
-async def sample_memory(pid: int, load: Load, stop: asyncio.Event, memory: Memory) -> None:
+async def sample_memory(server: Server, load: Load, stop: asyncio.Event, memory: Memory) -> None:
     """Sample the server's RSS every 20 ms while the clients run."""
     while not stop.is_set():
-        rss = rss_bytes(pid)
+        rss = server.rss_bytes()
         memory.peak = max(memory.peak, rss)
         if load.open_now >= memory.most_open:
             memory.most_open, memory.at_most_open = load.open_now, rss
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 0.02)
-
-
-async def wait_healthy(base_url: str, process: subprocess.Popen[bytes]) -> None:
-    async with httpx.AsyncClient() as http:
-        for _ in range(300):
-            if process.poll() is not None:
-                raise SystemExit("server exited during start-up")
-            try:
-                if (await http.get(f"{base_url}/health")).status_code == 200:
-                    return
-            except httpx.TransportError:
-                await asyncio.sleep(0.1)
-    raise SystemExit("server did not start")
 
 
 async def set_up(base_url: str, clients: int, users: int) -> list[str]:
@@ -315,7 +261,8 @@ async def set_up(base_url: str, clients: int, users: int) -> list[str]:
         return await asyncio.gather(*(create(f"bench-user-{i % users}") for i in range(clients)))
 
 
-async def run(args: argparse.Namespace, base_url: str, pid: int) -> list[Outcome]:
+async def run(args: argparse.Namespace, server: Server) -> list[Outcome]:
+    base_url = server.base_url
     clients = args.clients
     limits = httpx.Limits(max_connections=clients + 10, max_keepalive_connections=clients + 10)
     timeout = httpx.Timeout(args.timeout, connect=args.timeout, pool=args.timeout)
@@ -324,10 +271,10 @@ async def run(args: argparse.Namespace, base_url: str, pid: int) -> list[Outcome
     async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=timeout) as http:
         load = Load(outcomes=[Outcome(c) for c in conversation_ids])
         await asyncio.sleep(0.5)
-        baseline = rss_bytes(pid)
+        baseline = server.rss_bytes()
         memory = Memory(baseline, baseline)
         stop = asyncio.Event()
-        sampler = asyncio.create_task(sample_memory(pid, load, stop, memory))
+        sampler = asyncio.create_task(sample_memory(server, load, stop, memory))
 
         began = time.perf_counter()
         await asyncio.gather(
@@ -480,51 +427,29 @@ async def main() -> None:
     args = parser.parse_args()
 
     raise_fd_limit(4 * args.clients + 1024)  # client sockets, server sockets, Redis, DB
-    database_name = None
-    if args.sqlite:
-        database_url = f"sqlite+aiosqlite:///{tempfile.mkdtemp()}/bench.db"
-    else:
-        database_name = f"chat_api_bench_{uuid.uuid4().hex[:8]}"
-        admin = await asyncpg.connect(ADMIN_DSN)
-        await admin.execute(f'CREATE DATABASE "{database_name}"')
-        await admin.close()
-        base = ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
-        database_url = f"{base}/{database_name}"
-
-    port = free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "PORT": str(port),
-        # Auth off (so not `production`, which refuses that): the streams are measured, not it.
-        "APP_ENV": "test",
-        "AUTH_ENABLED": "false",
-        "LOG_LEVEL": "WARNING",
-        "WEB_CONCURRENCY": "1",
-        "DEFAULT_PROVIDER": "mock",
-        "MOCK_CHUNK_DELAY_MS": str(args.chunk_delay_ms),
-        "DB_POOL_SIZE": str(args.pool_size),
-    }
-    env.pop("REDIS_URL", None)
-    if args.redis:
-        pool = args.redis_max_connections
-        env["REDIS_URL"] = REDIS_URL if pool is None else f"{REDIS_URL}?max_connections={pool}"
-    process = subprocess.Popen(  # noqa: ASYNC220 - started once, before any measurement
-        [sys.executable, "-m", "app"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL
-    )
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        await wait_healthy(base_url, process)
-        await run(args, base_url, process.pid)
-    finally:
-        process.terminate()
-        process.wait(timeout=30)  # noqa: ASYNC220 - after the measurement
+    async with fresh_database(sqlite=args.sqlite) as database_url:
+        env = {
+            "DATABASE_URL": database_url,
+            # Auth off (so not `production`, which refuses that): the streams are measured.
+            "APP_ENV": "test",
+            "AUTH_ENABLED": "false",
+            "WEB_CONCURRENCY": "1",
+            "DEFAULT_PROVIDER": "mock",
+            "MOCK_CHUNK_DELAY_MS": str(args.chunk_delay_ms),
+            "DB_POOL_SIZE": str(args.pool_size),
+            "REDIS_URL": "",  # empty: unset
+        }
         if args.redis:
-            await forget_event_logs(await reply_ids(database_url))
-        if database_name is not None:
-            admin = await asyncpg.connect(ADMIN_DSN)
-            await admin.execute(f'DROP DATABASE IF EXISTS "{database_name}" WITH (FORCE)')
-            await admin.close()
+            pool = args.redis_max_connections
+            env["REDIS_URL"] = REDIS_URL if pool is None else f"{REDIS_URL}?max_connections={pool}"
+        server = Server.start(env)
+        try:
+            await server.wait_healthy()
+            await run(args, server)
+        finally:
+            server.stop()
+            if args.redis:
+                await forget_event_logs(await reply_ids(database_url))
 
 
 if __name__ == "__main__":

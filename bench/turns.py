@@ -12,44 +12,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
-import uuid
-from pathlib import Path
 
-import asyncpg
 import httpx
-
-ROOT = Path(__file__).resolve().parents[1]
-ADMIN_DSN = os.environ.get("BENCH_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def percentile(samples: list[float], fraction: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
-
-
-async def wait_healthy(base_url: str, process: subprocess.Popen[bytes]) -> None:
-    async with httpx.AsyncClient() as http:
-        for _ in range(300):
-            if process.poll() is not None:
-                raise SystemExit("server exited during start-up")
-            try:
-                if (await http.get(f"{base_url}/health")).status_code == 200:
-                    return
-            except httpx.TransportError:
-                await asyncio.sleep(0.1)
-    raise SystemExit("server did not start")
+from server import Server, fresh_database, percentile
 
 
 async def run_level(
@@ -95,55 +62,39 @@ async def main() -> None:
     parser.add_argument("--turns-per-conversation", type=int, default=10)
     args = parser.parse_args()
 
-    database_name = None
-    if args.sqlite:
-        database_url = f"sqlite+aiosqlite:///{tempfile.mkdtemp()}/bench.db"
-    else:
-        database_name = f"chat_api_bench_{uuid.uuid4().hex[:8]}"
-        admin = await asyncpg.connect(ADMIN_DSN)
-        await admin.execute(f'CREATE DATABASE "{database_name}"')
-        await admin.close()
-        base = ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
-        database_url = f"{base}/{database_name}"
-
-    port = free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "PORT": str(port),
-        "APP_ENV": "test",
-        "AUTH_ENABLED": "false",
-        "LOG_LEVEL": "WARNING",
-        "DB_POOL_SIZE": "20",
-    }
-    process = subprocess.Popen(  # noqa: ASYNC220 - started once, before any measurement
-        [sys.executable, "-m", "app"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL
-    )
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        await wait_healthy(base_url, process)
-        backend = "SQLite" if args.sqlite else "Postgres"
-        print(
-            f"chat-api turns, mock provider, {backend}, 1 worker, {os.cpu_count()} CPUs, "
-            f"{args.turns_per_conversation} turns per conversation"
+    async with fresh_database(sqlite=args.sqlite) as database_url:
+        server = Server.start(
+            {
+                "DATABASE_URL": database_url,
+                "APP_ENV": "test",
+                "AUTH_ENABLED": "false",
+                "DEFAULT_PROVIDER": "mock",
+                "DB_POOL_SIZE": "20",
+            }
         )
-        print(f"{'concurrency':>11} {'turns':>6} {'turns/s':>8} {'p50 ms':>7} {'p99 ms':>7}")
-        for level in (int(x) for x in args.levels.split(",")):
-            per_conversation = args.turns_per_conversation
-            await run_level(base_url, level, min(200, args.turns), per_conversation)  # warm-up
-            rate, latencies = await run_level(base_url, level, args.turns, per_conversation)
-            ms = [x * 1000 for x in latencies]
-            print(
-                f"{level:>11} {args.turns:>6} {rate:>8.0f} "
-                f"{statistics.median(ms):>7.2f} {percentile(ms, 0.99):>7.2f}"
-            )
-    finally:
-        process.terminate()
-        process.wait(timeout=15)
-        if database_name is not None:
-            admin = await asyncpg.connect(ADMIN_DSN)
-            await admin.execute(f'DROP DATABASE IF EXISTS "{database_name}" WITH (FORCE)')
-            await admin.close()
+        try:
+            await server.wait_healthy()
+            await measure(args, server.base_url)
+        finally:
+            server.stop()
+
+
+async def measure(args: argparse.Namespace, base_url: str) -> None:
+    backend = "SQLite" if args.sqlite else "Postgres"
+    print(
+        f"chat-api turns, mock provider, {backend}, 1 worker, {os.cpu_count()} CPUs, "
+        f"{args.turns_per_conversation} turns per conversation"
+    )
+    print(f"{'concurrency':>11} {'turns':>6} {'turns/s':>8} {'p50 ms':>7} {'p99 ms':>7}")
+    for level in (int(x) for x in args.levels.split(",")):
+        per_conversation = args.turns_per_conversation
+        await run_level(base_url, level, min(200, args.turns), per_conversation)  # warm-up
+        rate, latencies = await run_level(base_url, level, args.turns, per_conversation)
+        ms = [x * 1000 for x in latencies]
+        print(
+            f"{level:>11} {args.turns:>6} {rate:>8.0f} "
+            f"{statistics.median(ms):>7.2f} {percentile(ms, 0.99):>7.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from app.services.auth import authenticate
 from app.services.generations import Generations
 from app.services.pricing import PriceBook
 from app.services.rate_limits import RateLimiter
+from app.services.stream_quota import Quotas
 from app.services.stream_tickets import StreamTickets
 from app.services.turns import TurnContext
 
@@ -35,29 +36,32 @@ class AppState(TypedDict):
     generations: Generations
     stream_tickets: StreamTickets
     limiter: RateLimiter
+    quotas: Quotas
 
 
-def _settings(request: Request) -> Settings:
+# The getters below are `async def` on purpose: FastAPI runs a plain `def` dependency in a
+# worker thread, a thread hop per getter per request (several per turn) for one attribute read.
+async def _settings(request: Request) -> Settings:
     settings: Settings = request.state.settings
     return settings
 
 
-def _sessionmaker(request: Request) -> async_sessionmaker[AsyncSession]:
+async def _sessionmaker(request: Request) -> async_sessionmaker[AsyncSession]:
     sessionmaker: async_sessionmaker[AsyncSession] = request.state.sessionmaker
     return sessionmaker
 
 
-def _providers(request: Request) -> ProviderRegistry:
+async def _providers(request: Request) -> ProviderRegistry:
     registry: ProviderRegistry = request.state.providers
     return registry
 
 
-def _turns(request: Request) -> TurnContext:
+async def _turns(request: Request) -> TurnContext:
     turns: TurnContext = request.state.turns
     return turns
 
 
-def _generations(request: Request) -> Generations:
+async def _generations(request: Request) -> Generations:
     generations: Generations = request.state.generations
     return generations
 
@@ -65,7 +69,7 @@ def _generations(request: Request) -> Generations:
 GenerationsDep = Annotated[Generations, Depends(_generations)]
 
 
-def _redis(request: Request) -> Redis | None:
+async def _redis(request: Request) -> Redis | None:
     redis: Redis | None = request.state.redis
     return redis
 
@@ -75,7 +79,7 @@ SessionFactoryDep = Annotated[async_sessionmaker[AsyncSession], Depends(_session
 ProvidersDep = Annotated[ProviderRegistry, Depends(_providers)]
 
 
-def _prices(request: Request) -> PriceBook:
+async def _prices(request: Request) -> PriceBook:
     prices: PriceBook = request.state.prices
     return prices
 
@@ -95,7 +99,7 @@ async def _session(sessionmaker: SessionFactoryDep) -> AsyncIterator[AsyncSessio
 SessionDep = Annotated[AsyncSession, Depends(_session, scope="function")]
 
 
-def _stream_tickets(request: Request) -> StreamTickets:
+async def _stream_tickets(request: Request) -> StreamTickets:
     tickets: StreamTickets = request.state.stream_tickets
     return tickets
 
@@ -140,7 +144,16 @@ async def _owned_conversation(
 OwnedConversation = Annotated[Conversation, Depends(_owned_conversation)]
 
 
-def _limiter(request: Request) -> RateLimiter:
+async def _quotas(request: Request) -> Quotas:
+    quotas: Quotas = request.state.quotas
+    return quotas
+
+
+# Per-user caps on open streams and running replies.
+QuotasDep = Annotated[Quotas, Depends(_quotas)]
+
+
+async def _limiter(request: Request) -> RateLimiter:
     limiter: RateLimiter = request.state.limiter
     return limiter
 
