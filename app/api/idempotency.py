@@ -39,6 +39,8 @@ async def _idempotent_request(
         key=idempotency_key,
         request_hash=request_hash(request.method, request.url.path, body, variant=variant),
         ttl_s=settings.idempotency_ttl_seconds,
+        # No turn outlives its generation timeout: a claim older than that was abandoned.
+        abandoned_after_s=settings.generation_timeout_seconds + 60,
     )
 
 

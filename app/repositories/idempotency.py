@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -18,12 +18,19 @@ class IdempotencyRepo:
         self.session = session
 
     async def claim(
-        self, user_id: str, key: str, request_hash: str, now: datetime, expires_at: datetime
+        self,
+        user_id: str,
+        key: str,
+        request_hash: str,
+        now: datetime,
+        expires_at: datetime,
+        abandoned_before: datetime,
     ) -> bool:
-        """Claim the key in one statement: insert it, or take over an expired row.
+        """Claim the key in one statement: insert it, or take over an expired or abandoned row.
 
-        `INSERT ... ON CONFLICT DO UPDATE ... WHERE expired`: a live row is left untouched
-        and nothing is returned, so of any number of concurrent claims exactly one wins.
+        `INSERT ... ON CONFLICT DO UPDATE ... WHERE expired OR abandoned`: a live row is left
+        untouched and nothing is returned, so of any number of concurrent claims exactly one
+        wins. Abandoned: still `in_progress` though claimed before `abandoned_before`.
         """
         values = {
             "user_id": user_id,
@@ -44,7 +51,13 @@ class IdempotencyRepo:
             .on_conflict_do_update(
                 index_elements=[table.user_id, table.key],
                 set_={name: values[name] for name in values if name not in ("user_id", "key")},
-                where=table.expires_at <= now,
+                where=or_(
+                    table.expires_at <= now,
+                    and_(
+                        table.status == IdempotencyStatus.IN_PROGRESS,
+                        table.created_at < abandoned_before,
+                    ),
+                ),
             )
             .returning(table.key)
         )

@@ -70,12 +70,13 @@ class MessageRepo:
         """Store a turn's messages unless a reply is already running in the conversation.
 
         The claim is the insert itself (a partial unique index on running replies), so two
-        concurrent turns can never both start; the loser's transaction is left rolled back.
+        concurrent turns can never both start. No savepoint (two round trips on every turn):
+        on `False` the transaction has failed and its objects are expired, so the caller must
+        end it without touching them (raise with ids it read before).
         """
         try:
-            async with self.session.begin_nested():
-                self.session.add_all((user_message, reply))
-                await self.session.flush()
+            self.session.add_all((user_message, reply))
+            await self.session.flush()
         except IntegrityError as error:
             # Postgres names the index; SQLite names the column the partial index covers.
             if not any(mark in str(error.orig) for mark in _ONE_GENERATION_VIOLATIONS):

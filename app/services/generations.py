@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from uuid import UUID
 
@@ -36,25 +37,22 @@ from app.repositories.conversations import ConversationRepo
 from app.repositories.messages import MessageRepo
 from app.schemas.messages import MessageCreate, MessageRead
 from app.services.event_log import EventLog
+from app.services.idempotency import ResponseRecorder
 from app.services.turns import (
     Generation,
+    OpenTurn,
+    StartedGeneration,
     TurnContext,
-    _complete_reply,
-    _fail_reply,
-    _monotonic_ms,
-    _open_turn,
+    complete_reply,
+    fail_reply,
+    monotonic_ms,
+    open_turn,
 )
 
 log = structlog.get_logger(__name__)
 
 CANCEL_CHANNEL = "chat:cancel"
 _CANCEL_WAIT_MS = 10_000
-
-
-@dataclass(frozen=True, slots=True)
-class StartedGeneration:
-    reply_id: UUID
-    conversation_id: UUID
 
 
 @dataclass
@@ -87,15 +85,24 @@ class Generations:
         return self._events
 
     async def start(
-        self, principal: Principal, conversation_id: UUID, body: MessageCreate
+        self,
+        principal: Principal,
+        conversation_id: UUID,
+        body: MessageCreate,
+        *,
+        record: ResponseRecorder | None = None,
     ) -> StartedGeneration:
         """Store the user's message, claim the conversation, log `start` and run the reply.
 
         Everything that can fail before the first byte (404, 409, 402, 422) raises here.
+        `record` stores an `Idempotency-Key`'s response with the user's message.
         """
-        reply, request, provider, owner = await _open_turn(
-            self._ctx, principal, conversation_id, body
-        )
+        opened = await open_turn(self._ctx, principal, conversation_id, body, record=record)
+        return await self.launch(opened)
+
+    async def launch(self, opened: OpenTurn) -> StartedGeneration:
+        """Log `start` for an opened turn and run its reply as a task of the server."""
+        reply, request, provider, owner = opened
         start = {
             "message_id": str(reply.id),
             "conversation_id": str(reply.conversation_id),
@@ -109,6 +116,14 @@ class Generations:
         self._running[reply_id] = _Running(task)
         task.add_done_callback(lambda _: self._running.pop(reply_id, None))
         return StartedGeneration(reply_id, conversation_id)
+
+    def on_end(self, reply_id: UUID, callback: Callable[[], object]) -> None:
+        """Call `callback` once the generation of `reply_id` running here ends (now if none)."""
+        running = self._running.get(reply_id)
+        if running is None:
+            callback()
+        else:
+            running.task.add_done_callback(lambda _: callback())
 
     async def cancel(self, reply_id: UUID) -> bool:
         """Stop a running generation, here or (through Redis) on another replica."""
@@ -160,7 +175,7 @@ class Generations:
     ) -> None:
         reply_id = reply.id  # read once: a failed store expires the ORM row
         generation = Generation()
-        started = last_flush = _monotonic_ms()
+        started = last_flush = monotonic_ms()
         failure: ChatAPIError
         try:
             async with asyncio.timeout(self._ctx.generation_timeout_s):
@@ -168,14 +183,14 @@ class Generations:
                 async for event in provider.stream(request):
                     if isinstance(event, TextDelta):
                         if generation.first_token_at is None:
-                            generation.first_token_at = _monotonic_ms()
+                            generation.first_token_at = monotonic_ms()
                         generation.parts.append(event.text)
                         await self._events.append(
                             reply_id, "delta", json.dumps({"content": event.text})
                         )
-                        if _monotonic_ms() - last_flush >= self._flush_interval_ms:
+                        if monotonic_ms() - last_flush >= self._flush_interval_ms:
                             await self._flush(reply_id, generation.text)
-                            last_flush = _monotonic_ms()
+                            last_flush = monotonic_ms()
                     else:
                         finished = event
                         break
@@ -202,7 +217,7 @@ class Generations:
         else:
             self._storing(reply_id)
             try:
-                result = await _complete_reply(
+                result = await complete_reply(
                     self._ctx, owner, reply, finished, generation, started
                 )
             except Exception:
@@ -233,7 +248,7 @@ class Generations:
         started: int,
     ) -> None:
         try:
-            await _fail_reply(self._ctx, reply, failure, generation, started)
+            await fail_reply(self._ctx, reply, failure, generation, started)
         finally:
             error = {"code": failure.code, "message": failure.detail}
             await self._end(reply_id, "error", json.dumps(error))
@@ -254,7 +269,7 @@ class Generations:
             completion_tokens=count(generation.text) if generation.text else 0,
         )
         finished = Finished("cancelled", usage, reply.model or "", reply.provider)
-        result = await _complete_reply(
+        result = await complete_reply(
             self._ctx, owner, reply, finished, generation, started, MessageStatus.CANCELLED
         )
         await self._end(reply_id, "done", result.model_dump_json())
@@ -299,8 +314,8 @@ async def cancel_reply(
     if message.status == MessageStatus.IN_PROGRESS:
         # Nobody was asked (not running here, no Redis to reach others): no point waiting.
         reached = await generations.cancel(message_id)
-        deadline = _monotonic_ms() + (_CANCEL_WAIT_MS if reached else 0)
-        while message.status == MessageStatus.IN_PROGRESS and _monotonic_ms() < deadline:
+        deadline = monotonic_ms() + (_CANCEL_WAIT_MS if reached else 0)
+        while message.status == MessageStatus.IN_PROGRESS and monotonic_ms() < deadline:
             await asyncio.sleep(0.05)
             message = await _owned_message(sessionmaker, principal, conversation_id, message_id)
         if message.status == MessageStatus.IN_PROGRESS:

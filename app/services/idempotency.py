@@ -17,8 +17,11 @@ Two ways to claim:
 - `session=` the request's own session (short, database-only requests: conversations,
   feedback): the claim, the work and the stored response commit together or not at all, and a
   concurrent duplicate waits on the claimed row's lock, then replays.
-- no session (turns, which wait on a provider): the claim commits on its own first, so a
-  concurrent duplicate sees it at once (409); the response is stored when the turn is done.
+- `run_durably` (turns, which wait on a provider): the claim commits on its own first, so a
+  concurrent duplicate sees it at once (409); the response is stored by the turn itself, in
+  the transaction that makes its outcome durable (the reply's charge, or a stream's start).
+  So a key still `in_progress` always means "nothing was charged": a claim whose process died
+  is taken over once it is older than `abandoned_after_s`, instead of blocking for the TTL.
 """
 
 from __future__ import annotations
@@ -40,6 +43,9 @@ from app.errors import IdempotencyInProgress, IdempotencyKeyReused
 from app.repositories.idempotency import IdempotencyRepo
 
 T = TypeVar("T")
+
+# Stores the key's response inside the caller's transaction, with the outcome it describes.
+ResponseRecorder = Callable[[AsyncSession, Any], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,34 +86,49 @@ class IdempotentRequest:
     key: str | None
     request_hash: str
     ttl_s: int
+    # A claim still in progress after this long belongs to a process that died (a turn is
+    # bounded by GENERATION_TIMEOUT_SECONDS) and, recorded with its outcome, charged nothing.
+    abandoned_after_s: float
 
     async def run(
         self,
         call: Callable[[], Awaitable[T]],
         *,
         status: int,
-        session: AsyncSession | None = None,
+        session: AsyncSession,
         encode: Callable[[T], dict[str, Any]] = _model_body,
     ) -> T | StoredResponse:
-        """Run `call` once per key: its result, or the response stored for the key."""
+        """Run `call` once per key in the request's `session`: its result, or the stored one."""
         if self.key is None:
             return await call()
-        if session is not None:
-            return await self._run_in(session, call, status, encode)
+        return await self._run_in(session, call, status, encode)
+
+    async def run_durably(
+        self,
+        call: Callable[[ResponseRecorder | None], Awaitable[T]],
+        *,
+        status: int,
+        encode: Callable[[T], dict[str, Any]] = _model_body,
+    ) -> T | StoredResponse:
+        """Run `call` once per key; `call` awaits the recorder it gets (None without a key)
+        inside the transaction that stores its outcome, so the response commits with it."""
+        if self.key is None:
+            return await call(None)
         async with self.sessionmaker.begin() as claim_session:
             stored = await self._claim(claim_session)
         if stored is not None:
             return stored
+        key = self.key
+
+        async def record(session: AsyncSession, result: Any) -> None:
+            await IdempotencyRepo(session).complete(self.user_id, key, status, encode(result))
+
         try:
-            result = await call()
+            return await call(record)
         except BaseException:
+            # Releases only an unrecorded claim: a response already stored stays replayable.
             await asyncio.shield(self._release())
             raise
-        async with self.sessionmaker.begin() as store_session:
-            await IdempotencyRepo(store_session).complete(
-                self.user_id, self.key, status, encode(result)
-            )
-        return result
 
     async def _run_in(
         self,
@@ -131,7 +152,11 @@ class IdempotentRequest:
         for _ in range(2):  # the other claim may be released between our two statements
             now = utcnow()
             expires_at = now + timedelta(seconds=self.ttl_s)
-            if await repo.claim(self.user_id, self.key, self.request_hash, now, expires_at):
+            abandoned_before = now - timedelta(seconds=self.abandoned_after_s)
+            claimed = await repo.claim(
+                self.user_id, self.key, self.request_hash, now, expires_at, abandoned_before
+            )
+            if claimed:
                 return None
             row = await repo.get(self.user_id, self.key)
             if row is None:

@@ -16,6 +16,7 @@ from uuid import UUID
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.core import metrics
 from app.core.redaction import redact
 from app.core.security import Principal
 from app.db.base import utcnow
@@ -34,10 +35,23 @@ from app.repositories.conversations import ConversationRepo
 from app.repositories.messages import MessageRepo
 from app.repositories.usage import UserUsageRepo, month_of
 from app.schemas.messages import MessageCreate, MessageRead, TokenUsage, TurnResult
+from app.services.idempotency import ResponseRecorder
 from app.services.pricing import Price, PriceBook
 from app.services.rate_limits import RateLimiter
 
 log = structlog.get_logger(__name__)
+
+# An opened turn: the in-progress reply, the request for the provider, the provider (with its
+# fallbacks) and the owner to charge. `run_turn` or a server-owned generation finishes it.
+OpenTurn = tuple[Message, ChatRequest, Provider, str]
+
+
+@dataclass(frozen=True, slots=True)
+class StartedGeneration:
+    """A streamed turn once opened: the reply being generated and its conversation."""
+
+    reply_id: UUID
+    conversation_id: UUID
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +80,7 @@ class Generation:
         return "".join(self.parts)
 
 
-def _monotonic_ms() -> int:
+def monotonic_ms() -> int:
     return int(time.monotonic() * 1000)
 
 
@@ -82,15 +96,32 @@ def choose_model(
 
 
 async def take_turn(
-    ctx: TurnContext, principal: Principal, conversation_id: UUID, body: MessageCreate
+    ctx: TurnContext,
+    principal: Principal,
+    conversation_id: UUID,
+    body: MessageCreate,
+    *,
+    record: ResponseRecorder | None = None,
 ) -> TurnResult:
     """Run one non-streaming turn and return the contract's 201 body.
 
     On any provider failure the user's message stays stored, the reply is stored as `failed`
     with whatever text arrived, and the domain error (502, 504 or 429) reaches the client.
     """
-    reply, request, provider, owner = await _open_turn(ctx, principal, conversation_id, body)
-    started = _monotonic_ms()
+    opened = await open_turn(ctx, principal, conversation_id, body)
+    return await run_turn(ctx, opened, record=record)
+
+
+async def run_turn(
+    ctx: TurnContext, opened: OpenTurn, *, record: ResponseRecorder | None = None
+) -> TurnResult:
+    """Ask the provider for an opened turn's reply, then store and charge it exactly once.
+
+    A failure stores the reply as `failed` (its text kept) and raises the domain error.
+    `record` (an `Idempotency-Key`'s) stores the result in the transaction that charges it.
+    """
+    reply, request, provider, owner = opened
+    started = monotonic_ms()
     generation = Generation()
     try:
         async with asyncio.timeout(ctx.generation_timeout_s):
@@ -102,7 +133,7 @@ async def take_turn(
     except asyncio.CancelledError:
         # The server is shutting down under us: leave nothing `in_progress`.
         interrupted = UpstreamError("the turn was interrupted")
-        await asyncio.shield(_fail_reply(ctx, reply, interrupted, generation, started))
+        await asyncio.shield(fail_reply(ctx, reply, interrupted, generation, started))
         raise
     except Exception:
         log.exception(
@@ -110,8 +141,8 @@ async def take_turn(
         )
         failure = UpstreamError(f"provider {provider.name!r} failed")
     else:
-        return await _complete_reply(ctx, owner, reply, finished, generation, started)
-    await _fail_reply(ctx, reply, failure, generation, started)
+        return await complete_reply(ctx, owner, reply, finished, generation, started, record=record)
+    await fail_reply(ctx, reply, failure, generation, started)
     raise failure
 
 
@@ -119,23 +150,32 @@ async def _generate(provider: Provider, request: ChatRequest, generation: Genera
     async for event in provider.stream(request):
         if isinstance(event, TextDelta):
             if generation.first_token_at is None:
-                generation.first_token_at = _monotonic_ms()
+                generation.first_token_at = monotonic_ms()
             generation.parts.append(event.text)
         else:
             return event
     raise UpstreamError(f"provider {provider.name!r} ended its reply without finishing")
 
 
-async def _open_turn(
-    ctx: TurnContext, principal: Principal, conversation_id: UUID, body: MessageCreate
-) -> tuple[Message, ChatRequest, Provider, str]:
-    """Commit the user's message and an in-progress reply; build the request from the history."""
+async def open_turn(
+    ctx: TurnContext,
+    principal: Principal,
+    conversation_id: UUID,
+    body: MessageCreate,
+    *,
+    record: ResponseRecorder | None = None,
+) -> OpenTurn:
+    """Commit the user's message and an in-progress reply; build the request from the history.
+
+    `record` (a streamed turn's `Idempotency-Key`) stores the started reply in the same
+    transaction, so a retry finds that reply and never starts a second one.
+    """
     async with ctx.sessionmaker.begin() as session:
         conversation = await ConversationRepo(session).get(conversation_id, principal)
         if conversation is None:
             raise ConversationNotFound(conversation_id)
         choice = choose_model(ctx.registry, conversation, body)
-        await _check_budget(ctx, session, conversation.user_id)
+        await check_budget(ctx, session, conversation.user_id)
         if ctx.limiter is not None:
             await ctx.limiter.check_tokens(conversation.user_id)
         history = await MessageRepo(session).prompt_history(conversation.id)
@@ -161,8 +201,10 @@ async def _open_turn(
             created_at=now,
         )
         if not await MessageRepo(session).claim_generation(user_message, reply):
-            raise GenerationInProgress(conversation.id)
+            raise GenerationInProgress(conversation_id)  # the failed insert expired the rows
         await ConversationRepo(session).count_messages(conversation.id, added=2)
+        if record is not None:
+            await record(session, StartedGeneration(reply.id, conversation.id))
     request = ChatRequest(
         model=choice.model,
         messages=(
@@ -170,15 +212,16 @@ async def _open_turn(
             ChatMessage("user", body.content),
         ),
         system_prompt=conversation.system_prompt,
+        cache_scope=conversation.user_id if body.cache else None,  # the reply cache's tenant
         temperature=body.temperature,
         max_tokens=body.max_tokens,
     )
     if ctx.redact_provider_text:
-        request = _redacted(request)
+        request = redacted_request(request)
     return reply, request, ctx.registry.with_fallbacks(choice), conversation.user_id
 
 
-def _redacted(request: ChatRequest) -> ChatRequest:
+def redacted_request(request: ChatRequest) -> ChatRequest:
     """The request with personal data and keys masked; the stored messages keep the original."""
     return replace(
         request,
@@ -187,7 +230,7 @@ def _redacted(request: ChatRequest) -> ChatRequest:
     )
 
 
-async def _check_budget(ctx: TurnContext, session: AsyncSession, user_id: str) -> None:
+async def check_budget(ctx: TurnContext, session: AsyncSession, user_id: str) -> None:
     """Refuse a turn before the provider is called once the user's month is spent.
 
     Turns already in flight may still land after the check, so a month can end slightly
@@ -200,7 +243,7 @@ async def _check_budget(ctx: TurnContext, session: AsyncSession, user_id: str) -
         raise BudgetExceeded(ctx.budget_usd, month)
 
 
-async def _complete_reply(
+async def complete_reply(
     ctx: TurnContext,
     owner: str,
     reply: Message,
@@ -208,8 +251,14 @@ async def _complete_reply(
     generation: Generation,
     started: int,
     status: MessageStatus = MessageStatus.COMPLETED,
+    *,
+    record: ResponseRecorder | None = None,
 ) -> TurnResult:
-    """Store the reply with its usage and cost, and charge it, in one transaction."""
+    """Store the reply with its usage and cost, and charge it, in one transaction.
+
+    `record` stores the result for an `Idempotency-Key` in that transaction too: a key is
+    never left claimed for a reply that was charged, nor answered for one that was not.
+    """
     usage = finished.usage
     served_by = finished.provider or reply.provider or ""
     requested = finished.requested_model or (reply.model if served_by == reply.provider else None)
@@ -231,7 +280,9 @@ async def _complete_reply(
         reply.model = finished.model
         _record_usage(reply, usage, cost, price)
         reply.finish_reason = finished.reason
-        reply.latency_ms = _monotonic_ms() - started
+        if finished.cache is not None:  # the reply cache was asked: say whether it answered
+            reply.metadata_ = {**reply.metadata_, "cache": finished.cache}
+        reply.latency_ms = monotonic_ms() - started
         reply.time_to_first_token_ms = (
             None if generation.first_token_at is None else generation.first_token_at - started
         )
@@ -243,6 +294,18 @@ async def _complete_reply(
         await UserUsageRepo(session).charge(
             owner, month_of(reply.created_at), usage, cost or Decimal(0)
         )
+        result = TurnResult(
+            message=MessageRead.model_validate(reply),
+            conversation_id=reply.conversation_id,
+            usage=TokenUsage(
+                prompt_tokens=usage.prompt_tokens,
+                completion_tokens=usage.completion_tokens,
+                total_tokens=usage.total_tokens,
+            ),
+            cost_usd=cost,
+        )
+        if record is not None:
+            await record(session, result)
     if ctx.limiter is not None:
         await ctx.limiter.add_tokens(owner, usage.total_tokens)
     log.info(
@@ -254,16 +317,8 @@ async def _complete_reply(
         cost_usd=str(cost),
         latency_ms=reply.latency_ms,
     )
-    return TurnResult(
-        message=MessageRead.model_validate(reply),
-        conversation_id=reply.conversation_id,
-        usage=TokenUsage(
-            prompt_tokens=usage.prompt_tokens,
-            completion_tokens=usage.completion_tokens,
-            total_tokens=usage.total_tokens,
-        ),
-        cost_usd=cost,
-    )
+    metrics.record_reply_usage(reply.provider, reply.model, usage, cost)
+    return result
 
 
 def _record_usage(reply: Message, usage: Usage, cost: Decimal | None, price: Price | None) -> None:
@@ -281,7 +336,7 @@ def _record_usage(reply: Message, usage: Usage, cost: Decimal | None, price: Pri
         reply.price_source = price.source
 
 
-async def _fail_reply(
+async def fail_reply(
     ctx: TurnContext,
     reply: Message,
     failure: ChatAPIError,
@@ -294,6 +349,6 @@ async def _fail_reply(
         reply.status = MessageStatus.FAILED
         reply.finish_reason = "error"
         reply.cost_usd = Decimal(0)
-        reply.latency_ms = _monotonic_ms() - started
+        reply.latency_ms = monotonic_ms() - started
         reply.metadata_ = {"error": {"code": failure.code, "detail": failure.detail}}
     log.warning("turn failed", provider=reply.provider, model=reply.model, code=failure.code)

@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
 from fastapi import FastAPI, Request
-from sqlalchemy import update
+from sqlalchemy import insert, select, update
 
 from app.api.deps import _principal
 from app.core.config import Settings
-from app.core.security import Principal
+from app.core.security import ANONYMOUS_USER, Principal
 from app.db.base import utcnow
-from app.db.models import IdempotencyKey
+from app.db.models import IdempotencyKey, IdempotencyStatus
 from app.db.session import create_engine
 from app.errors import UpstreamError
 from app.providers.mock import MockProvider
+from app.services.idempotency import request_hash
 from tests.factories import create_conversation
 from tests.fakes.providers import (
     FAKE_MODEL,
@@ -51,6 +53,39 @@ async def expire_keys(settings: Settings) -> None:
             await connection.execute(
                 update(IdempotencyKey).values(expires_at=utcnow() - timedelta(seconds=1))
             )
+    finally:
+        await engine.dispose()
+
+
+async def insert_claim(
+    settings: Settings, key: str, claimed_at: datetime, request_hash: str = "0" * 64
+) -> None:
+    """A claim as a request leaves it while it runs: in progress, no response yet."""
+    engine = create_engine(settings)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(
+                insert(IdempotencyKey).values(
+                    user_id=ANONYMOUS_USER,
+                    key=key,
+                    request_hash=request_hash,
+                    status=IdempotencyStatus.IN_PROGRESS,
+                    created_at=claimed_at,
+                    expires_at=utcnow() + timedelta(hours=1),
+                )
+            )
+    finally:
+        await engine.dispose()
+
+
+async def stored_claim(settings: Settings, key: str) -> IdempotencyKey:
+    engine = create_engine(settings)
+    try:
+        async with engine.connect() as connection:
+            row = (
+                await connection.execute(select(IdempotencyKey).where(IdempotencyKey.key == key))
+            ).one()
+            return IdempotencyKey(**row._asdict())
     finally:
         await engine.dispose()
 
@@ -165,6 +200,61 @@ class TestMessages:
         assert "Idempotency-Replayed" not in again.headers
         assert again.json()["message"]["id"] != first.json()["message"]["id"]
         assert counting.calls == 2
+
+    async def test_a_claim_abandoned_by_a_dead_process_is_taken_over(
+        self, start_app: StartApp, settings: Settings
+    ) -> None:
+        # A process that claimed the key and died before its reply was charged: the response
+        # is recorded with the charge, so an unanswered claim means nothing was charged.
+        counting = CountingProvider(MockProvider())
+        client = await start_app(settings, providers=registry_with(counting))
+        conversation_id = (await create_conversation(client))["id"]
+        url = messages_url(conversation_id)
+        claimed_at = utcnow() - timedelta(seconds=settings.generation_timeout_seconds + 61)
+        await insert_claim(settings, "orphan", claimed_at)
+
+        retried = await post_with_key(client, url, "orphan", {"content": "still there?"})
+
+        assert retried.status_code == 201
+        assert counting.calls == 1
+
+    async def test_a_recent_claim_still_in_progress_is_409(
+        self, start_app: StartApp, settings: Settings
+    ) -> None:
+        counting = CountingProvider(MockProvider())
+        client = await start_app(settings, providers=registry_with(counting))
+        conversation_id = (await create_conversation(client))["id"]
+        url, body = messages_url(conversation_id), {"content": "are you done?"}
+        same_request = request_hash("POST", url, json.dumps(body).encode())
+        await insert_claim(settings, "running", utcnow() - timedelta(seconds=5), same_request)
+
+        retried = await post_with_key(client, url, "running", body)
+
+        assert retried.status_code == 409
+        assert retried.json()["code"] == "idempotency_in_progress"
+        assert counting.calls == 0
+
+    async def test_a_streamed_turn_records_its_reply_with_the_users_message(
+        self, start_app: StartApp, settings: Settings
+    ) -> None:
+        stalling = StallingProvider()
+        client = await start_app(settings, providers=registry_with(stalling))
+        conversation_id = (
+            await create_conversation(client, provider=FAKE_PROVIDER, model=FAKE_MODEL)
+        )["id"]
+        body = {"content": "Keep going.", "stream": True}
+        url = messages_url(conversation_id)
+
+        first = asyncio.create_task(post_with_key(client, url, "early", body))
+        await stalling.wait_until_entered(1)
+        # The provider has not answered a word, yet the key already names the running reply.
+        row = await stored_claim(settings, "early")
+        stalling.release()
+        await first
+
+        assert row.status is IdempotencyStatus.COMPLETED
+        assert row.response_status == 200
+        assert row.response_body["conversation_id"] == conversation_id
 
     async def test_a_streamed_turn_replays_the_same_reply(
         self, start_app: StartApp, settings: Settings
