@@ -5,21 +5,27 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 import structlog
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from app import __version__
-from app.api import health, playground, v1
+from app.api import health, openai_compat, playground, v1
 from app.api.deps import AppState
 from app.api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
+from app.api.openai_compat.errors import OpenAIErrorMiddleware
 from app.api.problems import install_problem_handlers
 from app.api.security_headers import SecurityHeadersMiddleware
+from app.core import metrics
 from app.core.config import Environment, Settings
 from app.core.logging import configure_logging
+from app.core.tracing import setup_tracing
 from app.db.session import create_engine, make_sessionmaker
+from app.providers.caching import build_response_cache
+from app.providers.instrumented import instrument_providers
 from app.providers.registry import ProviderRegistry
 from app.providers.setup import build_registry
 from app.services.event_log import EventLog, InProcessEventLog, RedisEventLog
@@ -27,10 +33,16 @@ from app.services.generations import Generations
 from app.services.pricing import PriceBook, build_price_book
 from app.services.rate_limits import RateLimiter
 from app.services.recovery import sweep_forever
+from app.services.stream_quota import Quotas
 from app.services.stream_tickets import StreamTickets
 from app.services.turns import TurnContext
 
 log = structlog.get_logger(__name__)
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.export import SpanExporter
+
+# How long a Redis command waits for a pooled connection before it counts as a Redis error.
+_REDIS_POOL_WAIT_S = 5.0
 
 
 def create_app(
@@ -38,21 +50,36 @@ def create_app(
     *,
     providers: ProviderRegistry | None = None,
     prices: PriceBook | None = None,
+    span_exporter: SpanExporter | None = None,
 ) -> FastAPI:
-    """Build the app; `providers` and `prices` replace the configured ones (for tests)."""
+    """Build the app; `providers`, `prices` and `span_exporter` replace the configured ones
+    (for tests)."""
     configure_logging(settings)
     price_book = prices or build_price_book(settings)
     registry = providers or build_registry(settings, price_book.context_window)
+    # None unless OTEL_EXPORTER_OTLP_ENDPOINT (or a test's exporter) is set: then no spans at all.
+    tracing = setup_tracing(settings, span_exporter)
+    instrument_providers(
+        registry,
+        cost_of=price_book.cost_of,
+        tracer=None if tracing is None else tracing.tracer,
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[AppState]:
         engine = create_engine(settings)
+        metrics.watch_pool(engine)
+        if tracing is not None:
+            tracing.instrument_engine(engine)
+            tracing.instrument_clients()
         sessionmaker = make_sessionmaker(engine)
         redis = (
-            Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=2)
+            _redis_client(settings.redis_url, settings.redis_max_connections, socket_timeout=2)
             if settings.redis_url
             else None
         )
+        reply_cache = build_response_cache(settings.response_cache_ttl_seconds, redis)
+        registry.use_response_cache(reply_cache)
         log.info(
             "starting",
             environment=settings.app_env.value,
@@ -62,9 +89,9 @@ def create_app(
         )
         # Blocking stream reads and the cancel channel wait longer than a command may.
         stream_redis = (
-            Redis.from_url(
+            _redis_client(
                 settings.redis_url,
-                socket_connect_timeout=2,
+                settings.redis_max_connections,
                 socket_timeout=settings.stream_heartbeat_seconds + 5,
             )
             if settings.redis_url
@@ -85,9 +112,8 @@ def create_app(
             redact_provider_text=settings.pii_redaction == "provider",
         )
         local_log = InProcessEventLog()
-        events: EventLog = (
-            RedisEventLog(stream_redis, local_log) if stream_redis is not None else local_log
-        )
+        redis_log = RedisEventLog(stream_redis, local_log) if stream_redis is not None else None
+        events: EventLog = redis_log or local_log
         generations = Generations(
             turns, events, flush_interval_s=settings.stream_flush_seconds, redis=stream_redis
         )
@@ -111,12 +137,19 @@ def create_app(
                 generations=generations,
                 limiter=limiter,
                 stream_tickets=StreamTickets(redis),
+                quotas=Quotas.build(
+                    streams=settings.stream_cap,
+                    generations=settings.generation_cap,
+                    redis=redis,
+                ),
             )
         finally:
             await generations.drain(grace_s=settings.shutdown_grace_seconds)
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
+            if redis_log is not None:
+                await redis_log.aclose()
             if stream_redis is not None:
                 await stream_redis.aclose()
             await registry.aclose()
@@ -124,6 +157,9 @@ def create_app(
             if redis is not None:
                 await redis.aclose()
             await engine.dispose()
+            if tracing is not None:
+                tracing.shutdown()
+            metrics.mark_process_dead()
 
     app = FastAPI(
         title="chat-api",
@@ -132,6 +168,8 @@ def create_app(
         lifespan=lifespan,
     )
     install_problem_handlers(app)
+    if tracing is not None:
+        tracing.instrument_app(app)
     if settings.cors_origins:
         wildcard = settings.cors_origins == ["*"]
         app.add_middleware(
@@ -145,6 +183,7 @@ def create_app(
                 "Idempotency-Key",
                 "Last-Event-ID",
                 "X-Request-ID",
+                "X-Conversation-ID",
             ],
             expose_headers=[
                 "X-Request-ID",
@@ -153,16 +192,32 @@ def create_app(
                 "RateLimit-Remaining",
                 "RateLimit-Reset",
                 "Idempotency-Replayed",
+                "X-Conversation-ID",
             ],
         )
     app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware)
+    # Outside RequestContextMiddleware: its 415s and 500s under /v1 get OpenAI's format too.
+    app.add_middleware(OpenAIErrorMiddleware)
     # Added last: outermost, so the 415 and 500 that RequestContextMiddleware writes get them too.
     app.add_middleware(SecurityHeadersMiddleware, hsts=settings.app_env is Environment.PRODUCTION)
     app.include_router(health.router)
     app.include_router(v1.router)
+    app.include_router(openai_compat.router)
     app.include_router(playground.router)
     return app
+
+
+def _redis_client(url: str, max_connections: int, *, socket_timeout: float) -> Redis:
+    """A client whose pool makes callers wait briefly for a free connection, not fail at once."""
+    pool = BlockingConnectionPool.from_url(
+        url,
+        max_connections=max_connections,
+        timeout=_REDIS_POOL_WAIT_S,
+        socket_connect_timeout=2,
+        socket_timeout=socket_timeout,
+    )
+    return Redis.from_pool(pool)
 
 
 def create_app_from_env() -> FastAPI:

@@ -19,6 +19,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_SQLITE_URL = "sqlite+aiosqlite:///./data/chat.db"
+DEFAULT_CONCURRENCY_CAP = 10
 
 
 class Environment(StrEnum):
@@ -61,6 +62,8 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(default=10, ge=1, le=500)
     db_max_overflow: int = Field(default=10, ge=0, le=500)
     redis_url: str | None = None
+    # Per client (commands; event log and cancels) and worker; callers wait up to 5 s for one.
+    redis_max_connections: int = Field(default=200, ge=2, le=10_000)
     ready_timeout_seconds: float = Field(default=2.0, gt=0, le=30)
 
     default_provider: str | None = None
@@ -80,8 +83,15 @@ class Settings(BaseSettings):
     # Per-user limits over a sliding minute; unset is off. Shared through Redis when set.
     rate_limit_rpm: int | None = Field(default=None, ge=1, le=1_000_000)
     rate_limit_tpm: int | None = Field(default=None, ge=1, le=1_000_000_000)
+    # Per-user caps on open SSE streams and on running replies (429 `too_many_concurrent`),
+    # shared through Redis when set. Unset: 10 each with auth on, off with auth off (every
+    # caller is then the one "anonymous" user); 0 is off.
+    max_concurrent_streams_per_user: int | None = Field(default=None, ge=0, le=100_000)
+    max_concurrent_generations_per_user: int | None = Field(default=None, ge=0, le=100_000)
     # How long a stored Idempotency-Key response is replayed.
     idempotency_ttl_seconds: int = Field(default=86_400, ge=1, le=7 * 86_400)
+    # How long a reply asked for with `cache: true` (temperature 0) is served again; 0 is off.
+    response_cache_ttl_seconds: int = Field(default=3_600, ge=0, le=30 * 86_400)
 
     openai_api_key: SecretStr | None = None
     openai_base_url: str | None = None
@@ -122,6 +132,10 @@ class Settings(BaseSettings):
     # Masks emails, phones, cards, IBANs and keys: in log lines (`logs`), and also in the text
     # sent to providers (`provider`); stored messages always keep what the user wrote.
     pii_redaction: Literal["off", "logs", "provider"] = "logs"
+
+    # Traces go over OTLP/HTTP to this base URL (a collector's :4318); unset, tracing is off.
+    otel_exporter_otlp_endpoint: str | None = None
+    otel_service_name: str = Field(default="chat-api", min_length=1)
 
     @field_validator("cors_origins", "openai_compatible_models", mode="before")
     @classmethod
@@ -166,6 +180,7 @@ class Settings(BaseSettings):
         "anthropic_base_url",
         "azure_openai_endpoint",
         "openai_compatible_base_url",
+        "otel_exporter_otlp_endpoint",
         mode="before",
     )
     @classmethod
@@ -203,6 +218,8 @@ class Settings(BaseSettings):
         "user_budget_usd",
         "rate_limit_rpm",
         "rate_limit_tpm",
+        "max_concurrent_streams_per_user",
+        "max_concurrent_generations_per_user",
         "jwt_secret",
         "jwt_public_key",
         "jwt_issuer",
@@ -226,6 +243,21 @@ class Settings(BaseSettings):
         if self.app_env is Environment.PRODUCTION and not self.auth_enabled:
             raise ValueError("AUTH_ENABLED: production refuses to start with auth off")
         return self
+
+    @property
+    def stream_cap(self) -> int | None:
+        """Open SSE streams one user may have at once; None is no cap."""
+        return self._concurrency_cap(self.max_concurrent_streams_per_user)
+
+    @property
+    def generation_cap(self) -> int | None:
+        """Replies one user may have running at once; None is no cap."""
+        return self._concurrency_cap(self.max_concurrent_generations_per_user)
+
+    def _concurrency_cap(self, value: int | None) -> int | None:
+        if value is None:
+            return DEFAULT_CONCURRENCY_CAP if self.auth_enabled else None
+        return value or None
 
     @property
     def abandoned_after_seconds(self) -> float:
