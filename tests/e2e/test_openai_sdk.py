@@ -192,11 +192,21 @@ class TestOpenAISDK:
             )
         with pytest.raises(openai.BadRequestError) as bad:
             await client.chat.completions.create(model="mock", messages=HI, n=2)
+        await client.chat.completions.create(
+            model="mock", messages=HI, extra_headers={"Idempotency-Key": "once"}
+        )
+        with pytest.raises(openai.UnprocessableEntityError) as reused:
+            await client.chat.completions.create(
+                model="mock",
+                messages=[{"role": "user", "content": "another body"}],
+                extra_headers={"Idempotency-Key": "once"},
+            )
         with pytest.raises(openai.RateLimitError) as limited:
             await client.chat.completions.create(model="gpt-4o", messages=HI)
 
         assert unknown_model.value.code == "model_not_found"
         assert (bad.value.type, bad.value.param) == ("invalid_request_error", "n")
+        assert reused.value.code == "idempotency_key_reused"
         assert limited.value.response.headers["retry-after"] == "3"
 
     async def test_a_streamed_reply_is_stored_and_charged_once_when_the_client_leaves(

@@ -66,7 +66,8 @@ _BY_CODE: dict[str, OpenAIError] = {
     "rate_limited": OpenAIError(429, "requests", "rate_limit_exceeded"),
     "upstream_rate_limited": OpenAIError(429, "requests", "rate_limit_exceeded"),
     "budget_exceeded": OpenAIError(429, "insufficient_quota", "insufficient_quota", retry=False),
-    "idempotency_key_reused": OpenAIError(400, "invalid_request_error", "idempotency_key_reused"),
+    # Our own header, so our contract's status: well-formed, but the key means another body.
+    "idempotency_key_reused": OpenAIError(422, "invalid_request_error", "idempotency_key_reused"),
     "idempotency_in_progress": OpenAIError(409, "invalid_request_error", "idempotency_in_progress"),
     "generation_in_progress": OpenAIError(409, "invalid_request_error", "generation_in_progress"),
     "upstream_error": OpenAIError(502, "api_error", "upstream_error"),
