@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Collection, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import anthropic
 from anthropic.types import (
@@ -24,6 +24,7 @@ from app.providers.base import (
     StreamEvent,
     TextDelta,
     Usage,
+    WholeReply,
 )
 from app.providers.upstream_errors import translate_upstream_error
 
@@ -76,12 +77,54 @@ class AnthropicProvider:
     read_timeout_s: float
     models: Collection[str] | None = None
     name: str = "anthropic"
+    one_shot: ClassVar[bool] = True
 
     def supports(self, model: str) -> bool:
         return self.models is None or model in self.models
 
     async def aclose(self) -> None:
         await self.client.close()
+
+    async def complete(self, request: ChatRequest) -> WholeReply:
+        """The whole reply from one non-streaming request."""
+        try:
+            message = await self.client.messages.create(
+                model=request.model,
+                max_tokens=request.max_tokens or self.default_max_tokens,
+                messages=to_anthropic_messages(request.messages),
+                system=request.system_prompt or anthropic.omit,
+                stop_sequences=list(request.stop) if request.stop else anthropic.omit,
+                # Given explicitly: without it, a client left on the SDK's default timeout
+                # refuses large `max_tokens` without streaming; ours bounds the call anyway.
+                timeout=self.client.timeout,
+            )
+        except Exception as error:
+            translated = translate_upstream_error(self.name, error, timeout_s=self.read_timeout_s)
+            if translated is None:
+                raise
+            raise translated from error
+        if message.stop_reason is None:
+            # Retryable, as a stream that ends unfinished: nothing has reached the caller.
+            raise UpstreamError(
+                f"provider {self.name!r} answered without finishing", retryable=True
+            )
+        usage = message.usage
+        cached = usage.cache_read_input_tokens or 0
+        cache_write = usage.cache_creation_input_tokens or 0
+        usage_total = Usage(
+            prompt_tokens=usage.input_tokens + cached + cache_write,
+            completion_tokens=usage.output_tokens or 0,
+            cached_tokens=cached,
+            cache_write_tokens=cache_write,
+        )
+        finished = Finished(
+            reason=_STOP_REASONS.get(message.stop_reason, "stop"),
+            usage=usage_total,
+            model=message.model or request.model,
+            provider=self.name,
+        )
+        text = "".join(block.text for block in message.content if block.type == "text")
+        return WholeReply(text, finished)
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
         reported_model = request.model

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal, Protocol, cast
 
 from app.errors import UpstreamError
 
@@ -83,8 +83,21 @@ class Completion:
     time_to_first_token_ms: int | None = field(default=None)
 
 
+@dataclass(frozen=True, slots=True)
+class WholeReply:
+    """A reply asked for in one piece (`OneShotProvider.complete`): all its text and its end."""
+
+    text: str
+    finished: Finished
+
+
 class Provider(Protocol):
-    """A model backend. `stream` yields text deltas and ends with exactly one `Finished`."""
+    """A model backend. `stream` yields text deltas and ends with exactly one `Finished`.
+
+    A provider may also be a `OneShotProvider`: non-streaming turns then ask it for the whole
+    reply in one upstream call instead of streaming it (a stream costs a parsed chunk per
+    token and a pass through every wrapper, for a text the caller only wants at the end).
+    """
 
     @property
     def name(self) -> str: ...
@@ -98,6 +111,42 @@ class Provider(Protocol):
 
     # Plain `def` on purpose: an `async def ... yield` method satisfies it; `async def` would not.
     def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]: ...
+
+
+class OneShotProvider(Provider, Protocol):
+    """A provider that can answer in one piece; `one_shot` says whether it really does.
+
+    Wrappers are one-shot only when what they wrap is: a provider that can only stream (a test
+    fake, say) keeps being streamed, so a failure still keeps the text that had arrived.
+    """
+
+    @property
+    def one_shot(self) -> bool: ...
+
+    async def complete(self, request: ChatRequest) -> WholeReply:
+        """The whole reply from one upstream call; raises as `stream` would, with no text."""
+        ...
+
+
+def one_shot_of(provider: Provider) -> OneShotProvider | None:
+    """`provider` when it asks its upstream for a whole reply in one call, else None."""
+    if getattr(provider, "one_shot", False) is True:
+        return cast(OneShotProvider, provider)
+    return None
+
+
+async def whole_reply(provider: Provider, request: ChatRequest) -> WholeReply:
+    """The whole reply: one call when `provider` is one-shot, else its stream, drained."""
+    one_shot = one_shot_of(provider)
+    if one_shot is not None:
+        return await one_shot.complete(request)
+    parts: list[str] = []
+    async for event in provider.stream(request):
+        if isinstance(event, TextDelta):
+            parts.append(event.text)
+        else:
+            return WholeReply("".join(parts), event)
+    raise UpstreamError(f"provider {provider.name!r} ended its reply without finishing")
 
 
 async def complete(

@@ -33,6 +33,9 @@ from app.providers.base import (
     StreamEvent,
     TextDelta,
     Usage,
+    WholeReply,
+    one_shot_of,
+    whole_reply,
 )
 
 log = structlog.get_logger(__name__)
@@ -207,6 +210,22 @@ class CachingProvider:
     def supports(self, model: str) -> bool:
         return self.inner.supports(model)
 
+    @property
+    def one_shot(self) -> bool:
+        return one_shot_of(self.inner) is not None
+
+    async def complete(self, request: ChatRequest) -> WholeReply:
+        """As `stream`, in one piece: a hit calls nobody, a miss is kept before it returns."""
+        if not cacheable(request):
+            return await whole_reply(self.inner, request)
+        key = cache_key(self.inner.name, request)
+        stored = await self.cache.store.get(key)
+        if stored is not None:
+            return WholeReply(stored.text, _hit(stored))
+        reply = await whole_reply(self.inner, request)
+        await self._keep(key, request, reply.finished, reply.text)
+        return WholeReply(reply.text, dataclasses.replace(reply.finished, cache="miss"))
+
     async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
         if not cacheable(request):
             async for event in self.inner.stream(request):
@@ -215,17 +234,9 @@ class CachingProvider:
         key = cache_key(self.inner.name, request)
         stored = await self.cache.store.get(key)
         if stored is not None:
-            log.info("reply served from cache", provider=stored.provider, model=stored.model)
             if stored.text:
                 yield TextDelta(stored.text)
-            yield Finished(
-                reason=stored.reason,
-                usage=Usage(),  # no provider call happened: nothing to charge
-                model=stored.model,
-                provider=stored.provider,
-                requested_model=stored.requested_model,
-                cache="hit",
-            )
+            yield _hit(stored)
             return
         parts: list[str] = []
         async for event in self.inner.stream(request):
@@ -250,3 +261,16 @@ class CachingProvider:
             usage=finished.usage,
         )
         await self.cache.store.put(key, reply, self.cache.ttl_s)
+
+
+def _hit(stored: CachedReply) -> Finished:
+    """How a reply served from the cache finishes (logged: only names, never text)."""
+    log.info("reply served from cache", provider=stored.provider, model=stored.model)
+    return Finished(
+        reason=stored.reason,
+        usage=Usage(),  # no provider call happened: nothing to charge
+        model=stored.model,
+        provider=stored.provider,
+        requested_model=stored.requested_model,
+        cache="hit",
+    )

@@ -8,11 +8,11 @@ message text.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import structlog
 from opentelemetry import context as otel_context
@@ -20,12 +20,24 @@ from opentelemetry import trace
 
 from app.core import metrics
 from app.errors import ChatAPIError, UpstreamError
-from app.providers.base import ChatRequest, Finished, Provider, StreamEvent, TextDelta, Usage
+from app.providers.base import (
+    ChatRequest,
+    Finished,
+    Provider,
+    StreamEvent,
+    TextDelta,
+    Usage,
+    WholeReply,
+    one_shot_of,
+    whole_reply,
+)
 
 if TYPE_CHECKING:  # the registry imports the retry owner, which imports `note_retry` from here
     from app.providers.registry import ProviderRegistry
 
 log = structlog.get_logger("app.providers.calls")
+
+T = TypeVar("T")
 
 
 class CostOf(Protocol):
@@ -73,6 +85,24 @@ class InstrumentedProvider:
 
     def supports(self, model: str) -> bool:
         return self.wrapped.supports(model)
+
+    @property
+    def one_shot(self) -> bool:
+        return one_shot_of(self.wrapped) is not None
+
+    async def complete(self, request: ChatRequest) -> WholeReply:
+        """One call, measured as a stream is. The first token arrives with the whole reply,
+        so the time to first token is the call's latency (none for an empty reply)."""
+        call = _Call(self, request)
+        try:
+            reply = await call.run(whole_reply(self.wrapped, request))
+        except BaseException as error:
+            call.fail(error)
+            raise
+        if reply.text:
+            call.first_token()
+        call.finish(reply.finished)
+        return reply
 
     async def aclose(self) -> None:
         """Release the wrapped provider's client (the registry closes what it holds)."""
@@ -140,10 +170,16 @@ class _Call:
         """The next event, with this call's span current while it is awaited (and only then:
         a span left current across a `yield` would leak into the caller's work)."""
         if self.span is None:
-            return await anext(events)
+            return await anext(events)  # the common case, once per chunk: no extra await
+        return await self.run(anext(events))
+
+    async def run(self, step: Awaitable[T]) -> T:
+        """`step` awaited with this call's span current."""
+        if self.span is None:
+            return await step
         token = otel_context.attach(trace.set_span_in_context(self.span))
         try:
-            return await anext(events)
+            return await step
         finally:
             otel_context.detach(token)
 

@@ -7,6 +7,7 @@ import hashlib
 import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import ClassVar
 
 from app.providers.base import (
     ChatRequest,
@@ -15,6 +16,7 @@ from app.providers.base import (
     StreamEvent,
     TextDelta,
     Usage,
+    WholeReply,
 )
 
 MOCK_MODELS = ("mock",)
@@ -61,24 +63,40 @@ class MockProvider:
     chunk_delay_s: float = 0.0
     name: str = "mock"
     default_model: str = MOCK_MODELS[0]
+    one_shot: ClassVar[bool] = True
 
     def supports(self, model: str) -> bool:
         return model in MOCK_MODELS
 
+    async def complete(self, request: ChatRequest) -> WholeReply:
+        """The same reply as `stream`, after the same total pause."""
+        pieces, finished = _reply(request)
+        if self.chunk_delay_s and pieces:
+            await asyncio.sleep(self.chunk_delay_s * len(pieces))
+        return WholeReply("".join(pieces), finished)
+
     async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
-        words = reply_words(request)
-        budget = request.max_tokens
-        completion_tokens = 0
-        reason: FinishReason = "stop"
-        for index, word in enumerate(words):
-            piece = word if index == 0 else f" {word}"
-            tokens = estimate_tokens(piece)
-            if budget is not None and completion_tokens + tokens > budget:
-                reason = "length"
-                break
+        pieces, finished = _reply(request)
+        for piece in pieces:
             if self.chunk_delay_s:
                 await asyncio.sleep(self.chunk_delay_s)
-            completion_tokens += tokens
             yield TextDelta(piece)
-        usage = Usage(prompt_tokens=prompt_tokens_of(request), completion_tokens=completion_tokens)
-        yield Finished(reason=reason, usage=usage, model=request.model)
+        yield finished
+
+
+def _reply(request: ChatRequest) -> tuple[list[str], Finished]:
+    """The reply's pieces (a word each) within `max_tokens`, and how it finishes."""
+    budget = request.max_tokens
+    completion_tokens = 0
+    reason: FinishReason = "stop"
+    pieces: list[str] = []
+    for index, word in enumerate(reply_words(request)):
+        piece = word if index == 0 else f" {word}"
+        tokens = estimate_tokens(piece)
+        if budget is not None and completion_tokens + tokens > budget:
+            reason = "length"
+            break
+        completion_tokens += tokens
+        pieces.append(piece)
+    usage = Usage(prompt_tokens=prompt_tokens_of(request), completion_tokens=completion_tokens)
+    return pieces, Finished(reason=reason, usage=usage, model=request.model)

@@ -8,13 +8,21 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import openai
 from openai.types.chat import ChatCompletionMessageParam
 
 from app.errors import UpstreamError
-from app.providers.base import ChatRequest, Finished, FinishReason, StreamEvent, TextDelta, Usage
+from app.providers.base import (
+    ChatRequest,
+    Finished,
+    FinishReason,
+    StreamEvent,
+    TextDelta,
+    Usage,
+    WholeReply,
+)
 from app.providers.upstream_errors import translate_upstream_error
 
 _FINISH_REASONS: Mapping[str, FinishReason] = {
@@ -56,6 +64,7 @@ class OpenAIChatProvider:
     models: Collection[str] | None = None
     deployments: Mapping[str, str] = field(default_factory=dict)
     include_usage: bool = True
+    one_shot: ClassVar[bool] = True
 
     def supports(self, model: str) -> bool:
         if self.deployments:
@@ -64,6 +73,38 @@ class OpenAIChatProvider:
 
     async def aclose(self) -> None:
         await self.client.close()
+
+    async def complete(self, request: ChatRequest) -> WholeReply:
+        """The whole reply from one non-streaming request (`stream: false`)."""
+        try:
+            response = await self.client.chat.completions.create(
+                model=self.deployments.get(request.model, request.model),
+                messages=to_openai_messages(request),
+                stream=False,
+                temperature=openai.omit if request.temperature is None else request.temperature,
+                max_tokens=openai.omit if request.max_tokens is None else request.max_tokens,
+                top_p=openai.omit if request.top_p is None else request.top_p,
+                stop=list(request.stop) if request.stop else openai.omit,
+            )
+        except Exception as error:
+            translated = translate_upstream_error(self.name, error, timeout_s=self.read_timeout_s)
+            if translated is None:
+                raise
+            raise translated from error
+        # Only one choice is ever asked for (no `n`), as the stream's deltas assume too.
+        choice = response.choices[0] if response.choices else None
+        if choice is None or choice.finish_reason is None:
+            # Retryable, as a stream that ends unfinished: nothing has reached the caller.
+            raise UpstreamError(
+                f"provider {self.name!r} answered without finishing", retryable=True
+            )
+        finished = Finished(
+            reason=_FINISH_REASONS.get(choice.finish_reason, "stop"),
+            usage=Usage() if response.usage is None else _usage_of(response.usage),
+            model=response.model or request.model,
+            provider=self.name,
+        )
+        return WholeReply(choice.message.content or "", finished)
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
         reported_model = request.model

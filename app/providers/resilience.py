@@ -23,7 +23,16 @@ from tenacity import (
 )
 
 from app.errors import UpstreamError, UpstreamTimeout
-from app.providers.base import ChatRequest, Finished, Provider, StreamEvent, TextDelta
+from app.providers.base import (
+    ChatRequest,
+    Finished,
+    Provider,
+    StreamEvent,
+    TextDelta,
+    WholeReply,
+    one_shot_of,
+    whole_reply,
+)
 from app.providers.instrumented import note_retry
 
 log = structlog.get_logger(__name__)
@@ -62,17 +71,44 @@ class ResilientProvider:
     def supports(self, model: str) -> bool:
         return self.inner.supports(model)
 
-    async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
-        if self.fit is not None:
-            # Off the loop: the first count per encoding loads a BPE file (most of a second).
-            request = await asyncio.to_thread(self.fit, self.inner.name, request)
-        retrying = AsyncRetrying(
+    @property
+    def one_shot(self) -> bool:
+        return one_shot_of(self.inner) is not None
+
+    async def complete(self, request: ChatRequest) -> WholeReply:
+        """The whole reply, retried as a stream is; the idle limit bounds the whole call.
+
+        The upstream is silent until a one-shot reply is whole, so the longest silence is the
+        call itself (the SDK clients' read timeout is the same `PROVIDER_TIMEOUT_SECONDS`).
+        """
+        request = await self._fitted(request)
+        async for attempt in self._retrying(request):
+            with attempt:
+                try:
+                    async with asyncio.timeout(self.policy.idle_timeout_s):
+                        return await whole_reply(self.inner, request)
+                except TimeoutError:
+                    raise UpstreamTimeout(self.inner.name, self.policy.idle_timeout_s) from None
+        raise AssertionError("unreachable: the last failed attempt re-raises its error")
+
+    async def _fitted(self, request: ChatRequest) -> ChatRequest:
+        if self.fit is None:
+            return request
+        # Off the loop: the first count per encoding loads a BPE file (most of a second).
+        return await asyncio.to_thread(self.fit, self.inner.name, request)
+
+    def _retrying(self, request: ChatRequest) -> AsyncRetrying:
+        return AsyncRetrying(
             stop=stop_after_attempt(self.policy.max_retries + 1),
             wait=self._wait,
             retry=retry_if_exception(self._worth_retrying),
             before_sleep=functools.partial(self._log_retry, request.model),
             reraise=True,
         )
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+        request = await self._fitted(request)
+        retrying = self._retrying(request)
         events: AsyncIterator[StreamEvent] | None = None
         first: StreamEvent | None = None
         async for attempt in retrying:
@@ -154,6 +190,41 @@ class FallbackProvider:
     def supports(self, model: str) -> bool:
         return any(provider.supports(model) for provider, _ in self.candidates)
 
+    @property
+    def one_shot(self) -> bool:
+        return all(one_shot_of(provider) is not None for provider, _ in self.candidates)
+
+    async def complete(self, request: ChatRequest) -> WholeReply:
+        """The whole reply from the first candidate that gives one, in the order of `stream`.
+
+        No text reaches the caller before a one-shot reply is whole, so any upstream error
+        moves on to the next candidate.
+        """
+        last_error: UpstreamError | None = None
+        for index, (provider, model) in enumerate(self.candidates):
+            if index == 0:
+                model = request.model
+            try:
+                reply = await whole_reply(provider, dataclasses.replace(request, model=model))
+            except UpstreamError as error:
+                last_error = error
+                self._log_fallback(provider, model, error)
+                continue
+            finished = dataclasses.replace(
+                reply.finished,
+                provider=reply.finished.provider or provider.name,
+                requested_model=model,
+            )
+            return WholeReply(reply.text, finished)
+        assert last_error is not None
+        raise last_error
+
+    @staticmethod
+    def _log_fallback(provider: Provider, model: str, error: UpstreamError) -> None:
+        log.warning(
+            "falling back to the next model", provider=provider.name, model=model, code=error.code
+        )
+
     async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
         last_error: UpstreamError | None = None
         for index, (provider, model) in enumerate(self.candidates):
@@ -174,12 +245,7 @@ class FallbackProvider:
                 if produced_text:
                     raise
                 last_error = error
-                log.warning(
-                    "falling back to the next model",
-                    provider=provider.name,
-                    model=model,
-                    code=error.code,
-                )
+                self._log_fallback(provider, model, error)
         assert last_error is not None
         raise last_error
 

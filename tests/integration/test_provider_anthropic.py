@@ -13,6 +13,7 @@ import pytest
 from app.core.config import Settings
 from tests.factories import create_conversation, send_message
 from tests.fakes.upstream import Fail, FakeUpstream, Reply
+from tests.sse import read_stream
 
 pytestmark = pytest.mark.filterwarnings("ignore:The model .* is deprecated:DeprecationWarning")
 
@@ -61,7 +62,8 @@ class TestTheRequestSent:
         assert request.path == "/v1/messages"
         assert request.json["model"] == MODEL
         assert request.json["system"] == SYSTEM
-        assert request.json["stream"] is True
+        # A non-streaming turn asks for the whole reply in one plain request.
+        assert request.json.get("stream", False) is False
         assert request.json["messages"] == [
             {"role": "user", "content": "First question"},
             {"role": "assistant", "content": "First answer."},
@@ -150,6 +152,39 @@ class TestTheStoredReply:
         read = (await client.get(f"/api/v1/conversations/{conversation['id']}")).json()
         assert Decimal(str(read["total_cost_usd"])) == expected
         assert read["messages"][1]["cache_write_tokens"] == 2_000
+        [request] = upstream.requests
+        assert request.json.get("stream", False) is False
+
+    async def test_a_streamed_turn_streams_from_the_upstream_and_is_counted_the_same(
+        self, client: httpx.AsyncClient, upstream: FakeUpstream
+    ) -> None:
+        conversation = await create_conversation(client, provider="anthropic", model=MODEL)
+        upstream.script(
+            Reply(
+                "Cached.",
+                model=SNAPSHOT,
+                prompt_tokens=10_000,
+                cached_tokens=6_000,
+                cache_write_tokens=2_000,
+                completion_tokens=500,
+            )
+        )
+
+        stream = await read_stream(
+            client,
+            "POST",
+            f"/api/v1/conversations/{conversation['id']}/messages",
+            json={"content": "Hi", "stream": True},
+        )
+
+        assert (stream.terminal.event, stream.text) == ("done", "Cached.")
+        [request] = upstream.requests
+        assert request.json["stream"] is True
+        read = (await client.get(f"/api/v1/conversations/{conversation['id']}")).json()
+        reply = read["messages"][1]
+        assert (reply["prompt_tokens"], reply["completion_tokens"]) == (10_000, 500)
+        assert (reply["cached_tokens"], reply["cache_write_tokens"]) == (6_000, 2_000)
+        assert Decimal(str(read["total_cost_usd"])) == Decimal("0.0228")
 
     async def test_a_max_tokens_stop_is_stored_as_length(
         self, client: httpx.AsyncClient, upstream: FakeUpstream

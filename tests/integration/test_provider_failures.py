@@ -23,6 +23,7 @@ from tests.fakes.upstream import (
     Stall,
     StallMidStream,
 )
+from tests.sse import EventStream, read_stream
 
 pytestmark = pytest.mark.filterwarnings("ignore:The model .* is deprecated:DeprecationWarning")
 
@@ -72,6 +73,28 @@ async def turn(client: httpx.AsyncClient, provider: str = "openai") -> tuple[htt
     return response, conversation["id"]
 
 
+async def streamed_turn(
+    client: httpx.AsyncClient, provider: str = "openai"
+) -> tuple[EventStream, str]:
+    """`turn`, with the reply streamed (`stream: true`): the upstream is streamed from too."""
+    conversation = await create_conversation(client, provider=provider, model=MODELS[provider])
+    stream = await read_stream(
+        client,
+        "POST",
+        f"/api/v1/conversations/{conversation['id']}/messages",
+        json={"content": "Hello", "stream": True},
+    )
+    return stream, conversation["id"]
+
+
+def assert_one_shot(upstream: FakeUpstream) -> None:
+    """Every upstream request asked for the whole reply in one piece, not for a stream."""
+    assert upstream.requests
+    assert [r.json.get("stream", False) for r in upstream.requests] == [False] * len(
+        upstream.requests
+    )
+
+
 async def stored(client: httpx.AsyncClient, conversation_id: str) -> list[dict[str, Any]]:
     messages: list[dict[str, Any]] = (
         await client.get(f"/api/v1/conversations/{conversation_id}")
@@ -101,6 +124,19 @@ class TestRetries:
         assert response.status_code == 201, response.text
         assert response.json()["message"]["content"] == "Second time lucky."
         assert [r.path for r in upstream.requests] == [OPENAI_PATH] * 2
+        assert_one_shot(upstream)
+
+    async def test_anthropic_rate_limits_and_overloads_are_retried_then_it_answers(
+        self, client: httpx.AsyncClient, upstream: FakeUpstream
+    ) -> None:
+        upstream.script(Fail(429, retry_after="0"), Fail(529), Reply("Third time lucky."))
+
+        response, _ = await turn(client, "anthropic")
+
+        assert response.status_code == 201, response.text
+        assert response.json()["message"]["content"] == "Third time lucky."
+        assert [r.path for r in upstream.requests] == ["/v1/messages"] * 3
+        assert_one_shot(upstream)
 
     @pytest.mark.parametrize("provider", PROVIDERS)
     async def test_server_errors_are_retried_until_the_retries_run_out(
@@ -116,6 +152,7 @@ class TestRetries:
         assert upstream.pending == 1
         # Each call is a first attempt as far as the SDK knows: ours is the only retry loop.
         assert [r.headers["x-stainless-retry-count"] for r in upstream.requests] == ["0"] * 3
+        assert_one_shot(upstream)
         await assert_stored_failed(client, conversation_id, "upstream_error")
 
     async def test_a_persistent_rate_limit_is_a_429_with_retry_after(
@@ -212,11 +249,11 @@ class TestTimeouts:
     ) -> None:
         upstream.script(StallMidStream(after_chunks=1, seconds=10, text="Partial reply here."))
 
-        response, conversation_id = await turn(client, provider)
+        stream, conversation_id = await streamed_turn(client, provider)
 
-        assert response.status_code == 504
-        assert response.json()["code"] == "upstream_timeout"
-        assert len(upstream.requests) == 1
+        assert stream.terminal.event == "error"
+        assert stream.terminal.json()["code"] == "upstream_timeout"
+        assert [r.json["stream"] for r in upstream.requests] == [True]
         await assert_stored_failed(client, conversation_id, "upstream_timeout", "Partial")
 
     @pytest.mark.parametrize("provider", PROVIDERS)
@@ -225,12 +262,40 @@ class TestTimeouts:
     ) -> None:
         upstream.script(CutStream(after_chunks=2, text="One two three four."))
 
+        stream, conversation_id = await streamed_turn(client, provider)
+
+        assert stream.terminal.event == "error"
+        assert stream.terminal.json()["code"] == "upstream_error"
+        assert [r.json["stream"] for r in upstream.requests] == [True]
+        await assert_stored_failed(client, conversation_id, "upstream_error", "One two")
+
+    @pytest.mark.parametrize("provider", PROVIDERS)
+    async def test_a_one_shot_reply_stalled_mid_body_is_retried_then_a_504_with_no_text(
+        self, client: httpx.AsyncClient, upstream: FakeUpstream, provider: str
+    ) -> None:
+        # A non-streaming turn asks for the whole reply: nothing reached the client yet.
+        upstream.script(*[StallMidStream(after_chunks=1, seconds=10, text="Partial.")] * 3)
+
         response, conversation_id = await turn(client, provider)
 
-        assert response.status_code == 502
-        assert response.json()["code"] == "upstream_error"
-        assert len(upstream.requests) == 1
-        await assert_stored_failed(client, conversation_id, "upstream_error", "One two")
+        assert response.status_code == 504
+        assert response.json()["code"] == "upstream_timeout"
+        assert len(upstream.requests) == 3
+        assert_one_shot(upstream)
+        await assert_stored_failed(client, conversation_id, "upstream_timeout")
+
+    @pytest.mark.parametrize("provider", PROVIDERS)
+    async def test_a_one_shot_reply_cut_mid_body_is_retried_and_the_retry_answers(
+        self, client: httpx.AsyncClient, upstream: FakeUpstream, provider: str
+    ) -> None:
+        upstream.script(CutStream(text="One two three four."), Reply("Whole this time."))
+
+        response, _ = await turn(client, provider)
+
+        assert response.status_code == 201, response.text
+        assert response.json()["message"]["content"] == "Whole this time."
+        assert len(upstream.requests) == 2
+        assert_one_shot(upstream)
 
 
 class TestWrongKey:
@@ -320,8 +385,8 @@ class TestFallback:
     ) -> None:
         upstream.script(CutStream(after_chunks=2, text="One two three four."))
 
-        response, conversation_id = await turn(client)
+        stream, conversation_id = await streamed_turn(client)
 
-        assert response.status_code == 502
+        assert stream.terminal.json()["code"] == "upstream_error"
         assert [r.path for r in upstream.requests] == [OPENAI_PATH]
         await assert_stored_failed(client, conversation_id, "upstream_error", "One two")

@@ -13,6 +13,7 @@ import pytest
 from app.core.config import Settings
 from tests.factories import create_conversation, send_message
 from tests.fakes.upstream import FakeUpstream, Reply
+from tests.sse import read_stream
 
 StartApp = Callable[..., Any]
 SYSTEM = "You are terse."
@@ -42,23 +43,45 @@ async def stored_messages(client: httpx.AsyncClient, conversation_id: str) -> li
 
 
 class TestTheRequestSent:
-    async def test_it_carries_the_model_the_key_and_asks_for_a_stream_with_usage(
+    async def test_it_carries_the_model_the_key_and_asks_for_the_whole_reply_at_once(
         self, client: httpx.AsyncClient, upstream: FakeUpstream
     ) -> None:
         conversation = await create_conversation(client, provider="openai", model="gpt-4o")
 
         await send_message(client, conversation["id"], "Hi")
 
+        # A non-streaming turn needs no stream from the upstream: one plain request.
         [request] = upstream.requests
         assert (request.method, request.path) == ("POST", "/v1/chat/completions")
         assert request.headers["authorization"] == f"Bearer {upstream.api_key}"
         assert request.json["model"] == "gpt-4o"
-        assert request.json["stream"] is True
-        assert request.json["stream_options"] == {"include_usage": True}
+        assert request.json.get("stream", False) is False
+        assert "stream_options" not in request.json
         assert "max_tokens" not in request.json
         assert "temperature" not in request.json
         assert "top_p" not in request.json
         assert "stop" not in request.json
+
+    async def test_a_streamed_turn_asks_for_a_stream_with_usage(
+        self, client: httpx.AsyncClient, upstream: FakeUpstream
+    ) -> None:
+        conversation = await create_conversation(client, provider="openai", model="gpt-4o")
+        upstream.script(Reply("Streamed back.", prompt_tokens=20, completion_tokens=3))
+
+        stream = await read_stream(
+            client,
+            "POST",
+            f"/api/v1/conversations/{conversation['id']}/messages",
+            json={"content": "Hi", "stream": True},
+        )
+
+        assert stream.terminal.event == "done"
+        assert stream.text == "Streamed back."
+        [request] = upstream.requests
+        assert request.json["stream"] is True
+        assert request.json["stream_options"] == {"include_usage": True}
+        [_, stored] = await stored_messages(client, conversation["id"])
+        assert (stored["prompt_tokens"], stored["completion_tokens"]) == (20, 3)
 
     async def test_the_system_prompt_comes_first_then_the_whole_history_in_order(
         self, client: httpx.AsyncClient, upstream: FakeUpstream
@@ -108,6 +131,8 @@ class TestTheStoredReply:
 
         result = await send_message(client, conversation["id"], "Hi")
 
+        [request] = upstream.requests  # one call, not streamed, billed as a streamed one was
+        assert request.json.get("stream", False) is False
         expected = (600 * GPT_4O_INPUT + 400 * GPT_4O_CACHED + 200 * GPT_4O_OUTPUT) / 1_000_000
         assert expected == Decimal("0.004")
         message = result["message"]
