@@ -79,14 +79,26 @@ class ConversationRepo:
         await self.session.delete(conversation)
         await self.session.flush()
 
-    async def count_messages(self, conversation_id: UUID, added: int) -> None:
-        """Add to `message_count` in SQL, so concurrent turns never overwrite each other."""
-        await self.session.execute(
+    async def get_counting_messages(
+        self, conversation_id: UUID, principal: Principal, *, added: int
+    ) -> Conversation | None:
+        """`get`, adding `added` to `message_count`, in one statement: how a turn opens.
+
+        `UPDATE ... RETURNING`: one round trip instead of a read and an update on every turn.
+        The count changes in SQL (`x = x + delta`), so concurrent turns never overwrite each
+        other, under the same tenancy filter as `owned`. A turn that then fails (budget, a
+        running reply) rolls it back with its transaction. The row stays locked until then:
+        lock a conversation before its messages, as `complete_reply` does, or risk deadlock.
+        """
+        visible = self.owned(principal).where(Conversation.id == conversation_id).whereclause
+        assert visible is not None  # the id filter at least
+        statement = (
             update(Conversation)
-            .where(Conversation.id == conversation_id)
+            .where(visible)
             .values(message_count=Conversation.message_count + added, updated_at=utcnow())
-            .execution_options(synchronize_session=False)
+            .returning(Conversation)
         )
+        return (await self.session.scalars(statement)).one_or_none()
 
     async def charge(self, conversation_id: UUID, *, tokens: int, cost_usd: Decimal) -> None:
         """Add a reply's tokens and cost to the totals in SQL (`total = total + delta`)."""

@@ -66,16 +66,17 @@ class MessageRepo:
         self.session.add_all(messages)
         await self.session.flush()
 
-    async def claim_generation(self, user_message: Message, reply: Message) -> bool:
-        """Store a turn's messages unless a reply is already running in the conversation.
+    async def claim_generation(self, *messages: Message) -> bool:
+        """Store a turn's messages (its in-progress reply last) unless a reply already runs.
 
         The claim is the insert itself (a partial unique index on running replies), so two
         concurrent turns can never both start. No savepoint (two round trips on every turn):
         on `False` the transaction has failed and its objects are expired, so the caller must
-        end it without touching them (raise with ids it read before).
+        end it without touching them (raise with ids it read before). Messages that set the
+        same columns go in one multi-row INSERT; the ORM sends one INSERT per differing row.
         """
         try:
-            self.session.add_all((user_message, reply))
+            self.session.add_all(messages)
             await self.session.flush()
         except IntegrityError as error:
             # Postgres names the index; SQLite names the column the partial index covers.

@@ -67,12 +67,13 @@ async def open_prompt_turn(
     reply runs in the conversation). Nothing is stored when any of them fails. `record` (a
     streamed call's `Idempotency-Key`) stores the started reply in that transaction too.
     """
-    *earlier, last = turn.new_messages
+    *_, last = turn.new_messages
     if last.role != "user":
         raise ValueError("a prompt turn's new messages must end with a user message")
     async with ctx.sessionmaker.begin() as session:
         conversations = ConversationRepo(session)
         now = utcnow()
+        counted = len(turn.new_messages) + 1  # and the reply
         if turn.conversation_id is None:
             conversation = await conversations.add(
                 Conversation(
@@ -82,12 +83,16 @@ async def open_prompt_turn(
                     provider=turn.choice.provider.name,
                     model=turn.choice.model,
                     system_prompt=turn.system_prompt,
+                    message_count=counted,
                     created_at=now,
                     updated_at=now,
                 )
             )
         else:
-            found = await conversations.get(turn.conversation_id, principal)
+            # Found (tenancy filter) and counted in one statement; a failure below rolls back.
+            found = await conversations.get_counting_messages(
+                turn.conversation_id, principal, added=counted
+            )
             if found is None:
                 raise ConversationNotFound(turn.conversation_id)
             conversation = found
@@ -115,17 +120,13 @@ async def open_prompt_turn(
             provider=turn.choice.provider.name,
             model=turn.choice.model,
             metadata_={},
-            cost_usd=None,
+            cost_usd=Decimal(0),  # until charged; the same columns as `stored`: one INSERT
             created_at=now + timedelta(microseconds=len(stored)),
         )
-        messages = MessageRepo(session)
-        if earlier:
-            await messages.add_all(*stored[:-1])
         claimed_in = conversation.id  # read before the insert: a failed one expires the rows
-        if not await messages.claim_generation(stored[-1], reply):
-            raise GenerationInProgress(claimed_in)
-        await conversations.count_messages(conversation.id, added=len(stored) + 1)
         owner = conversation.user_id
+        if not await MessageRepo(session).claim_generation(*stored, reply):
+            raise GenerationInProgress(claimed_in)
         if record is not None:
             await record(session, StartedGeneration(reply.id, conversation.id))
     request = ChatRequest(

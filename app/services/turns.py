@@ -29,7 +29,15 @@ from app.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
-from app.providers.base import ChatMessage, ChatRequest, Finished, Provider, TextDelta, Usage
+from app.providers.base import (
+    ChatMessage,
+    ChatRequest,
+    Finished,
+    Provider,
+    TextDelta,
+    Usage,
+    one_shot_of,
+)
 from app.providers.registry import ModelChoice, ProviderRegistry
 from app.repositories.conversations import ConversationRepo
 from app.repositories.messages import MessageRepo
@@ -147,6 +155,15 @@ async def run_turn(
 
 
 async def _generate(provider: Provider, request: ChatRequest, generation: Generation) -> Finished:
+    one_shot = one_shot_of(provider)
+    if one_shot is not None:
+        # The caller wants only the whole reply: one upstream call, no stream to parse. Its
+        # first token arrives with the rest; a failure leaves no partial text.
+        reply = await one_shot.complete(request)
+        if reply.text:
+            generation.first_token_at = monotonic_ms()
+            generation.parts.append(reply.text)
+        return reply.finished
     async for event in provider.stream(request):
         if isinstance(event, TextDelta):
             if generation.first_token_at is None:
@@ -171,7 +188,11 @@ async def open_turn(
     transaction, so a retry finds that reply and never starts a second one.
     """
     async with ctx.sessionmaker.begin() as session:
-        conversation = await ConversationRepo(session).get(conversation_id, principal)
+        # Found (under the tenancy filter) and counted in one statement: nothing is kept
+        # when the turn fails below, since the transaction rolls back.
+        conversation = await ConversationRepo(session).get_counting_messages(
+            conversation_id, principal, added=2
+        )
         if conversation is None:
             raise ConversationNotFound(conversation_id)
         choice = choose_model(ctx.registry, conversation, body)
@@ -197,12 +218,13 @@ async def open_turn(
             provider=choice.provider.name,
             model=choice.model,
             metadata_={},
-            cost_usd=None,
+            # 0 until charged (what the column default stored anyway): setting the same
+            # columns as the user's message lets both go in one INSERT.
+            cost_usd=Decimal(0),
             created_at=now,
         )
         if not await MessageRepo(session).claim_generation(user_message, reply):
             raise GenerationInProgress(conversation_id)  # the failed insert expired the rows
-        await ConversationRepo(session).count_messages(conversation.id, added=2)
         if record is not None:
             await record(session, StartedGeneration(reply.id, conversation.id))
     request = ChatRequest(
@@ -273,6 +295,12 @@ async def complete_reply(
             model=finished.model,
         )
     async with ctx.sessionmaker.begin() as session:
+        # Same transaction as the reply: the totals can never disagree with their messages.
+        # The conversation first: a turn opening locks it before its messages, and the same
+        # order here keeps the two from deadlocking.
+        await ConversationRepo(session).charge(
+            reply.conversation_id, tokens=usage.total_tokens, cost_usd=cost or Decimal(0)
+        )
         session.add(reply)
         reply.content = generation.text
         reply.status = status
@@ -287,10 +315,6 @@ async def complete_reply(
             None if generation.first_token_at is None else generation.first_token_at - started
         )
         await session.flush()
-        # Same transaction as the reply: the totals can never disagree with their messages.
-        await ConversationRepo(session).charge(
-            reply.conversation_id, tokens=usage.total_tokens, cost_usd=cost or Decimal(0)
-        )
         await UserUsageRepo(session).charge(
             owner, month_of(reply.created_at), usage, cost or Decimal(0)
         )
