@@ -22,6 +22,7 @@ from tests.fakes.upstream import FakeUpstream, running_upstream
 BACKENDS = ["postgres", "sqlite"]
 # The FastAPI app behind each client that `start_app` made (asgi-lifespan wraps the app).
 _APPS: weakref.WeakKeyDictionary[httpx.AsyncClient, FastAPI] = weakref.WeakKeyDictionary()
+_STATES: weakref.WeakKeyDictionary[httpx.AsyncClient, dict[str, Any]] = weakref.WeakKeyDictionary()
 TABLES = ("feedback", "messages", "conversations", "user_monthly_usage", "idempotency_keys")
 
 
@@ -89,6 +90,8 @@ async def start_app(clean_database: None) -> AsyncIterator[Callable[..., Any]]:
             )
         )
         _APPS[client] = app
+        # The lifespan state (app.api.deps.AppState), for tests that must reach its pools.
+        _STATES[client] = manager._state
         return client
 
     async with stack:
@@ -100,6 +103,16 @@ async def client(start_app: Callable[..., Any], settings: Settings) -> httpx.Asy
     """A client of the app on the default settings (mock provider), on each backend."""
     started: httpx.AsyncClient = await start_app(settings)
     return started
+
+
+@pytest.fixture
+def state_of() -> Callable[[httpx.AsyncClient], dict[str, Any]]:
+    """The lifespan state behind a client (`AppState`), for tests that need its pools."""
+
+    def find(client: httpx.AsyncClient) -> dict[str, Any]:
+        return _STATES[client]
+
+    return find
 
 
 @pytest.fixture

@@ -61,6 +61,8 @@ class Settings(BaseSettings):
     database_url: str = DEFAULT_SQLITE_URL
     db_pool_size: int = Field(default=10, ge=1, le=500)
     db_max_overflow: int = Field(default=10, ge=0, le=500)
+    # How long a request waits for a pooled connection before it is refused (503).
+    db_pool_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
     redis_url: str | None = None
     # Per client (commands; event log and cancels) and worker; callers wait up to 5 s for one.
     redis_max_connections: int = Field(default=200, ge=2, le=10_000)

@@ -25,8 +25,8 @@ def create_engine(settings: Settings, **overrides: Any) -> AsyncEngine:
         "pool_size": settings.db_pool_size,
         "max_overflow": settings.db_max_overflow,
         "pool_recycle": 1800,
-        # A dead database must fail requests quickly (503), not queue them for 30 s.
-        "pool_timeout": 10,
+        # A busy pool refuses a request (503) after this, rather than queueing it for long.
+        "pool_timeout": settings.db_pool_timeout_seconds,
         "connect_args": {"timeout": 5, "command_timeout": 30},
     }
     options.update(overrides)
@@ -41,7 +41,7 @@ def _sqlite_engine(settings: Settings, **overrides: Any) -> AsyncEngine:
         options.update(
             pool_size=settings.db_pool_size,
             max_overflow=settings.db_max_overflow,
-            pool_timeout=10,
+            pool_timeout=settings.db_pool_timeout_seconds,
         )
     options.update(overrides)
     engine = create_async_engine(settings.database_url, **options)

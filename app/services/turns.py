@@ -20,6 +20,7 @@ from app.core import metrics
 from app.core.redaction import redact
 from app.core.security import Principal
 from app.db.base import utcnow
+from app.db.durable import durable_transaction
 from app.db.models import Conversation, Message, MessageRole, MessageStatus
 from app.errors import (
     BudgetExceeded,
@@ -294,7 +295,7 @@ async def complete_reply(
             provider=served_by,
             model=finished.model,
         )
-    async with ctx.sessionmaker.begin() as session:
+    async with durable_transaction(ctx.sessionmaker) as session:
         # Same transaction as the reply: the totals can never disagree with their messages.
         # The conversation first: a turn opening locks it before its messages, and the same
         # order here keeps the two from deadlocking.
@@ -367,7 +368,7 @@ async def fail_reply(
     generation: Generation,
     started: int,
 ) -> None:
-    async with ctx.sessionmaker.begin() as session:
+    async with durable_transaction(ctx.sessionmaker) as session:
         session.add(reply)
         reply.content = generation.text
         reply.status = MessageStatus.FAILED

@@ -1,0 +1,70 @@
+"""A transaction for a reply's outcome that waits out a busy pool or a short database outage.
+
+A finished reply has been paid for upstream and already shown to its listeners; refusing to
+store it because the pool was busy for `DB_POOL_TIMEOUT_SECONDS` would leave it `in_progress`
+and uncharged until the abandoned-reply sweep fails it. So getting the connection is retried
+for about a minute. Only that is retried, never a statement: nothing has been sent before the
+connection is ours, so a retry can never store or charge a reply twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import sqlalchemy.exc
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+log = structlog.get_logger(__name__)
+
+# Pauses between attempts to get a connection: about a minute in all, on top of each
+# attempt's own pool timeout.
+RETRY_DELAYS_S = (0.2, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
+
+# Failures of getting a connection, before any statement of the transaction was sent.
+_NOT_CONNECTED: tuple[type[Exception], ...] = (
+    sqlalchemy.exc.TimeoutError,  # the pool had no connection free in time
+    sqlalchemy.exc.OperationalError,  # the database refused or dropped a new connection
+    sqlalchemy.exc.InterfaceError,
+    OSError,
+)
+
+
+@asynccontextmanager
+async def durable_transaction(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    retry_delays_s: tuple[float, ...] = RETRY_DELAYS_S,
+) -> AsyncIterator[AsyncSession]:
+    """A session in a transaction, committed when the block ends (rolled back if it raises)."""
+    session = await _connected(sessionmaker, retry_delays_s)
+    async with session:
+        yield session
+        await session.commit()
+
+
+async def _connected(
+    sessionmaker: async_sessionmaker[AsyncSession], retry_delays_s: tuple[float, ...]
+) -> AsyncSession:
+    delays = iter(retry_delays_s)
+    while True:
+        session = sessionmaker()
+        try:
+            await session.connection()  # checks a connection out and begins the transaction
+        except _NOT_CONNECTED as error:
+            await session.close()
+            delay = next(delays, None)
+            if delay is None:
+                raise
+            log.warning(
+                "waiting for a database connection to store a reply",
+                error=type(error).__name__,
+                retry_in_s=delay,
+            )
+            await asyncio.sleep(delay)
+        except BaseException:
+            await session.close()
+            raise
+        else:
+            return session
