@@ -100,6 +100,33 @@ async def eventually(request: Callable[[], Any], status: int, *, within: float =
         await asyncio.sleep(0.05)
 
 
+class TestOpenAICompatibleCalls:
+    async def test_v1_calls_share_the_users_caps(
+        self, start_app: StartApp, make_settings: Callable[..., Settings]
+    ) -> None:
+        # An OpenAI client must not get around the caps by using /v1 instead of /api/v1.
+        provider = StallingProvider()
+        settings = make_settings(max_concurrent_generations_per_user=1, **QUICK_SHUTDOWN)
+        client = await start_app(settings, providers=registry_with(provider))
+        _, reading = await stalled_stream(client, provider)
+        ask = {
+            "model": "mock",
+            "messages": [{"role": "user", "content": "Hi"}],
+        }
+
+        refused_plain = await client.post("/v1/chat/completions", json=ask)
+        refused_stream = await client.post("/v1/chat/completions", json={**ask, "stream": True})
+        provider.release()
+        await reading
+        allowed = await eventually(lambda: client.post("/v1/chat/completions", json=ask), 200)
+
+        for refused in (refused_plain, refused_stream):
+            assert refused.status_code == 429, refused.text
+            assert refused.json()["error"]["code"] == "too_many_concurrent"
+            assert int(refused.headers["Retry-After"]) >= 1
+        assert allowed.json()["object"] == "chat.completion"
+
+
 class TestStreamCap:
     async def test_a_stream_past_the_cap_is_429_and_a_closed_one_gives_its_slot_back(
         self, start_app: StartApp, make_settings: Callable[..., Settings]

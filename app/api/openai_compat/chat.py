@@ -13,6 +13,7 @@ from app.api.deps import (
     GenerationsDep,
     PricesDep,
     ProvidersDep,
+    QuotasDep,
     SessionFactoryDep,
     SettingsDep,
     TurnsDep,
@@ -31,6 +32,7 @@ from app.services.chat_completions import (
     start_chat_stream,
 )
 from app.services.idempotency import StoredResponse
+from app.services.stream_quota import released_after
 
 router = APIRouter(prefix="/chat/completions")
 
@@ -64,6 +66,7 @@ async def create_chat_completion(
     prices: PricesDep,
     sessionmaker: SessionFactoryDep,
     settings: SettingsDep,
+    quotas: QuotasDep,
     conversation_id: Annotated[UUID | None, Header(alias=CONVERSATION_HEADER)] = None,
 ) -> ChatCompletion | JSONResponse | StreamingResponse:
     """Answer with the model the name routes to; store and charge the call as a turn.
@@ -76,35 +79,43 @@ async def create_chat_completion(
     """
     turn = plan_turn(route_model(registry, prices, body.model), body, conversation_id)
     if body.stream:
-        started = await idempotency.run_durably(
-            lambda record: start_chat_stream(turns, generations, principal, turn, record=record),
-            status=200,
-            encode=streams.started_body,
-        )
-        reply_id = streams.started_reply_id(started)
-        into = (
-            started.body["conversation_id"]
-            if isinstance(started, StoredResponse)
-            else started.conversation_id
-        )
-        items = streams.read_reply(
-            generations.events,
-            sessionmaker,
-            reply_id,
-            after=0,
-            heartbeat_s=settings.stream_heartbeat_seconds,
-        )
+        async with quotas.opening_stream(principal.user_id) as slot:
+            started = await quotas.start_generation(
+                principal.user_id,
+                generations,
+                lambda: idempotency.run_durably(
+                    lambda record: start_chat_stream(
+                        turns, generations, principal, turn, record=record
+                    ),
+                    status=200,
+                    encode=streams.started_body,
+                ),
+            )
+            reply_id = streams.started_reply_id(started)
+            into = (
+                started.body["conversation_id"]
+                if isinstance(started, StoredResponse)
+                else started.conversation_id
+            )
+            items = streams.read_reply(
+                generations.events,
+                sessionmaker,
+                reply_id,
+                after=0,
+                heartbeat_s=settings.stream_heartbeat_seconds,
+            )
         include_usage = body.stream_options is not None and body.stream_options.include_usage
         return StreamingResponse(
-            completion_chunks(items, reply_id, include_usage=include_usage),
+            completion_chunks(released_after(items, slot), reply_id, include_usage=include_usage),
             media_type="text/event-stream",
             headers={**SSE_HEADERS, CONVERSATION_HEADER: str(into)},
         )
-    outcome = await idempotency.run_durably(
-        lambda record: complete_chat(turns, principal, turn, record=record),
-        status=200,
-        encode=_stored_body,
-    )
+    async with quotas.generations.holding(principal.user_id):
+        outcome = await idempotency.run_durably(
+            lambda record: complete_chat(turns, principal, turn, record=record),
+            status=200,
+            encode=_stored_body,
+        )
     if isinstance(outcome, StoredResponse):
         return JSONResponse(
             outcome.body["completion"],

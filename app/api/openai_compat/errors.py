@@ -64,6 +64,7 @@ _BY_CODE: dict[str, OpenAIError] = {
     ),
     "method_not_allowed": OpenAIError(405, "invalid_request_error", "method_not_allowed"),
     "rate_limited": OpenAIError(429, "requests", "rate_limit_exceeded"),
+    "too_many_concurrent": OpenAIError(429, "requests", "too_many_concurrent"),
     "upstream_rate_limited": OpenAIError(429, "requests", "rate_limit_exceeded"),
     "budget_exceeded": OpenAIError(429, "insufficient_quota", "insufficient_quota", retry=False),
     # Our own header, so our contract's status: well-formed, but the key means another body.
