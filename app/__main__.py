@@ -41,6 +41,10 @@ def main(argv: list[str]) -> int:
         access_log=False,
         proxy_headers=True,
         timeout_graceful_shutdown=30,
+        # uvicorn listens with a backlog of 2048: a burst of more connections than that
+        # (thousands of clients opening streams at once) has the rest reset at connect.
+        # The kernel caps it at net.core.somaxconn (4096 on current Linux).
+        backlog=4096,
     )
     return 0
 

@@ -2,15 +2,57 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 from fastapi.responses import StreamingResponse
 from fastapi.sse import format_sse_event
+from starlette.types import Receive, Scope, Send
 
 from app.core import metrics
 from app.services.streams import RETRY_MS, StreamItem
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+class _EventStreamResponse(StreamingResponse):
+    """A StreamingResponse that stops when the client leaves, at less cost per open stream.
+
+    Under uvicorn (ASGI spec 2.3) Starlette runs the body in an anyio task group beside a
+    disconnect listener: a task group, cancel scopes and wrappers for every open stream. Here
+    the body is sent by the request's own task and one plain task listens for the disconnect,
+    cancelling the body as the task group would. Thousands of streams stay open at once.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        task = asyncio.current_task()
+        assert task is not None  # noqa: S101 - ASGI apps run in a task
+        streaming, cut = True, False
+
+        async def watch() -> None:
+            nonlocal cut
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            if streaming:
+                cut = True
+                task.cancel()
+
+        watcher = asyncio.create_task(watch())
+        try:
+            await self.stream_response(send)
+        except asyncio.CancelledError:
+            # Our own cancel (the client left) ends the response quietly; any other goes on.
+            if not cut or task.uncancel() > 0:
+                raise
+            cut = False
+        finally:
+            streaming = False
+            watcher.cancel()
+        if cut:
+            task.uncancel()  # the body absorbed our cancel and ended anyway
 
 
 def event_stream(items: AsyncIterator[StreamItem]) -> StreamingResponse:
@@ -26,7 +68,7 @@ def event_stream(items: AsyncIterator[StreamItem]) -> StreamingResponse:
                 else:
                     yield format_sse_event(data_str=item.data, event=item.event, id=item.id)
         finally:
-            # Also when Starlette cancels the body because the client left.
+            # Also when the body is cancelled because the client left.
             metrics.OPEN_STREAMS.dec()
 
-    return StreamingResponse(frames(), media_type="text/event-stream", headers=SSE_HEADERS)
+    return _EventStreamResponse(frames(), media_type="text/event-stream", headers=SSE_HEADERS)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -70,12 +71,18 @@ class EventLog(Protocol):
         ...
 
 
-@dataclass
+@dataclass(slots=True)
 class _Buffer:
-    events: list[LoggedEvent] = field(default_factory=list)
-    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+    # One reply's events as two parallel lists, not a `LoggedEvent` (and an id string) each:
+    # a reply is mostly small deltas, kept for `retention_s` after it ends, so the per-event
+    # overhead is most of the log's memory. Ids are positions, made when an event is read.
+    names: list[str] = field(default_factory=list)  # interned: one string for all `delta`s
+    data: list[str] = field(default_factory=list)
+    # The listeners waiting for the next event, each on its own future: a plain list, not an
+    # `asyncio.Condition` (a lock and a deque of about 600 bytes for every reply).
+    waiters: list[asyncio.Future[None]] = field(default_factory=list)
     finished_at: float | None = None
-    # The position before `events[0]`: more than 0 when the log began in Redis.
+    # The position before `names[0]`: more than 0 when the log began in Redis.
     first: int = 0
 
 
@@ -88,11 +95,14 @@ class InProcessEventLog:
 
     async def append(self, reply_id: UUID, event: str, data: str) -> str:
         buffer = self._buffers.setdefault(reply_id, _Buffer())
-        logged = LoggedEvent(str(buffer.first + len(buffer.events) + 1), event, data)
-        async with buffer.changed:
-            buffer.events.append(logged)
-            buffer.changed.notify_all()
-        return logged.id
+        position = buffer.first + len(buffer.names) + 1
+        buffer.names.append(sys.intern(event))
+        buffer.data.append(data)
+        waiters, buffer.waiters = buffer.waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        return str(position)
 
     async def follow(
         self, reply_id: UUID, after: str | None, *, idle_s: float
@@ -100,18 +110,20 @@ class InProcessEventLog:
         buffer = self._buffers.get(reply_id)
         if buffer is None:
             return
-        position = max(0, _position(after) - buffer.first)  # an index into `events`
+        position = max(0, _position(after) - buffer.first)  # an index into `names`
         while True:
-            while position < len(buffer.events):
-                event = buffer.events[position]
+            while position < len(buffer.names):
+                event = LoggedEvent(
+                    str(buffer.first + position + 1), buffer.names[position], buffer.data[position]
+                )
                 position += 1
                 yield event
                 if event.is_terminal:
                     return
-            if buffer.events and buffer.events[-1].is_terminal:
+            if buffer.names and buffer.names[-1] in TERMINAL_EVENTS:
                 return  # the client saw the end already: nothing more will come
             await _wait_for_more(buffer, position, idle_s)
-            if len(buffer.events) <= position:
+            if len(buffer.names) <= position:
                 yield None
 
     async def exists(self, reply_id: UUID) -> bool:
@@ -307,10 +319,24 @@ class RedisEventLog:
 
 async def _wait_for_more(buffer: _Buffer, seen: int, idle_s: float) -> None:
     """Until the buffer holds more than `seen` events, or `idle_s` passes."""
-    async with buffer.changed:
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(idle_s):
-                await buffer.changed.wait_for(lambda: len(buffer.events) > seen)
+    if len(buffer.names) > seen:
+        return
+    # A future and a timer handle per waiting listener: every open stream waits here.
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[None] = loop.create_future()
+    buffer.waiters.append(waiter)
+    timer = loop.call_later(idle_s, _wake, waiter)
+    try:
+        await waiter
+    finally:
+        timer.cancel()
+        if waiter in buffer.waiters:  # timed out or cancelled: no append woke it
+            buffer.waiters.remove(waiter)
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def _key(reply_id: UUID) -> str:

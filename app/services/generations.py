@@ -55,7 +55,7 @@ CANCEL_CHANNEL = "chat:cancel"
 _CANCEL_WAIT_MS = 10_000
 
 
-@dataclass
+@dataclass(slots=True)
 class _Running:
     task: asyncio.Task[None]
     cancel_requested: bool = False

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections import deque
 from typing import Any
 
 import structlog
@@ -35,13 +34,17 @@ _BACKOFF_S = (0.1, 0.2, 0.5, 1.0, 2.0)
 class Subscription:
     """One listener's place on one key: entries after `seen` are queued for it."""
 
+    # One per open stream waiting on Redis: no per-instance __dict__, and a list and a future
+    # rather than a deque and an `asyncio.Event` (each holding a deque of about 600 bytes).
+    __slots__ = ("_failure", "_pending", "_waiter", "key", "seen")
+
     def __init__(self, key: str, seen: int) -> None:
         self.key = key
         # The last position handed to this listener (or caught up on before it subscribed).
         self.seen = seen
-        self._pending: deque[Entry] = deque()
+        self._pending: list[Entry] = []
         self._failure: RedisError | None = None
-        self._ready = asyncio.Event()
+        self._waiter: asyncio.Future[None] | None = None
 
     async def take(self, timeout_s: float) -> list[Entry]:
         """The entries queued since the last call, waiting up to `timeout_s` for one.
@@ -49,13 +52,16 @@ class Subscription:
         Returns `[]` when none came in time; raises the reader's error when its read failed.
         """
         if not self._pending and self._failure is None:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout_s):
-                    await self._ready.wait()
-        self._ready.clear()
+            loop = asyncio.get_running_loop()
+            self._waiter = waiter = loop.create_future()
+            timer = loop.call_later(timeout_s, _wake, waiter)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+                self._waiter = None
         if self._pending:
-            entries = list(self._pending)
-            self._pending.clear()
+            entries, self._pending = self._pending, []
             return entries
         if self._failure is not None:
             raise self._failure
@@ -64,11 +70,16 @@ class Subscription:
     def _deliver(self, entries: list[Entry]) -> None:
         self._pending.extend(entries)
         self.seen = entries[-1][0]
-        self._ready.set()
+        _wake(self._waiter)
 
     def _fail(self, error: RedisError) -> None:
         self._failure = error
-        self._ready.set()
+        _wake(self._waiter)
+
+
+def _wake(waiter: asyncio.Future[None] | None) -> None:
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)
 
 
 class StreamFanout:
