@@ -5,12 +5,18 @@
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
 import sys
+import tempfile
+from pathlib import Path
 
 import uvicorn
 from pydantic import ValidationError
 
 from app.core.config import ConfigurationError, Settings, describe_invalid_settings
+from app.core.metrics import MULTIPROC_DIR_VARIABLE
 from app.db.migrations import upgrade_to_head
 from app.providers.setup import build_registry
 from app.services.pricing import build_price_book
@@ -31,6 +37,7 @@ def main(argv: list[str]) -> int:
     upgrade_to_head(settings)
     if argv[:1] == ["migrate"]:
         return 0
+    prepare_metrics_directory(settings.web_concurrency)
     uvicorn.run(
         "app.main:create_app_from_env",
         factory=True,
@@ -47,6 +54,26 @@ def main(argv: list[str]) -> int:
         backlog=4096,
     )
     return 0
+
+
+def prepare_metrics_directory(workers: int) -> None:
+    """Let `/metrics` add up every worker's values, whichever worker answers the scrape.
+
+    prometheus_client's multiprocess mode keeps each worker's values in files under
+    `PROMETHEUS_MULTIPROC_DIR`. A directory given by the operator is emptied first (files
+    of an earlier run would be counted again); with several workers and none given, a private
+    one is made for this run and removed at exit. Workers read the variable when they start.
+    """
+    given = os.environ.get(MULTIPROC_DIR_VARIABLE)
+    if given:
+        directory = Path(given)
+        directory.mkdir(parents=True, exist_ok=True)
+        for stale in directory.glob("*.db"):
+            stale.unlink()
+    elif workers > 1:
+        private = tempfile.mkdtemp(prefix="chat-api-metrics-")
+        atexit.register(shutil.rmtree, private, ignore_errors=True)
+        os.environ[MULTIPROC_DIR_VARIABLE] = private
 
 
 if __name__ == "__main__":
