@@ -231,7 +231,7 @@ async def open_turn(
     request = ChatRequest(
         model=choice.model,
         messages=(
-            *(ChatMessage(m.role.value, m.content) for m in history),
+            *(ChatMessage(role.value, content) for role, content in history),
             ChatMessage("user", body.content),
         ),
         system_prompt=conversation.system_prompt,
