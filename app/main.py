@@ -25,6 +25,7 @@ from app.core.logging import configure_logging
 from app.core.tracing import setup_tracing
 from app.db.session import create_engine, make_sessionmaker
 from app.providers.caching import build_response_cache
+from app.providers.context import warm_up as warm_up_tokenizers
 from app.providers.instrumented import instrument_providers
 from app.providers.registry import ProviderRegistry
 from app.providers.setup import build_registry
@@ -67,6 +68,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[AppState]:
+        await asyncio.to_thread(warm_up_tokenizers, registry.catalog())
         engine = create_engine(settings)
         metrics.watch_pool(engine)
         if tracing is not None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import cache
 from pathlib import Path
 
@@ -42,6 +42,15 @@ def openai_counter(model: str) -> TokenCounter:
     except KeyError:
         encoding = tiktoken.get_encoding("o200k_base")
     return lambda text: len(encoding.encode(text, disallowed_special=()))
+
+
+def warm_up(models: Iterable[tuple[str, str]]) -> None:
+    """Load the encodings of the configured (provider, model) pairs now, at start-up: the
+    first count of an encoding reads its BPE file (a quarter of a second), which would
+    otherwise land on the first request."""
+    for provider, model in models:
+        if provider in OPENAI_FORMAT_PROVIDERS:
+            openai_counter(model)
 
 
 def counter_for(provider: str, model: str) -> TokenCounter:
