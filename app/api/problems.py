@@ -160,8 +160,21 @@ async def _database_unavailable(request: Request, exc: Exception) -> JSONRespons
     )
 
 
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    """Any other driver error: a lost connection is a 503 like the rest, anything else a 500.
+
+    asyncpg reports some connection failures as plain server errors (class 08, an admin
+    shutdown), which SQLAlchemy wraps as a bare `DBAPIError` marked `connection_invalidated`.
+    """
+    if isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.connection_invalidated:
+        return await _database_unavailable(request, exc)
+    raise exc
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ChatAPIError, _domain_error)
+    # The more specific classes below win for their own errors (handlers are found by MRO).
+    app.add_exception_handler(sqlalchemy.exc.DBAPIError, _database_error)
     for exception_type in DATABASE_UNAVAILABLE:
         app.add_exception_handler(exception_type, _database_unavailable)
     app.add_exception_handler(StarletteHTTPException, _http_error)

@@ -26,7 +26,7 @@ from redis.asyncio import Redis
 
 from app.services.rate_limits import KEY_PREFIX
 from tests.databases import postgres_database
-from tests.e2e.conftest import free_port, start_server, stop_server
+from tests.e2e.conftest import LiveServer, free_port, start_server, stop_server
 from tests.sse import read_stream
 
 # ------------------------------------------------------------------ a Redis of our own
@@ -304,6 +304,11 @@ class TestRedisOutage:
             await redis.aclose()
 
 
+def server_errors(server: LiveServer) -> list[str]:
+    """The server's logged crashes (their exception text), to say why a 500 happened."""
+    return [line[-3000:] for line in server.log().splitlines() if "Traceback" in line]
+
+
 class TestPostgresOutage:
     async def test_requests_fail_fast_while_postgres_is_cut_and_recover_when_it_returns(
         self, database_url_for_outages: str, tmp_path: Path
@@ -372,5 +377,6 @@ class TestPostgresOutage:
             "stream:503",
             "stream:409",
         }
-        assert set(load.outcomes) <= allowed, load.outcomes
+        unexpected = [line for line in server.log().splitlines() if '"status": 500' in line]
+        assert set(load.outcomes) <= allowed, (load.outcomes, unexpected, server_errors(server))
         assert load.outcomes["turn:201"] + load.outcomes["stream:done"] > 0

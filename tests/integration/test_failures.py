@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import httpx
 import pytest
+import sqlalchemy.exc
 from asgi_lifespan import LifespanManager
 
 from app.core.config import Settings
@@ -65,6 +66,36 @@ class TestUnexpectedError:
         assert crash["request_id"] == "crash-1"
         assert "RuntimeError" in crash["exception"]
         assert "Traceback" in crash["exception"]
+
+
+class TestDriverErrors:
+    @pytest.mark.parametrize(("lost_connection", "status"), [(True, 503), (False, 500)])
+    async def test_a_bare_driver_error_is_503_when_it_lost_the_connection_else_500(
+        self, settings: Settings, lost_connection: bool, status: int
+    ) -> None:
+        # asyncpg reports some lost connections (class 08, an admin shutdown) as plain server
+        # errors: SQLAlchemy wraps them as a bare DBAPIError marked `connection_invalidated`.
+        app = create_app(settings)
+
+        async def fail() -> None:
+            raise sqlalchemy.exc.DBAPIError(
+                "SELECT 1", None, OSError("gone"), connection_invalidated=lost_connection
+            )
+
+        app.add_api_route("/driver-error", fail)
+        async with (
+            LifespanManager(app) as manager,
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=manager.app, raise_app_exceptions=False),
+                base_url="http://testserver",
+            ) as client,
+        ):
+            response = await client.get("/driver-error", headers={"X-Request-ID": "db-1"})
+
+        assert response.status_code == status
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.json()["request_id"] == "db-1"
+        assert response.json()["code"] == ("not_ready" if lost_connection else "internal_error")
 
 
 class TestDatabaseOutage:
