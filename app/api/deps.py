@@ -89,8 +89,15 @@ TurnsDep = Annotated[TurnContext, Depends(_turns)]
 RedisDep = Annotated["Redis | None", Depends(_redis)]
 
 
-async def _session(sessionmaker: SessionFactoryDep) -> AsyncIterator[AsyncSession]:
+async def _session(
+    request: Request, sessionmaker: SessionFactoryDep
+) -> AsyncIterator[AsyncSession]:
     async with sessionmaker() as session:
+        if request.method == "GET" and session.get_bind().dialect.name == "postgresql":
+            # One snapshot for every statement of a read: a conversation and its messages
+            # must agree even when a reply is stored between the two queries. Read-only,
+            # so it never meets a serialization error; the pool resets the level on return.
+            await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
         yield session
         await session.commit()  # an exception skips this; closing the session rolls back
 
