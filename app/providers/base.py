@@ -6,8 +6,8 @@ The rest of the service never imports an SDK.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Literal, Protocol, cast
 
 from app.errors import UpstreamError
@@ -72,15 +72,6 @@ class Finished:
 
 
 StreamEvent = TextDelta | Finished
-
-
-@dataclass(frozen=True, slots=True)
-class Completion:
-    text: str
-    finish_reason: FinishReason
-    usage: Usage
-    model: str
-    time_to_first_token_ms: int | None = field(default=None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,20 +140,29 @@ async def whole_reply(provider: Provider, request: ChatRequest) -> WholeReply:
     raise UpstreamError(f"provider {provider.name!r} ended its reply without finishing")
 
 
-async def complete(
-    provider: Provider, request: ChatRequest, *, clock: Callable[[], int]
-) -> Completion:
-    """Run a request to the end: the non-streaming path is the streaming path, accumulated."""
-    started = clock()
-    first_token_at: int | None = None
-    parts: list[str] = []
-    async for event in provider.stream(request):
-        match event:
-            case TextDelta(text=text):
-                if first_token_at is None:
-                    first_token_at = clock()
-                parts.append(text)
-            case Finished(reason=reason, usage=usage, model=model):
-                ttft = None if first_token_at is None else first_token_at - started
-                return Completion("".join(parts), reason, usage, model, ttft)
-    raise UpstreamError(f"provider {provider.name!r} ended its reply without finishing")
+class WrappingProvider:
+    """What every provider wrapper (retries, fallbacks' members, metrics, the reply cache)
+    shares: it answers to the name, models and one-shot ability of `inner`, and closes it."""
+
+    inner: Provider
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    @property
+    def default_model(self) -> str:
+        return self.inner.default_model
+
+    def supports(self, model: str) -> bool:
+        return self.inner.supports(model)
+
+    @property
+    def one_shot(self) -> bool:
+        return one_shot_of(self.inner) is not None
+
+    async def aclose(self) -> None:
+        """Release the connection pool of the provider at the bottom of the wrapping."""
+        aclose = getattr(self.inner, "aclose", None)
+        if aclose is not None:
+            await aclose()

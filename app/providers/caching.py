@@ -34,7 +34,7 @@ from app.providers.base import (
     TextDelta,
     Usage,
     WholeReply,
-    one_shot_of,
+    WrappingProvider,
     whole_reply,
 )
 
@@ -193,26 +193,11 @@ def build_response_cache(ttl_s: int, redis: Redis | None) -> ResponseCache | Non
 
 
 @dataclass
-class CachingProvider:
+class CachingProvider(WrappingProvider):
     """`inner` behind the reply cache: a hit replays the stored reply and calls nobody."""
 
     inner: Provider
     cache: ResponseCache
-
-    @property
-    def name(self) -> str:
-        return self.inner.name
-
-    @property
-    def default_model(self) -> str:
-        return self.inner.default_model
-
-    def supports(self, model: str) -> bool:
-        return self.inner.supports(model)
-
-    @property
-    def one_shot(self) -> bool:
-        return one_shot_of(self.inner) is not None
 
     async def complete(self, request: ChatRequest) -> WholeReply:
         """As `stream`, in one piece: a hit calls nobody, a miss is kept before it returns."""

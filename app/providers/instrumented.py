@@ -28,7 +28,7 @@ from app.providers.base import (
     TextDelta,
     Usage,
     WholeReply,
-    one_shot_of,
+    WrappingProvider,
     whole_reply,
 )
 
@@ -67,35 +67,20 @@ def note_retry(provider: str, model: str) -> None:
 
 
 @dataclass
-class InstrumentedProvider:
-    """`wrapped`, with each call counted, timed, logged and (with a `tracer`) traced."""
+class InstrumentedProvider(WrappingProvider):
+    """`inner`, with each call counted, timed, logged and (with a `tracer`) traced."""
 
-    wrapped: Provider
+    inner: Provider
     cost_of: CostOf | None = None
     tracer: trace.Tracer | None = None
     clock: Callable[[], float] = field(default=time.perf_counter, repr=False)
-
-    @property
-    def name(self) -> str:
-        return self.wrapped.name
-
-    @property
-    def default_model(self) -> str:
-        return self.wrapped.default_model
-
-    def supports(self, model: str) -> bool:
-        return self.wrapped.supports(model)
-
-    @property
-    def one_shot(self) -> bool:
-        return one_shot_of(self.wrapped) is not None
 
     async def complete(self, request: ChatRequest) -> WholeReply:
         """One call, measured as a stream is. The first token arrives with the whole reply,
         so the time to first token is the call's latency (none for an empty reply)."""
         call = _Call(self, request)
         try:
-            reply = await call.run(whole_reply(self.wrapped, request))
+            reply = await call.run(whole_reply(self.inner, request))
         except BaseException as error:
             call.fail(error)
             raise
@@ -104,16 +89,9 @@ class InstrumentedProvider:
         call.finish(reply.finished)
         return reply
 
-    async def aclose(self) -> None:
-        """Release the wrapped provider's client (the registry closes what it holds)."""
-        inner = getattr(self.wrapped, "inner", self.wrapped)
-        aclose = getattr(inner, "aclose", None)
-        if aclose is not None:
-            await aclose()
-
     async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
         call = _Call(self, request)
-        events = self.wrapped.stream(request)
+        events = self.inner.stream(request)
         try:
             while True:
                 event = await call.next(events)

@@ -151,8 +151,8 @@ class ProviderRegistry:
     async def aclose(self) -> None:
         """Release every provider's connection pool."""
         for provider in self._providers.values():
-            inner = getattr(provider, "inner", provider)
-            aclose = getattr(inner, "aclose", None)
+            # A wrapper closes what it wraps, down to the adapter that holds the SDK client.
+            aclose = getattr(provider, "aclose", None)
             if aclose is not None:
                 with contextlib.suppress(Exception):
                     await aclose()

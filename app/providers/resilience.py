@@ -30,6 +30,7 @@ from app.providers.base import (
     StreamEvent,
     TextDelta,
     WholeReply,
+    WrappingProvider,
     one_shot_of,
     whole_reply,
 )
@@ -53,27 +54,12 @@ class RetryPolicy:
 
 
 @dataclass
-class ResilientProvider:
+class ResilientProvider(WrappingProvider):
     """`inner` with the request fitted to its context window, stalls cut, and retries."""
 
     inner: Provider
     policy: RetryPolicy
     fit: RequestFitter | None = None
-
-    @property
-    def name(self) -> str:
-        return self.inner.name
-
-    @property
-    def default_model(self) -> str:
-        return self.inner.default_model
-
-    def supports(self, model: str) -> bool:
-        return self.inner.supports(model)
-
-    @property
-    def one_shot(self) -> bool:
-        return one_shot_of(self.inner) is not None
 
     async def complete(self, request: ChatRequest) -> WholeReply:
         """The whole reply, retried as a stream is; the idle limit bounds the whole call.

@@ -14,9 +14,10 @@ from prometheus_client import REGISTRY
 from app.core.config import Settings
 from app.core.logging import configure_logging
 from app.errors import UpstreamError
-from app.providers.base import ChatMessage, ChatRequest, Provider, StreamEvent, Usage, complete
+from app.providers.base import ChatMessage, ChatRequest, Provider, StreamEvent, Usage, whole_reply
 from app.providers.instrumented import InstrumentedProvider
 from app.providers.mock import MockProvider
+from app.providers.registry import ProviderRegistry
 from app.providers.resilience import ResilientProvider, RetryPolicy
 
 MARKER = "quokka-marker-2b7e"  # message text: never in a log line
@@ -56,10 +57,6 @@ def calls(provider: str, status: str) -> float:
     return sample("chat_api_provider_calls_total", provider=provider, model="mock", status=status)
 
 
-def clock() -> int:
-    return 0
-
-
 @pytest.fixture
 def read_log(caplog: pytest.LogCaptureFixture) -> Callable[[], Lines]:
     """The event dicts logged so far (structlog hands them to the standard library as is)."""
@@ -83,7 +80,7 @@ async def test_a_retried_call_is_one_call_with_its_retries(read_log: Callable[[]
     ok_before = calls("flaky", "ok")
     retries_before = sample("chat_api_provider_retries_total", provider="flaky", model="mock")
 
-    completion = await complete(provider, request(), clock=clock)
+    reply = await whole_reply(provider, request())
 
     assert flaky.calls == 2
     assert calls("flaky", "ok") == ok_before + 1
@@ -92,8 +89,8 @@ async def test_a_retried_call_is_one_call_with_its_retries(read_log: Callable[[]
     [line] = call_lines(read_log())
     assert line["status"] == "ok"
     assert line["retries"] == 1
-    assert line["prompt_tokens"] == completion.usage.prompt_tokens
-    assert line["completion_tokens"] == completion.usage.completion_tokens
+    assert line["prompt_tokens"] == reply.finished.usage.prompt_tokens
+    assert line["completion_tokens"] == reply.finished.usage.completion_tokens
     assert line["time_to_first_token_ms"] is not None
     assert line["latency_ms"] >= line["time_to_first_token_ms"]
 
@@ -105,7 +102,7 @@ async def test_a_call_that_fails_every_attempt_is_counted_by_its_code(
     before = calls("flaky", "upstream_error")
 
     with pytest.raises(UpstreamError):
-        await complete(provider, request(), clock=clock)
+        await whole_reply(provider, request())
 
     assert calls("flaky", "upstream_error") == before + 1
     [line] = call_lines(read_log())
@@ -140,8 +137,26 @@ async def test_the_log_line_carries_the_cost_the_price_book_gives(
 
     provider = InstrumentedProvider(MockProvider(), cost_of=cost_of)
 
-    await complete(provider, request(), clock=clock)
+    await whole_reply(provider, request())
 
     assert priced == [("mock", "mock", "mock")]
     [line] = call_lines(read_log())
     assert line["cost_usd"] == "0.0000125"
+
+
+async def test_closing_the_registry_reaches_the_adapter_under_every_wrapper() -> None:
+    # Metrics around retries around the adapter: its SDK client must still be closed.
+    class ClosingMock(MockProvider):
+        closed = False
+
+        async def aclose(self) -> None:
+            self.closed = True
+
+    adapter = ClosingMock()
+    registry = ProviderRegistry(
+        {"mock": InstrumentedProvider(ResilientProvider(adapter, NO_WAIT))}, "mock"
+    )
+
+    await registry.aclose()
+
+    assert adapter.closed
