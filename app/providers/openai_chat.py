@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import openai
-from openai.types.chat import ChatCompletionMessageParam
+from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionMessageParam
 
 from app.errors import UpstreamError
 from app.providers.base import (
@@ -32,6 +32,10 @@ _FINISH_REASONS: Mapping[str, FinishReason] = {
     "tool_calls": "tool_calls",
     "function_call": "tool_calls",
 }
+
+
+# What `chat.completions.create` sends as its request options: the client's bearer key.
+_REQUEST_OPTIONS: openai.RequestOptions = {"security": {"bearer_auth": True}}
 
 
 def to_openai_messages(request: ChatRequest) -> list[ChatCompletionMessageParam]:
@@ -74,17 +78,38 @@ class OpenAIChatProvider:
     async def aclose(self) -> None:
         await self.client.close()
 
+    def _body(self, request: ChatRequest, *, stream: bool) -> dict[str, object]:
+        """The `/chat/completions` body, built as the SDK's `create` would build it.
+
+        Sent through the SDK's `post` rather than `create`: `create` walks every message
+        through its TypedDict transform (about 1 ms a turn, a third of this adapter's CPU),
+        which does nothing to a body of plain strings and numbers like this one.
+        """
+        body: dict[str, object] = {
+            "model": self.deployments.get(request.model, request.model),
+            "messages": to_openai_messages(request),
+            "stream": stream,
+        }
+        if request.temperature is not None:
+            body["temperature"] = request.temperature
+        if request.max_tokens is not None:
+            body["max_tokens"] = request.max_tokens
+        if request.top_p is not None:
+            body["top_p"] = request.top_p
+        if request.stop:
+            body["stop"] = list(request.stop)
+        if stream:
+            body["stream_options"] = {"include_usage": self.include_usage}
+        return body
+
     async def complete(self, request: ChatRequest) -> WholeReply:
         """The whole reply from one non-streaming request (`stream: false`)."""
         try:
-            response = await self.client.chat.completions.create(
-                model=self.deployments.get(request.model, request.model),
-                messages=to_openai_messages(request),
-                stream=False,
-                temperature=openai.omit if request.temperature is None else request.temperature,
-                max_tokens=openai.omit if request.max_tokens is None else request.max_tokens,
-                top_p=openai.omit if request.top_p is None else request.top_p,
-                stop=list(request.stop) if request.stop else openai.omit,
+            response = await self.client.post(
+                "/chat/completions",
+                body=self._body(request, stream=False),
+                cast_to=ChatCompletion,
+                options=_REQUEST_OPTIONS,
             )
         except Exception as error:
             translated = translate_upstream_error(self.name, error, timeout_s=self.read_timeout_s)
@@ -111,15 +136,13 @@ class OpenAIChatProvider:
         reason: FinishReason | None = None
         usage = Usage()
         try:
-            stream = await self.client.chat.completions.create(
-                model=self.deployments.get(request.model, request.model),
-                messages=to_openai_messages(request),
+            stream = await self.client.post(
+                "/chat/completions",
+                body=self._body(request, stream=True),
+                cast_to=ChatCompletion,
+                options=_REQUEST_OPTIONS,
                 stream=True,
-                temperature=openai.omit if request.temperature is None else request.temperature,
-                max_tokens=openai.omit if request.max_tokens is None else request.max_tokens,
-                top_p=openai.omit if request.top_p is None else request.top_p,
-                stop=list(request.stop) if request.stop else openai.omit,
-                stream_options={"include_usage": self.include_usage},
+                stream_cls=openai.AsyncStream[ChatCompletionChunk],
             )
             async with stream:
                 async for chunk in stream:

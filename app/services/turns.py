@@ -302,7 +302,6 @@ async def complete_reply(
         await ConversationRepo(session).charge(
             reply.conversation_id, tokens=usage.total_tokens, cost_usd=cost or Decimal(0)
         )
-        session.add(reply)
         reply.content = generation.text
         reply.status = status
         reply.provider = served_by
@@ -315,7 +314,7 @@ async def complete_reply(
         reply.time_to_first_token_ms = (
             None if generation.first_token_at is None else generation.first_token_at - started
         )
-        await session.flush()
+        await MessageRepo(session).save(reply)
         await UserUsageRepo(session).charge(
             owner, month_of(reply.created_at), usage, cost or Decimal(0)
         )
@@ -369,11 +368,11 @@ async def fail_reply(
     started: int,
 ) -> None:
     async with durable_transaction(ctx.sessionmaker) as session:
-        session.add(reply)
         reply.content = generation.text
         reply.status = MessageStatus.FAILED
         reply.finish_reason = "error"
         reply.cost_usd = Decimal(0)
         reply.latency_ms = monotonic_ms() - started
         reply.metadata_ = {"error": {"code": failure.code, "detail": failure.detail}}
+        await MessageRepo(session).save(reply)
     log.warning("turn failed", provider=reply.provider, model=reply.model, code=failure.code)

@@ -7,6 +7,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from app.providers.context import (
     fit_to_window,
     openai_counter,
     prompt_tokens,
+    utf8_bytes,
 )
 from app.providers.mock import MockProvider
 from app.providers.resilience import ResilientProvider, RetryPolicy
@@ -174,6 +176,7 @@ class TestFittingInTheRetryLayer:
             return fit_to_window(request, context_window=45, reply_reserve=0, count=chars)
 
         provider = ResilientProvider(MockProvider(), RetryPolicy(), fit=slow_fit)
+        long_history = conversation("x" * 20_000, "y" * 20_000, "user three")
         ticks = 0
 
         async def tick() -> None:
@@ -184,9 +187,64 @@ class TestFittingInTheRetryLayer:
 
         ticker = asyncio.create_task(tick())
         try:
-            events = [event async for event in provider.stream(HISTORY)]
+            events = [event async for event in provider.stream(long_history)]
         finally:
             ticker.cancel()
 
         assert isinstance(events[-1], Finished)
         assert ticks >= 10
+
+    async def test_a_short_prompt_is_fitted_without_a_thread_hop(self) -> None:
+        fitted_on: list[threading.Thread] = []
+
+        def fit(provider: str, request: ChatRequest) -> ChatRequest:
+            fitted_on.append(threading.current_thread())
+            return request
+
+        provider = ResilientProvider(MockProvider(), RetryPolicy(), fit=fit)
+        events = [event async for event in provider.stream(HISTORY)]
+
+        assert isinstance(events[-1], Finished)
+        assert fitted_on == [threading.current_thread()]
+
+
+class TestTheByteCeiling:
+    """Prompts far below the window are let through on their UTF-8 length, never tokenized;
+    that is only sound because a BPE token always stands for at least one byte."""
+
+    @pytest.mark.parametrize(
+        "text",
+        [
+            "plain English words, the commonest case",
+            "emoji 🙂🚀👩‍👩‍👧 and flags 🇫🇷",
+            "中文、日本語、한국어 text",
+            "'; DROP TABLE messages; --",
+            "\x00\x01 control \t\n characters",
+            "lone surrogate \ud800 from a JSON escape",
+            " " * 500,
+        ],
+    )
+    def test_bytes_are_never_fewer_than_tokens(self, text: str) -> None:
+        for model in ("gpt-4o", "gpt-4"):
+            assert utf8_bytes(text) >= openai_counter(model)(text)
+
+    def test_a_prompt_over_the_ceiling_but_within_the_window_is_kept_whole(self) -> None:
+        # 'hello ' is one token but six bytes: the ceiling says no, the exact count says yes.
+        request = conversation("hello " * 100, "ok", "hello " * 100, system_prompt=None)
+        count = openai_counter("gpt-4o")
+        exact = prompt_tokens(request, count)
+        ceiling = prompt_tokens(request, utf8_bytes)
+        assert exact < ceiling
+
+        fitted = fit_to_window(request, context_window=exact, reply_reserve=0, count=count)
+
+        assert fitted is request
+
+    def test_a_prompt_over_the_window_is_still_shortened(self) -> None:
+        request = conversation("hello " * 100, "ok", "hello " * 100, system_prompt=None)
+        count = openai_counter("gpt-4o")
+        exact = prompt_tokens(request, count)
+
+        fitted = fit_to_window(request, context_window=exact - 1, reply_reserve=0, count=count)
+
+        assert contents(fitted) == ["hello " * 100]
