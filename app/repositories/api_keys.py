@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from uuid import UUID
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import Table, bindparam, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.models import ApiKey
@@ -21,10 +22,13 @@ class ApiKeyRepo:
         await self.session.flush()
         return key
 
-    async def active_by_hash(self, key_hash: str) -> ApiKey | None:
-        """The unrevoked key with this hash, if any."""
-        statement = select(ApiKey).where(ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None))
-        return (await self.session.scalars(statement)).one_or_none()
+    async def active_by_hash(self, key_hash: str) -> ActiveKey | None:
+        """The unrevoked key with this hash, if any: what authenticating a request needs.
+
+        Asked on every request: a Core statement built once, not an ORM row.
+        """
+        row = (await self.session.execute(_ACTIVE_BY_HASH, {"key_hash": key_hash})).one_or_none()
+        return None if row is None else ActiveKey(*row)
 
     async def list(self, user_id: str | None = None) -> Sequence[ApiKey]:
         statement = select(ApiKey).order_by(ApiKey.created_at, ApiKey.id)
@@ -60,3 +64,17 @@ class ApiKeyRepo:
             )
             .values(last_used_at=now)
         )
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveKey:
+    id: UUID
+    user_id: str
+    is_admin: bool
+    last_used_at: datetime | None
+
+
+_KEYS: Table = ApiKey.__table__  # type: ignore[assignment]
+_ACTIVE_BY_HASH = select(_KEYS.c.id, _KEYS.c.user_id, _KEYS.c.is_admin, _KEYS.c.last_used_at).where(
+    _KEYS.c.key_hash == bindparam("key_hash"), _KEYS.c.revoked_at.is_(None)
+)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 from uuid import UUID
 
-from sqlalchemy import Select, exists, or_, select, update
+from sqlalchemy import BigInteger, Select, Table, bindparam, exists, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.security import Principal
@@ -81,7 +82,7 @@ class ConversationRepo:
 
     async def get_counting_messages(
         self, conversation_id: UUID, principal: Principal, *, added: int
-    ) -> Conversation | None:
+    ) -> TurnConversation | None:
         """`get`, adding `added` to `message_count`, in one statement: how a turn opens.
 
         `UPDATE ... RETURNING`: one round trip instead of a read and an update on every turn.
@@ -89,26 +90,65 @@ class ConversationRepo:
         other, under the same tenancy filter as `owned`. A turn that then fails (budget, a
         running reply) rolls it back with its transaction. The row stays locked until then:
         lock a conversation before its messages, as `complete_reply` does, or risk deadlock.
+
+        Core statements on the table (so are the turn's others): an ORM-enabled UPDATE costs
+        the worker several times the CPU for the same SQL.
         """
-        visible = self.owned(principal).where(Conversation.id == conversation_id).whereclause
-        assert visible is not None  # the id filter at least
-        statement = (
-            update(Conversation)
-            .where(visible)
-            .values(message_count=Conversation.message_count + added, updated_at=utcnow())
-            .returning(Conversation)
-        )
-        return (await self.session.scalars(statement)).one_or_none()
+        owner = principal.visible_owner(None)
+        statement = _COUNT_FOR_ANYONE if owner is None else _COUNT_FOR_OWNER
+        row = (
+            await self.session.execute(
+                statement,
+                {
+                    "conversation_id": conversation_id,
+                    "owner": owner,
+                    "added": added,
+                    "now": utcnow(),
+                },
+            )
+        ).one_or_none()
+        return None if row is None else TurnConversation(*row)
 
     async def charge(self, conversation_id: UUID, *, tokens: int, cost_usd: Decimal) -> None:
         """Add a reply's tokens and cost to the totals in SQL (`total = total + delta`)."""
         await self.session.execute(
-            update(Conversation)
-            .where(Conversation.id == conversation_id)
-            .values(
-                total_tokens=Conversation.total_tokens + tokens,
-                total_cost_usd=Conversation.total_cost_usd + cost_usd,
-                updated_at=utcnow(),
-            )
-            .execution_options(synchronize_session=False)  # no ORM copy to refresh
+            _CHARGE,
+            {
+                "conversation_id": conversation_id,
+                "tokens": tokens,
+                "cost": cost_usd,
+                "now": utcnow(),
+            },
         )
+
+
+@dataclass(frozen=True, slots=True)
+class TurnConversation:
+    """What a turn reads of its conversation, returned by the statement that counts it."""
+
+    id: UUID
+    user_id: str
+    provider: str | None
+    model: str | None
+    system_prompt: str | None
+
+
+_CONVERSATIONS: Table = Conversation.__table__  # type: ignore[assignment]
+_c = _CONVERSATIONS.c
+# Built once: a statement object caches its own cache key, so only its parameters change.
+_COUNT_FOR_ANYONE = (
+    update(_CONVERSATIONS)
+    .where(_c.id == bindparam("conversation_id"))
+    .values(message_count=_c.message_count + bindparam("added"), updated_at=bindparam("now"))
+    .returning(_c.id, _c.user_id, _c.provider, _c.model, _c.system_prompt)
+)
+_COUNT_FOR_OWNER = _COUNT_FOR_ANYONE.where(_c.user_id == bindparam("owner"))
+_CHARGE = (
+    update(_CONVERSATIONS)
+    .where(_c.id == bindparam("conversation_id"))
+    .values(
+        total_tokens=_c.total_tokens + bindparam("tokens", type_=BigInteger),
+        total_cost_usd=_c.total_cost_usd + bindparam("cost", type_=_c.total_cost_usd.type),
+        updated_at=bindparam("now"),
+    )
+)

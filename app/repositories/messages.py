@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from uuid import UUID
 
-from sqlalchemy import Select, Table, insert, select, update
+from sqlalchemy import Select, Table, bindparam, insert, select, update
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -48,16 +48,8 @@ class MessageRepo:
         Only (role, content): building ORM rows for a long history costs more than reading
         it (1000 messages: 12.5 ms as rows, 2.1 ms as pairs, measured on Postgres).
         """
-        statement = (
-            select(Message.role, Message.content)
-            .where(
-                Message.conversation_id == conversation_id,
-                Message.status.in_(_PROMPT_STATUSES),
-                Message.content != "",
-            )
-            .order_by(Message.created_at, Message.id)
-        )
-        return [(role, content) for role, content in await self.session.execute(statement)]
+        rows = await self.session.execute(_PROMPT_HISTORY, {"conversation_id": conversation_id})
+        return [(role, content) for role, content in rows]
 
     async def page(
         self, conversation_id: UUID, *, limit: int, cursor: str | None
@@ -111,6 +103,15 @@ class MessageRepo:
 
 _MESSAGES: Table = Message.__table__  # type: ignore[assignment]
 _INSERT_MESSAGE = insert(_MESSAGES)
+_PROMPT_HISTORY = (
+    select(_MESSAGES.c.role, _MESSAGES.c.content)
+    .where(
+        _MESSAGES.c.conversation_id == bindparam("conversation_id"),
+        _MESSAGES.c.status.in_(_PROMPT_STATUSES),
+        _MESSAGES.c.content != "",
+    )
+    .order_by(_MESSAGES.c.created_at, _MESSAGES.c.id)
+)
 # ORM attribute name -> column name (`metadata_` is stored as `metadata`).
 _COLUMN_OF = {prop.key: prop.columns[0].key for prop in sa_inspect(Message).column_attrs}
 _MUTABLE = {

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, Table, bindparam, func, select
 from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -25,10 +27,8 @@ class UserUsageRepo:
         self.session = session
 
     async def spent(self, user_id: str, month: str) -> Decimal:
-        statement = select(UserMonthlyUsage.cost_usd).where(
-            UserMonthlyUsage.user_id == user_id, UserMonthlyUsage.month == month
-        )
-        return (await self.session.scalar(statement)) or Decimal(0)
+        spent = await self.session.scalar(_SPENT, {"user_id": user_id, "month": month})
+        return spent if isinstance(spent, Decimal) else Decimal(0)
 
     async def charge(self, user_id: str, month: str, usage: Usage, cost_usd: Decimal) -> None:
         """Add one reply to the user's month in one statement: insert, or `x = x + delta`."""
@@ -43,22 +43,37 @@ class UserUsageRepo:
             "updated_at": utcnow(),
         }
         dialect = self.session.get_bind().dialect.name
-        insert = postgres_insert if dialect == "postgresql" else sqlite_insert
-        statement = insert(UserMonthlyUsage).values(values)
-        table = UserMonthlyUsage.__table__.c
-        await self.session.execute(
-            statement.on_conflict_do_update(
-                index_elements=[table.user_id, table.month],
-                set_={
-                    "requests": table.requests + 1,
-                    "prompt_tokens": table.prompt_tokens + usage.prompt_tokens,
-                    "completion_tokens": table.completion_tokens + usage.completion_tokens,
-                    "cached_tokens": table.cached_tokens + usage.cached_tokens,
-                    "cost_usd": table.cost_usd + cost_usd,
-                    "updated_at": values["updated_at"],
-                },
-            )
-        )
+        await self.session.execute(_CHARGE[dialect == "postgresql"], values)
+
+
+_USAGE: Table = UserMonthlyUsage.__table__  # type: ignore[assignment]
+_SPENT = select(_USAGE.c.cost_usd).where(
+    _USAGE.c.user_id == bindparam("user_id"), _USAGE.c.month == bindparam("month")
+)
+
+
+def _charge_statement(insert: Callable[[Table], Any]) -> Any:
+    """`INSERT ... ON CONFLICT DO UPDATE` adding the new values (`excluded`) to the row's.
+
+    Built once per dialect: a Core statement on the table caches its compiled form and key.
+    """
+    statement = insert(_USAGE)
+    added = statement.excluded
+    return statement.on_conflict_do_update(
+        index_elements=[_USAGE.c.user_id, _USAGE.c.month],
+        set_={
+            "requests": _USAGE.c.requests + 1,
+            "prompt_tokens": _USAGE.c.prompt_tokens + added.prompt_tokens,
+            "completion_tokens": _USAGE.c.completion_tokens + added.completion_tokens,
+            "cached_tokens": _USAGE.c.cached_tokens + added.cached_tokens,
+            "cost_usd": _USAGE.c.cost_usd + added.cost_usd,
+            "updated_at": added.updated_at,
+        },
+    )
+
+
+# Indexed by "is Postgres".
+_CHARGE = (_charge_statement(sqlite_insert), _charge_statement(postgres_insert))
 
 
 # Every provider call that ended counts as a request, failed ones included (they cost 0).

@@ -18,7 +18,7 @@ from app.db.models import Conversation, Message, MessageRole, MessageStatus
 from app.errors import ConversationNotFound, GenerationInProgress
 from app.providers.base import ChatMessage, ChatRequest
 from app.providers.registry import ModelChoice
-from app.repositories.conversations import ConversationRepo
+from app.repositories.conversations import ConversationRepo, TurnConversation
 from app.repositories.messages import MessageRepo
 from app.services.idempotency import ResponseRecorder
 from app.services.turns import (
@@ -74,6 +74,7 @@ async def open_prompt_turn(
         conversations = ConversationRepo(session)
         now = utcnow()
         counted = len(turn.new_messages) + 1  # and the reply
+        conversation: Conversation | TurnConversation
         if turn.conversation_id is None:
             conversation = await conversations.add(
                 Conversation(

@@ -21,7 +21,7 @@ from app.core.redaction import redact
 from app.core.security import Principal
 from app.db.base import utcnow
 from app.db.durable import durable_transaction
-from app.db.models import Conversation, Message, MessageRole, MessageStatus
+from app.db.models import Message, MessageRole, MessageStatus
 from app.errors import (
     BudgetExceeded,
     ChatAPIError,
@@ -40,7 +40,7 @@ from app.providers.base import (
     one_shot_of,
 )
 from app.providers.registry import ModelChoice, ProviderRegistry
-from app.repositories.conversations import ConversationRepo
+from app.repositories.conversations import ConversationRepo, TurnConversation
 from app.repositories.messages import MessageRepo
 from app.repositories.usage import UserUsageRepo, month_of
 from app.schemas.messages import MessageCreate, MessageRead, TokenUsage, TurnResult
@@ -94,7 +94,7 @@ def monotonic_ms() -> int:
 
 
 def choose_model(
-    registry: ProviderRegistry, conversation: Conversation, body: MessageCreate
+    registry: ProviderRegistry, conversation: TurnConversation, body: MessageCreate
 ) -> ModelChoice:
     """The message's choice wins, then the conversation's defaults, then the service's."""
     provider = body.provider or conversation.provider
