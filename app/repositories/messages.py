@@ -95,10 +95,8 @@ class MessageRepo:
     async def save(self, message: Message) -> None:
         """Write a message claimed above (every column but its identity) in one UPDATE."""
         message.updated_at = utcnow()
-        values = {column: getattr(message, attribute) for attribute, column in _MUTABLE.items()}
-        await self.session.execute(
-            update(_MESSAGES).where(_MESSAGES.c.id == message.id).values(values)
-        )
+        values = {f"new_{column}": getattr(message, name) for name, column in _MUTABLE.items()}
+        await self.session.execute(_SAVE, {"message_id": message.id, **values})
 
 
 _MESSAGES: Table = Message.__table__  # type: ignore[assignment]
@@ -119,6 +117,12 @@ _MUTABLE = {
     for attribute, column in _COLUMN_OF.items()
     if attribute not in ("id", "conversation_id", "role", "created_at")
 }
+# Parameters named apart from the columns (SQLAlchemy reserves those names in SET clauses).
+_SAVE = (
+    update(_MESSAGES)
+    .where(_MESSAGES.c.id == bindparam("message_id"))
+    .values({column: bindparam(f"new_{column}") for column in _MUTABLE.values()})
+)
 
 
 def _with_defaults(message: Message) -> Message:
