@@ -72,3 +72,28 @@ async def sqlite_database(directory: Path) -> AsyncIterator[str]:
 async def migrate(url: str) -> None:
     # Alembic's env runs its own event loop, so it gets a thread of its own.
     await asyncio.to_thread(upgrade_to_head, Settings(_env_file=None, database_url=url))
+
+
+@asynccontextmanager
+async def clean_redis(key_pattern: str) -> AsyncIterator[str]:
+    """The test Redis's URL, with no keys matching `key_pattern` before or after the test."""
+    from redis.asyncio import Redis
+    from redis.exceptions import RedisError
+
+    redis = Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+
+    async def forget() -> None:
+        keys = [key async for key in redis.scan_iter(match=key_pattern)]
+        if keys:
+            await redis.delete(*keys)
+
+    try:
+        await forget()
+    except (RedisError, OSError) as error:
+        await redis.aclose()
+        unavailable("Redis", error)
+    try:
+        yield REDIS_URL
+    finally:
+        await forget()
+        await redis.aclose()

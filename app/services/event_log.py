@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from uuid import UUID
@@ -55,7 +55,7 @@ class EventLog(Protocol):
 
     def follow(
         self, reply_id: UUID, after: str | None, *, idle_s: float
-    ) -> AsyncIterator[LoggedEvent | None]:
+    ) -> AsyncGenerator[LoggedEvent | None, None]:
         """Events after `after` in order, then new ones as they come, up to a terminal one.
 
         Yields `None` after `idle_s` seconds without an event, so callers can send keep-alives.
@@ -106,7 +106,7 @@ class InProcessEventLog:
 
     async def follow(
         self, reply_id: UUID, after: str | None, *, idle_s: float
-    ) -> AsyncIterator[LoggedEvent | None]:
+    ) -> AsyncGenerator[LoggedEvent | None, None]:
         buffer = self._buffers.get(reply_id)
         if buffer is None:
             return
@@ -218,7 +218,7 @@ class RedisEventLog:
 
     async def follow(
         self, reply_id: UUID, after: str | None, *, idle_s: float
-    ) -> AsyncIterator[LoggedEvent | None]:
+    ) -> AsyncGenerator[LoggedEvent | None, None]:
         if await self._moved_here(reply_id):
             seen, first = _position(after), self._fallback.first_position(reply_id)
             if seen < first:

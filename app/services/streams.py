@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -23,7 +24,7 @@ from app.db.models import Message, MessageRole, MessageStatus
 from app.errors import ConversationNotFound, MessageNotFound
 from app.repositories.conversations import ConversationRepo
 from app.schemas.messages import MessageRead, TokenUsage, TurnResult
-from app.services.event_log import EventLog
+from app.services.event_log import EventLog, LoggedEvent
 from app.services.idempotency import StoredResponse
 from app.services.turns import StartedGeneration
 
@@ -34,6 +35,8 @@ _DB_POLL_S = 0.5
 # The position of a replayed reply's terminal event: beyond any live log, so it tells a
 # client that saw it apart from one that saw a live event the replay cannot place.
 REPLAY_END_POSITION = 2**31 - 1
+# How long a listener waits for a logged end once the stored row says the reply has ended.
+_LATE_END_GRACE_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +101,14 @@ async def read_reply(
             if logged is None:
                 ended = await _ended(sessionmaker, reply_id)
                 if ended is not None:
+                    # A generation commits its row, then logs its end: under load this check
+                    # can land between the two (it may wait seconds for a connection). The
+                    # log gets a moment more, so a live reply ends with its own last event.
+                    late = await _logged_after(events, reply_id, after)
+                    for logged in late:
+                        yield StreamItem(logged.event, logged.data, f"{reply_id}/{logged.id}")
+                    if late and late[-1].is_terminal:
+                        return
                     # Ended, yet its log is silent: its process died (then swept, or cancelled
                     # from elsewhere). The row holds the end; nothing more will be logged.
                     if after < REPLAY_END_POSITION:
@@ -135,6 +146,20 @@ async def read_reply(
     # terminal event gets nothing more.
     if after < REPLAY_END_POSITION:
         yield StreamItem(end, end_data, f"{reply_id}/{REPLAY_END_POSITION}")
+
+
+async def _logged_after(events: EventLog, reply_id: UUID, after: int) -> list[LoggedEvent]:
+    """What the log holds after `after`, up to its end, waiting at most `_LATE_END_GRACE_S`
+    for each next event."""
+    late: list[LoggedEvent] = []
+    async with aclosing(events.follow(reply_id, str(after), idle_s=_LATE_END_GRACE_S)) as logged:
+        async for event in logged:
+            if event is None:
+                break
+            late.append(event)
+            if event.is_terminal:
+                break
+    return late
 
 
 def _position_of(event_id: str) -> int:

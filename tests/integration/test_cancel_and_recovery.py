@@ -26,6 +26,7 @@ from app.db.session import create_engine, make_sessionmaker
 from app.providers.base import ChatRequest, Finished, StreamEvent, TextDelta, Usage
 from app.services.event_log import InProcessEventLog, RedisEventLog
 from app.services.recovery import fail_abandoned_replies
+from app.services.streams import StreamItem, read_reply
 from tests.databases import REDIS_URL, unavailable
 from tests.factories import create_conversation, send_message
 from tests.fakes.providers import registry_with
@@ -393,3 +394,40 @@ class TestCrashRecovery:
         assert "".join(PIECES).startswith(running["content"])
         assert running["content"].startswith("Once upon")
         assert (await reading).terminal.event == "done"
+
+
+class TestARowEndingBeforeItsLog:
+    async def test_a_listener_ends_with_the_logged_end_when_the_row_ended_a_moment_sooner(
+        self, settings: Settings
+    ) -> None:
+        # A generation commits its finished row, then logs `done`. A listener whose keep-alive
+        # check reads the row between the two (under load it can wait seconds for a
+        # connection) must still end with the logged `done` and its real position, not the
+        # stored replay's (which a client resuming from it could not place).
+        _, reply_id = await insert_reply(settings, content="", untouched_for=timedelta(0))
+        reply = uuid.UUID(reply_id)
+        events = InProcessEventLog()
+        await events.append(reply, "start", json.dumps({"message_id": reply_id}))
+        await events.append(reply, "delta", json.dumps({"content": "Hello"}))
+        engine = create_engine(settings)
+        sessionmaker = make_sessionmaker(engine)
+        try:
+            async with sessionmaker.begin() as session:
+                stored_reply = await session.get(Message, reply)
+                assert stored_reply is not None
+                stored_reply.content = "Hello"
+                stored_reply.status = MessageStatus.COMPLETED
+
+            async def listen() -> list[StreamItem]:
+                items = read_reply(events, sessionmaker, reply, after=0, heartbeat_s=0.2)
+                return [item async for item in items if item.comment is None]
+
+            listening = asyncio.create_task(listen())
+            await asyncio.sleep(0.4)  # past the keep-alive check, within the log's grace
+            await events.append(reply, "done", json.dumps({"message": {"id": reply_id}}))
+            items = await asyncio.wait_for(listening, 5)
+        finally:
+            await engine.dispose()
+
+        assert [item.event for item in items] == ["start", "delta", "done"]
+        assert [item.id for item in items] == [f"{reply_id}/{n}" for n in (1, 2, 3)]

@@ -16,13 +16,12 @@ from typing import Any
 import httpx
 import pytest
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from app.core.config import Settings
 from app.errors import TooManyConcurrent
 from app.services.stream_quota import KEY_PREFIX, LEASE_TTL_S, ConcurrencyQuota
 from tests.auth import bearer
-from tests.databases import REDIS_URL, unavailable
+from tests.databases import clean_redis
 from tests.factories import create_conversation
 from tests.fakes.providers import FAKE_MODEL, FAKE_PROVIDER, StallingProvider, registry_with
 from tests.sse import read_stream
@@ -32,26 +31,11 @@ QUICK_SHUTDOWN = {"shutdown_grace_seconds": 0.5}
 UNREACHABLE_REDIS = "redis://127.0.0.1:1/0"
 
 
-async def _forget_leases(redis: Redis) -> None:
-    keys = [key async for key in redis.scan_iter(match=f"{KEY_PREFIX}:*")]
-    if keys:
-        await redis.delete(*keys)
-
-
 @pytest.fixture
 async def shared_redis() -> AsyncIterator[str]:
     """The test Redis, with no leases before or after the test."""
-    redis = Redis.from_url(REDIS_URL, socket_connect_timeout=2)
-    try:
-        await _forget_leases(redis)
-    except (RedisError, OSError) as error:
-        await redis.aclose()
-        unavailable("Redis", error)
-    try:
-        yield REDIS_URL
-    finally:
-        await _forget_leases(redis)
-        await redis.aclose()
+    async with clean_redis(f"{KEY_PREFIX}:*") as url:
+        yield url
 
 
 def assert_too_many(response: httpx.Response, what: str) -> None:

@@ -7,13 +7,11 @@ from typing import Any
 
 import httpx
 import pytest
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from app.core.config import Settings
 from app.providers.mock import MockProvider
 from app.services.rate_limits import KEY_PREFIX
-from tests.databases import REDIS_URL, unavailable
+from tests.databases import clean_redis
 from tests.factories import create_conversation
 from tests.fakes.providers import CountingProvider, registry_with
 
@@ -23,26 +21,11 @@ LIST = "/api/v1/conversations"
 UNREACHABLE_REDIS = "redis://127.0.0.1:1/0"
 
 
-async def _flush_limits(redis: Redis) -> None:
-    keys = [key async for key in redis.scan_iter(match=f"{KEY_PREFIX}*")]
-    if keys:
-        await redis.delete(*keys)
-
-
 @pytest.fixture
 async def shared_redis() -> AsyncIterator[str]:
     """The test Redis, with no rate-limit counters before or after the test."""
-    redis = Redis.from_url(REDIS_URL, socket_connect_timeout=2)
-    try:
-        await _flush_limits(redis)
-    except (RedisError, OSError) as error:
-        await redis.aclose()
-        unavailable("Redis", error)
-    try:
-        yield REDIS_URL
-    finally:
-        await _flush_limits(redis)
-        await redis.aclose()
+    async with clean_redis(f"{KEY_PREFIX}*") as url:
+        yield url
 
 
 def assert_rate_limited(response: httpx.Response, limit: int) -> None:
