@@ -111,7 +111,15 @@ class StallMidStream:
     text: str = LONG_TEXT
 
 
-Behaviour = Reply | Fail | Stall | Malformed | CutStream | StallMidStream
+@dataclass(frozen=True)
+class RawBody:
+    """200 with exactly this body: what a loosely compatible server might send."""
+
+    body: bytes
+    content_type: str = "application/json"
+
+
+Behaviour = Reply | Fail | Stall | Malformed | CutStream | StallMidStream | RawBody
 
 
 @dataclass(frozen=True)
@@ -242,6 +250,8 @@ class FakeUpstream:
                 await exchange.json(status, dialect.error(status, message, error_type), headers)
             case Malformed():
                 await exchange.raw(200, "application/json", dialect.malformed_body, headers)
+            case RawBody(raw, content_type):
+                await exchange.raw(200, content_type, raw, headers)
             case Stall(seconds):
                 if not await exchange.client_left(seconds):
                     await self._perform(self.default, dialect, body, exchange)

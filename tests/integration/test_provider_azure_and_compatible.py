@@ -3,6 +3,7 @@ and context windows; checked against the fake upstream."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -11,7 +12,8 @@ import httpx
 
 from app.core.config import ModelPriceOverride, Settings
 from tests.factories import create_conversation, send_message
-from tests.fakes.upstream import DEFAULT_TEXT, FakeUpstream, Reply
+from tests.fakes.upstream import DEFAULT_TEXT, FakeUpstream, RawBody, Reply
+from tests.sse import read_stream
 
 StartApp = Callable[..., Any]
 LOCAL_MODEL = "llama3.1"
@@ -202,3 +204,74 @@ class TestOpenAICompatible:
         assert [m["content"] for m in stored["messages"] if m["role"] == "user"] == questions
         assert len(stored["messages"]) == 8
         assert all(m["status"] == "completed" for m in stored["messages"])
+
+
+class TestLooselyTypedServers:
+    """Self-hosted servers do not all fill every field as OpenAI does: a field of the wrong
+    type counts as absent, a negative token count as 0, and a reply without a finish reason
+    is an unfinished one (retried, then 502), never a crash."""
+
+    async def test_missing_model_and_odd_usage_are_read_as_absent(
+        self, start_app: StartApp, make_settings: Callable[..., Settings], upstream: FakeUpstream
+    ) -> None:
+        client = await start_app(compatible_settings(make_settings, upstream))
+        conversation = await create_conversation(
+            client, provider="openai_compatible", model=LOCAL_MODEL
+        )
+        body = {
+            "choices": [{"message": {"content": "Hi 👋"}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": -3, "completion_tokens": "7", "prompt_tokens_details": 1},
+        }
+        upstream.script(RawBody(json.dumps(body).encode()))
+
+        message = (await send_message(client, conversation["id"], "Hi"))["message"]
+
+        assert (message["content"], message["status"]) == ("Hi 👋", "completed")
+        assert message["model"] == LOCAL_MODEL
+        assert (message["prompt_tokens"], message["completion_tokens"]) == (0, 0)
+
+    async def test_a_reply_without_choices_is_unfinished(
+        self, start_app: StartApp, make_settings: Callable[..., Settings], upstream: FakeUpstream
+    ) -> None:
+        client = await start_app(
+            compatible_settings(make_settings, upstream, provider_max_retries=0)
+        )
+        conversation = await create_conversation(
+            client, provider="openai_compatible", model=LOCAL_MODEL
+        )
+        upstream.script(RawBody(b'{"choices": null, "model": 5}'))
+
+        response = await client.post(
+            f"/api/v1/conversations/{conversation['id']}/messages", json={"content": "Hi"}
+        )
+
+        assert response.status_code == 502, response.text
+        assert response.json()["code"] == "upstream_error"
+
+    async def test_a_stream_with_null_usage_and_no_model_still_completes(
+        self, start_app: StartApp, make_settings: Callable[..., Settings], upstream: FakeUpstream
+    ) -> None:
+        client = await start_app(compatible_settings(make_settings, upstream))
+        conversation = await create_conversation(
+            client, provider="openai_compatible", model=LOCAL_MODEL
+        )
+        chunks = [
+            {"choices": [{"delta": {"role": "assistant"}}]},
+            {"choices": [{"delta": {"content": "Hel"}}], "usage": None},
+            {"choices": [{"delta": {"content": 5}}]},
+            {"choices": "none"},
+            {"choices": [{"delta": {"content": "lo"}, "finish_reason": "stop"}]},
+        ]
+        sse = "".join(f"data: {json.dumps(chunk)}\n\n" for chunk in chunks) + "data: [DONE]\n\n"
+        upstream.script(RawBody(sse.encode(), "text/event-stream"))
+
+        stream = await read_stream(
+            client,
+            "POST",
+            f"/api/v1/conversations/{conversation['id']}/messages",
+            json={"content": "Hi", "stream": True},
+        )
+
+        assert stream.terminal.event == "done"
+        message = stream.terminal.json()["message"]
+        assert (message["content"], message["model"]) == ("Hello", LOCAL_MODEL)
