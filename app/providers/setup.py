@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import anthropic
 import openai
 import structlog
 
 from app.core.config import ConfigurationError, Settings
 from app.errors import UnknownModel
-from app.providers.anthropic_messages import AnthropicProvider
 from app.providers.base import ChatRequest, Provider
 from app.providers.context import counter_for, fit_to_window
 from app.providers.mock import MockProvider
@@ -100,6 +98,12 @@ def _adapters(settings: Settings) -> dict[str, Provider]:
             read_timeout_s=read_s,
         )
     if settings.anthropic_api_key is not None:
+        # Imported only when configured: the Anthropic SDK takes ~2 s to import, a third of
+        # the service's start-up.
+        import anthropic
+
+        from app.providers.anthropic_messages import AnthropicProvider
+
         adapters["anthropic"] = AnthropicProvider(
             client=anthropic.AsyncAnthropic(
                 api_key=settings.anthropic_api_key.get_secret_value(),

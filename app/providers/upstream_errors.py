@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from email.utils import parsedate_to_datetime
 from time import time
+from typing import cast
 
-import anthropic
 import httpx2
 import openai
 
@@ -28,33 +29,34 @@ from app.errors import (
 # Anthropic's 529 "overloaded".
 RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 
-_TIMEOUTS = (openai.APITimeoutError, anthropic.APITimeoutError, httpx2.TimeoutException)
-_CONNECTION = (
-    openai.APIConnectionError,
-    anthropic.APIConnectionError,
-    httpx2.TransportError,  # Anthropic's streams let a cut connection escape unwrapped
-)
-_STATUS = (openai.APIStatusError, anthropic.APIStatusError)
-_GARBLED = (
-    openai.APIResponseValidationError,
-    anthropic.APIResponseValidationError,
-    json.JSONDecodeError,  # both SDKs raise it bare on a body that is not JSON
-)
+
+def _sdk_classes(name: str) -> tuple[type[BaseException], ...]:
+    """`openai.<name>`, and `anthropic.<name>` once the Anthropic SDK is loaded: only then can
+    its errors exist, and it is imported only when configured (it takes ~2 s to import)."""
+    anthropic = sys.modules.get("anthropic")
+    found: type[BaseException] = getattr(openai, name)
+    return (found,) if anthropic is None else (found, getattr(anthropic, name))
 
 
 def translate_upstream_error(
     provider: str, error: BaseException, *, timeout_s: float
 ) -> ChatAPIError | None:
     """The domain error for an SDK or transport failure, or `None` when it is not one."""
-    if isinstance(error, _TIMEOUTS):
+    if isinstance(error, (*_sdk_classes("APITimeoutError"), httpx2.TimeoutException)):
         return UpstreamTimeout(provider, timeout_s)
-    if isinstance(error, _STATUS):
-        return _from_status(provider, error.status_code, error.response.headers, error.body)
-    if isinstance(error, _CONNECTION):
+    if isinstance(error, _sdk_classes("APIStatusError")):
+        # Anthropic's APIStatusError has the same three attributes.
+        status_error = cast(openai.APIStatusError, error)
+        return _from_status(
+            provider, status_error.status_code, status_error.response.headers, status_error.body
+        )
+    # Anthropic's streams let a cut connection escape unwrapped, as an httpx2 TransportError.
+    if isinstance(error, (*_sdk_classes("APIConnectionError"), httpx2.TransportError)):
         return UpstreamError(f"could not reach provider {provider!r}", retryable=True)
-    if isinstance(error, _GARBLED):
+    # Both SDKs raise a bare JSONDecodeError on a body that is not JSON.
+    if isinstance(error, (*_sdk_classes("APIResponseValidationError"), json.JSONDecodeError)):
         return UpstreamError(f"provider {provider!r} sent a malformed response", retryable=True)
-    if isinstance(error, openai.APIError | anthropic.APIError):
+    if isinstance(error, _sdk_classes("APIError")):
         # An `error` event inside a stream (usually "overloaded"): the SDK's catch-all.
         return UpstreamError(f"provider {provider!r} reported an error", retryable=True)
     return None
