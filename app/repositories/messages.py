@@ -75,8 +75,8 @@ class MessageRepo:
         concurrent turns can never both start. No savepoint (two round trips on every turn):
         on `False` the transaction has failed, so the caller must end it (raise).
 
-        One multi-row Core INSERT: the messages stay plain transient objects, never added to
-        the session (a unit-of-work flush cost more CPU than the rest of the turn's SQL).
+        One Core INSERT for all of them: the messages stay plain transient objects, never
+        added to the session (a unit-of-work flush cost more CPU than the rest of the SQL).
         Their ids, times and column defaults are filled in here, so they read as stored.
         """
         rows = [_column_values(_with_defaults(message)) for message in messages]
