@@ -173,7 +173,7 @@ class Generations:
     async def _run(
         self, reply: Message, request: ChatRequest, provider: Provider, owner: str
     ) -> None:
-        reply_id = reply.id  # read once: a failed store expires the ORM row
+        reply_id = reply.id
         generation = Generation()
         started = last_flush = monotonic_ms()
         failure: ChatAPIError

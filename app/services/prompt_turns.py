@@ -124,10 +124,9 @@ async def open_prompt_turn(
             cost_usd=Decimal(0),  # until charged; the same columns as `stored`: one INSERT
             created_at=now + timedelta(microseconds=len(stored)),
         )
-        claimed_in = conversation.id  # read before the insert: a failed one expires the rows
         owner = conversation.user_id
         if not await MessageRepo(session).claim_generation(*stored, reply):
-            raise GenerationInProgress(claimed_in)
+            raise GenerationInProgress(conversation.id)
         if record is not None:
             await record(session, StartedGeneration(reply.id, conversation.id))
     request = ChatRequest(

@@ -225,7 +225,7 @@ async def open_turn(
             created_at=now,
         )
         if not await MessageRepo(session).claim_generation(user_message, reply):
-            raise GenerationInProgress(conversation_id)  # the failed insert expired the rows
+            raise GenerationInProgress(conversation_id)
         if record is not None:
             await record(session, StartedGeneration(reply.id, conversation.id))
     request = ChatRequest(

@@ -215,9 +215,7 @@ class TestLooselyTypedServers:
         self, start_app: StartApp, make_settings: Callable[..., Settings], upstream: FakeUpstream
     ) -> None:
         client = await start_app(compatible_settings(make_settings, upstream))
-        conversation = await create_conversation(
-            client, provider="openai_compatible", model=LOCAL_MODEL
-        )
+        conversation = await create_conversation(client, provider="openai_compatible")
         body = {
             "choices": [{"message": {"content": "Hi 👋"}, "finish_reason": "stop"}],
             "usage": {"prompt_tokens": -3, "completion_tokens": "7", "prompt_tokens_details": 1},
@@ -236,9 +234,7 @@ class TestLooselyTypedServers:
         client = await start_app(
             compatible_settings(make_settings, upstream, provider_max_retries=0)
         )
-        conversation = await create_conversation(
-            client, provider="openai_compatible", model=LOCAL_MODEL
-        )
+        conversation = await create_conversation(client, provider="openai_compatible")
         upstream.script(RawBody(b'{"choices": null, "model": 5}'))
 
         response = await client.post(
@@ -252,9 +248,7 @@ class TestLooselyTypedServers:
         self, start_app: StartApp, make_settings: Callable[..., Settings], upstream: FakeUpstream
     ) -> None:
         client = await start_app(compatible_settings(make_settings, upstream))
-        conversation = await create_conversation(
-            client, provider="openai_compatible", model=LOCAL_MODEL
-        )
+        conversation = await create_conversation(client, provider="openai_compatible")
         chunks = [
             {"choices": [{"delta": {"role": "assistant"}}]},
             {"choices": [{"delta": {"content": "Hel"}}], "usage": None},
