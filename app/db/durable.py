@@ -17,6 +17,8 @@ import sqlalchemy.exc
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.db.session import connect
+
 log = structlog.get_logger(__name__)
 
 # Pauses between attempts to get a connection: about a minute in all, on top of each
@@ -36,22 +38,29 @@ _NOT_CONNECTED: tuple[type[Exception], ...] = (
 async def durable_transaction(
     sessionmaker: async_sessionmaker[AsyncSession],
     retry_delays_s: tuple[float, ...] = RETRY_DELAYS_S,
+    *,
+    single_statements: bool = False,
 ) -> AsyncIterator[AsyncSession]:
-    """A session in a transaction, committed when the block ends (rolled back if it raises)."""
-    session = await _connected(sessionmaker, retry_delays_s)
+    """A session in a transaction, committed when the block ends (rolled back if it raises).
+
+    `single_statements`: see `app.db.session.connect` (each statement atomic alone).
+    """
+    session = await _connected(sessionmaker, retry_delays_s, single_statements)
     async with session:
         yield session
         await session.commit()
 
 
 async def _connected(
-    sessionmaker: async_sessionmaker[AsyncSession], retry_delays_s: tuple[float, ...]
+    sessionmaker: async_sessionmaker[AsyncSession],
+    retry_delays_s: tuple[float, ...],
+    single_statements: bool,
 ) -> AsyncSession:
     delays = iter(retry_delays_s)
     while True:
         session = sessionmaker()
         try:
-            await session.connection()  # checks a connection out and begins the transaction
+            await connect(session, single_statements=single_statements)
         except _NOT_CONNECTED as error:
             await session.close()
             delay = next(delays, None)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Select, Table, bindparam, insert, select, update
+from sqlalchemy import Executable, Result, Select, Table, bindparam, insert, select, update
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -15,7 +16,7 @@ from app.db.models import Message, MessageRole, MessageStatus
 from app.repositories.pagination import fetch_page
 
 # Replies that failed carry no text the model should see again.
-_PROMPT_STATUSES = (MessageStatus.COMPLETED, MessageStatus.CANCELLED)
+PROMPT_STATUSES = (MessageStatus.COMPLETED, MessageStatus.CANCELLED)
 
 
 _ONE_GENERATION_VIOLATIONS = (
@@ -79,23 +80,31 @@ class MessageRepo:
         added to the session (a unit-of-work flush cost more CPU than the rest of the SQL).
         Their ids, times and column defaults are filled in here, so they read as stored.
         """
-        rows = [_column_values(_with_defaults(message)) for message in messages]
+        rows = [column_values(with_defaults(message)) for message in messages]
+        # executemany of one cached statement: still one round trip (asyncpg pipelines it;
+        # SQLAlchemy batches it into one INSERT), where a multi-row VALUES would be compiled
+        # afresh each time (it has no cache key).
+        return await self.claiming(_INSERT_MESSAGE, rows) is not None
+
+    async def claiming(
+        self, statement: Executable, params: dict[str, Any] | list[dict[str, Any]]
+    ) -> Result[Any] | None:
+        """Execute a statement that inserts an in-progress reply; `None` if one already runs
+        in its conversation (the transaction has then failed: the caller must end it)."""
         try:
-            # executemany of one cached statement: still one round trip (asyncpg pipelines
-            # it; SQLAlchemy batches it into one INSERT), where a multi-row VALUES would be
-            # compiled afresh each time (it has no cache key).
-            await self.session.execute(_INSERT_MESSAGE, rows)
+            return await self.session.execute(statement, params)
         except IntegrityError as error:
             # Postgres names the index; SQLite names the column the partial index covers.
             if not any(mark in str(error.orig) for mark in _ONE_GENERATION_VIOLATIONS):
                 raise
-            return False
-        return True
+            return None
 
     async def save(self, message: Message) -> None:
         """Write a message claimed above (every column but its identity) in one UPDATE."""
         message.updated_at = utcnow()
-        values = {f"new_{column}": getattr(message, name) for name, column in _MUTABLE.items()}
+        values = {
+            f"new_{column}": getattr(message, name) for name, column in MUTABLE_COLUMNS.items()
+        }
         await self.session.execute(_SAVE, {"message_id": message.id, **values})
 
 
@@ -105,29 +114,29 @@ _PROMPT_HISTORY = (
     select(_MESSAGES.c.role, _MESSAGES.c.content)
     .where(
         _MESSAGES.c.conversation_id == bindparam("conversation_id"),
-        _MESSAGES.c.status.in_(_PROMPT_STATUSES),
+        _MESSAGES.c.status.in_(PROMPT_STATUSES),
         _MESSAGES.c.content != "",
     )
     .order_by(_MESSAGES.c.created_at, _MESSAGES.c.id)
 )
 # ORM attribute name -> column name (`metadata_` is stored as `metadata`).
-_COLUMN_OF = {prop.key: prop.columns[0].key for prop in sa_inspect(Message).column_attrs}
-_MUTABLE = {
+COLUMN_OF = {prop.key: prop.columns[0].key for prop in sa_inspect(Message).column_attrs}
+MUTABLE_COLUMNS = {
     attribute: column
-    for attribute, column in _COLUMN_OF.items()
+    for attribute, column in COLUMN_OF.items()
     if attribute not in ("id", "conversation_id", "role", "created_at")
 }
 # Parameters named apart from the columns (SQLAlchemy reserves those names in SET clauses).
 _SAVE = (
     update(_MESSAGES)
     .where(_MESSAGES.c.id == bindparam("message_id"))
-    .values({column: bindparam(f"new_{column}") for column in _MUTABLE.values()})
+    .values({column: bindparam(f"new_{column}") for column in MUTABLE_COLUMNS.values()})
 )
 
 
-def _with_defaults(message: Message) -> Message:
+def with_defaults(message: Message) -> Message:
     """Give an unsaved message every column default the ORM would give it at flush."""
-    for attribute, column in _COLUMN_OF.items():
+    for attribute, column in COLUMN_OF.items():
         default = _MESSAGES.c[column].default
         if attribute not in message.__dict__ and default is not None:  # never set
             value = default.arg(None) if default.is_callable else default.arg  # type: ignore[attr-defined]
@@ -135,5 +144,5 @@ def _with_defaults(message: Message) -> Message:
     return message
 
 
-def _column_values(message: Message) -> dict[str, object]:
-    return {column: getattr(message, attribute) for attribute, column in _COLUMN_OF.items()}
+def column_values(message: Message) -> dict[str, object]:
+    return {column: getattr(message, attribute) for attribute, column in COLUMN_OF.items()}

@@ -6,6 +6,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.config import Settings
 from app.core.security import Principal
+from app.db.session import unit_of_work
 from app.errors import Unauthenticated
 from app.services import api_keys
 from app.services.jwt_tokens import principal_from_jwt
@@ -39,13 +40,10 @@ async def authenticate(
     if token is None:
         raise Unauthenticated()
     if api_keys.looks_like_api_key(token):
-        async with sessionmaker() as session:
-            if session.get_bind().dialect.name == "postgresql":
-                # One read and, once a minute, one write: each is atomic alone, so on
-                # autocommit the lookup is a single round trip instead of BEGIN/SELECT/COMMIT.
-                await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        # One read and, once a minute, one write: each is atomic alone, so the lookup is a
+        # single round trip instead of BEGIN/SELECT/COMMIT.
+        async with unit_of_work(sessionmaker, single_statements=True) as session:
             principal = await api_keys.principal_for(session, token)
-            await session.commit()
         if principal is None:
             raise Unauthenticated()
         return principal

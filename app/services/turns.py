@@ -22,6 +22,7 @@ from app.core.security import Principal
 from app.db.base import utcnow
 from app.db.durable import durable_transaction
 from app.db.models import Message, MessageRole, MessageStatus
+from app.db.session import unit_of_work
 from app.errors import (
     BudgetExceeded,
     ChatAPIError,
@@ -40,8 +41,9 @@ from app.providers.base import (
     one_shot_of,
 )
 from app.providers.registry import ModelChoice, ProviderRegistry
-from app.repositories.conversations import ConversationRepo, TurnConversation
+from app.repositories.conversations import TurnConversation
 from app.repositories.messages import MessageRepo
+from app.repositories.turns import Claim, TurnRepo
 from app.repositories.usage import UserUsageRepo, month_of
 from app.schemas.messages import MessageCreate, MessageRead, TokenUsage, TurnResult
 from app.services.idempotency import ResponseRecorder
@@ -49,6 +51,9 @@ from app.services.pricing import Price, PriceBook
 from app.services.rate_limits import RateLimiter
 
 log = structlog.get_logger(__name__)
+
+# Reads and claims of one turn before giving up (409) on a conversation that keeps changing.
+_CLAIM_ATTEMPTS = 3
 
 # An opened turn: the in-progress reply, the request for the provider, the provider (with its
 # fallbacks) and the owner to charge. `run_turn` or a server-owned generation finishes it.
@@ -185,22 +190,25 @@ async def open_turn(
 ) -> OpenTurn:
     """Commit the user's message and an in-progress reply; build the request from the history.
 
-    `record` (a streamed turn's `Idempotency-Key`) stores the started reply in the same
-    transaction, so a retry finds that reply and never starts a second one.
+    The conversation and its history are read first, then the turn is claimed on the
+    condition that nothing was added meanwhile (`TurnRepo.claim`); if something was, it is
+    read again. Nothing is stored when a check fails. `record` (a streamed turn's
+    `Idempotency-Key`) stores the started reply in the claim's transaction, so a retry finds
+    that reply and never starts a second one.
     """
-    async with ctx.sessionmaker.begin() as session:
-        # Found (under the tenancy filter) and counted in one statement: nothing is kept
-        # when the turn fails below, since the transaction rolls back.
-        conversation = await ConversationRepo(session).get_counting_messages(
-            conversation_id, principal, added=2
-        )
-        if conversation is None:
+    owner = principal.visible_owner(None)
+    for _attempt in range(_CLAIM_ATTEMPTS):
+        async with unit_of_work(ctx.sessionmaker, single_statements=True) as session:
+            view = await TurnRepo(session).view(conversation_id, owner, month_of(utcnow()))
+        if view is None:
             raise ConversationNotFound(conversation_id)
+        conversation = view.conversation
         choice = choose_model(ctx.registry, conversation, body)
-        await check_budget(ctx, session, conversation.user_id)
+        refuse_over_budget(ctx, view.month_spent)
         if ctx.limiter is not None:
             await ctx.limiter.check_tokens(conversation.user_id)
-        history = await MessageRepo(session).prompt_history(conversation.id)
+        if view.reply_running:
+            raise GenerationInProgress(conversation_id)
         now = utcnow()
         user_message = Message(
             conversation_id=conversation.id,
@@ -224,14 +232,24 @@ async def open_turn(
             cost_usd=Decimal(0),
             created_at=now,
         )
-        if not await MessageRepo(session).claim_generation(user_message, reply):
-            raise GenerationInProgress(conversation_id)
-        if record is not None:
-            await record(session, StartedGeneration(reply.id, conversation.id))
+        # Without a recorder the claim is one statement: no transaction around it.
+        async with unit_of_work(ctx.sessionmaker, single_statements=record is None) as session:
+            claim = await TurnRepo(session).claim(
+                conversation.id, view.message_count, (user_message, reply)
+            )
+            if claim is Claim.RUNNING:
+                raise GenerationInProgress(conversation_id)
+            if claim is Claim.CLAIMED and record is not None:
+                await record(session, StartedGeneration(reply.id, conversation.id))
+        if claim is Claim.CLAIMED:
+            break
+    else:
+        # Other turns kept landing between the read and the claim.
+        raise GenerationInProgress(conversation_id)
     request = ChatRequest(
         model=choice.model,
         messages=(
-            *(ChatMessage(role.value, content) for role, content in history),
+            *(ChatMessage(role.value, content) for role, content in view.history),
             ChatMessage("user", body.content),
         ),
         system_prompt=conversation.system_prompt,
@@ -259,11 +277,14 @@ async def check_budget(ctx: TurnContext, session: AsyncSession, user_id: str) ->
     Turns already in flight may still land after the check, so a month can end slightly
     over budget by at most those turns; it never starts a new one past it.
     """
-    if ctx.budget_usd is None:
-        return
-    month = month_of(utcnow())
-    if await UserUsageRepo(session).spent(user_id, month) >= ctx.budget_usd:
-        raise BudgetExceeded(ctx.budget_usd, month)
+    if ctx.budget_usd is not None:
+        refuse_over_budget(ctx, await UserUsageRepo(session).spent(user_id, month_of(utcnow())))
+
+
+def refuse_over_budget(ctx: TurnContext, month_spent: Decimal) -> None:
+    """`BudgetExceeded` (402) once the owner's spending this month has reached the budget."""
+    if ctx.budget_usd is not None and month_spent >= ctx.budget_usd:
+        raise BudgetExceeded(ctx.budget_usd, month_of(utcnow()))
 
 
 async def complete_reply(
@@ -295,13 +316,8 @@ async def complete_reply(
             provider=served_by,
             model=finished.model,
         )
-    async with durable_transaction(ctx.sessionmaker) as session:
-        # Same transaction as the reply: the totals can never disagree with their messages.
-        # The conversation first: a turn opening locks it before its messages, and the same
-        # order here keeps the two from deadlocking.
-        await ConversationRepo(session).charge(
-            reply.conversation_id, tokens=usage.total_tokens, cost_usd=cost or Decimal(0)
-        )
+    # Without a recorder the outcome is stored by one statement: no transaction around it.
+    async with durable_transaction(ctx.sessionmaker, single_statements=record is None) as session:
         reply.content = generation.text
         reply.status = status
         reply.provider = served_by
@@ -314,9 +330,9 @@ async def complete_reply(
         reply.time_to_first_token_ms = (
             None if generation.first_token_at is None else generation.first_token_at - started
         )
-        await MessageRepo(session).save(reply)
-        await UserUsageRepo(session).charge(
-            owner, month_of(reply.created_at), usage, cost or Decimal(0)
+        # The totals with the reply, atomically: they can never disagree with their messages.
+        await TurnRepo(session).complete(
+            reply, owner, month_of(reply.created_at), usage, cost or Decimal(0)
         )
         result = TurnResult(
             message=MessageRead.model_validate(reply),
@@ -367,7 +383,7 @@ async def fail_reply(
     generation: Generation,
     started: int,
 ) -> None:
-    async with durable_transaction(ctx.sessionmaker) as session:
+    async with durable_transaction(ctx.sessionmaker, single_statements=True) as session:
         reply.content = generation.text
         reply.status = MessageStatus.FAILED
         reply.finish_reason = "error"

@@ -1,12 +1,14 @@
 """Database round trips of one turn, counted on the app's engine: a guard, not a timing.
 
-Every statement costs the worker CPU and a wait: a turn opens with one transaction (the
-conversation found and counted in one `UPDATE ... RETURNING`, the prompt history, both new
-messages in one INSERT) and completes with another (totals, reply, monthly usage).
+Every statement costs the worker CPU and a wait. On Postgres a turn is three statements and
+no transaction: it reads the conversation with its history, claims the turn (the count and
+both new messages, one writable CTE) and stores the outcome (totals, reply and monthly usage,
+one writable CTE). On SQLite (no writable CTEs) each of those is a short transaction.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -27,8 +29,14 @@ MakeSettings = Callable[..., Settings]
 # while tasks started before (the abandoned-reply sweep) never count.
 _SENT: ContextVar[list[str] | None] = ContextVar("sent", default=None)
 
-OPEN = ["BEGIN", "UPDATE conversations", "SELECT messages", "INSERT messages", "COMMIT"]
-COMPLETE = [
+# What each dialect is sent for one turn: (opening it, storing its outcome).
+POSTGRES_OPEN = ["SELECT conversations", "UPDATE conversations + INSERT messages"]
+POSTGRES_COMPLETE = ["UPDATE conversations + UPDATE messages + INSERT user_monthly_usage"]
+SQLITE_OPEN = [
+    *("BEGIN", "SELECT conversations", "SELECT messages", "COMMIT"),
+    *("BEGIN", "UPDATE conversations", "INSERT messages", "COMMIT"),
+]
+SQLITE_COMPLETE = [
     "BEGIN",
     "UPDATE conversations",
     "UPDATE messages",
@@ -36,18 +44,23 @@ COMPLETE = [
     "COMMIT",
 ]
 
+# A write (not an upsert's `DO UPDATE SET`), and its table.
+_WRITES = re.compile(r"(?<!DO )\b(UPDATE|INSERT INTO|DELETE FROM) (\w+)")
+
 
 def _kind(statement: str) -> str:
-    """`UPDATE conversations`, `INSERT messages`, `SELECT messages`: verb and first table."""
-    words = statement.split()
-    verb = words[0].upper()
-    if verb == "SELECT":
-        table = words[words.index("FROM") + 1] if "FROM" in words else ""
-    elif verb == "INSERT":
-        table = words[2]
-    else:
-        table = words[1]
-    return f"{verb} {table}"
+    """The tables written, in order (`UPDATE conversations + INSERT messages` for a writable
+    CTE), or for a read `SELECT <the table of its outermost FROM>`."""
+    writes = [f"{verb.split()[0]} {table}" for verb, table in _WRITES.findall(statement)]
+    if writes:
+        return " + ".join(writes)
+    depth = 0
+    words = statement.replace("(", " ( ").replace(")", " ) ").split()
+    for word, following in zip(words, words[1:], strict=False):
+        depth += {"(": 1, ")": -1}.get(word, 0)
+        if depth == 0 and word == "FROM":
+            return f"SELECT {following}"
+    return statement
 
 
 def _on_statement(_conn: Connection, _cursor: Any, statement: str, *_args: Any) -> None:
@@ -57,13 +70,18 @@ def _on_statement(_conn: Connection, _cursor: Any, statement: str, *_args: Any) 
         sent.append(_kind(statement))
 
 
-def _on_begin(_conn: Connection) -> None:
-    if (sent := _SENT.get()) is not None:
+def _sends_transactions(conn: Connection) -> bool:
+    # In autocommit SQLAlchemy still signals begin and commit, but sends neither.
+    return conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT"
+
+
+def _on_begin(conn: Connection) -> None:
+    if (sent := _SENT.get()) is not None and _sends_transactions(conn):
         sent.append("BEGIN")
 
 
-def _on_commit(_conn: Connection) -> None:
-    if (sent := _SENT.get()) is not None:
+def _on_commit(conn: Connection) -> None:
+    if (sent := _SENT.get()) is not None and _sends_transactions(conn):
         sent.append("COMMIT")
 
 
@@ -87,18 +105,28 @@ def counted_round_trips() -> Iterator[list[str]]:
             event.remove(Engine, name, listener)
 
 
+def expected_turn(settings: Settings) -> tuple[list[str], list[str]]:
+    """What one turn sends on this backend: (opening it, storing its outcome)."""
+    if settings.is_sqlite:
+        return SQLITE_OPEN, SQLITE_COMPLETE
+    return POSTGRES_OPEN, POSTGRES_COMPLETE
+
+
 class TestRoundTrips:
-    async def test_a_plain_turn_takes_ten_round_trips(self, client: httpx.AsyncClient) -> None:
+    async def test_a_plain_turn_takes_three_statements_on_postgres(
+        self, client: httpx.AsyncClient, settings: Settings
+    ) -> None:
         conversation = await create_conversation(client)
         await send_message(client, conversation["id"], "warm up")  # history is not empty
 
         with counted_round_trips() as sent:
             await send_message(client, conversation["id"], "count me")
 
-        assert sent == OPEN + COMPLETE
+        opening, completing = expected_turn(settings)
+        assert sent == opening + completing
 
-    async def test_a_streamed_turn_takes_the_same_ten(
-        self, start_app: StartApp, make_settings: MakeSettings
+    async def test_a_streamed_turn_takes_the_same(
+        self, start_app: StartApp, make_settings: MakeSettings, settings: Settings
     ) -> None:
         # No periodic flush of partial text inside the count, however slow the machine.
         client = await start_app(make_settings(stream_flush_seconds=60))
@@ -114,10 +142,34 @@ class TestRoundTrips:
             )
 
         assert stream.status_code == 200
-        assert sent == OPEN + COMPLETE
+        opening, completing = expected_turn(settings)
+        assert sent == opening + completing
+
+    async def test_an_idempotent_turn_stores_its_outcome_and_response_in_one_transaction(
+        self, client: httpx.AsyncClient, settings: Settings
+    ) -> None:
+        conversation = await create_conversation(client)
+
+        with counted_round_trips() as sent:
+            response = await client.post(
+                f"/api/v1/conversations/{conversation['id']}/messages",
+                json={"content": "count me"},
+                headers={"Idempotency-Key": "round-trips-1"},
+            )
+
+        assert response.status_code == 201, response.text
+        opening, _ = expected_turn(settings)
+        # The outcome and the stored response commit together: a key is never answered for
+        # a reply that was not charged, nor left claimed for one that was.
+        if settings.is_sqlite:
+            stored = [*SQLITE_COMPLETE[:-1], "UPDATE idempotency_keys", "COMMIT"]
+        else:
+            stored = ["BEGIN", *POSTGRES_COMPLETE, "UPDATE idempotency_keys", "COMMIT"]
+        key_claimed = ["BEGIN", "INSERT idempotency_keys", "COMMIT"]
+        assert sent == [*key_claimed, *opening, *stored]
 
     async def test_an_openai_style_turn_stores_its_new_messages_in_one_insert(
-        self, client: httpx.AsyncClient
+        self, client: httpx.AsyncClient, settings: Settings
     ) -> None:
         said = [
             {"role": "user", "content": "Hello"},
@@ -138,6 +190,13 @@ class TestRoundTrips:
 
         assert first.status_code == 200, first.text
         assert second.status_code == 200, second.text
+        _, completing = expected_turn(settings)
         # A new conversation is created already counting its messages and reply.
-        assert started == ["BEGIN", "INSERT conversations", "INSERT messages", "COMMIT", *COMPLETE]
-        assert appended == ["BEGIN", "UPDATE conversations", "INSERT messages", "COMMIT", *COMPLETE]
+        assert started == [
+            *("BEGIN", "INSERT conversations", "INSERT messages", "COMMIT"),
+            *completing,
+        ]
+        assert appended == [
+            *("BEGIN", "UPDATE conversations", "INSERT messages", "COMMIT"),
+            *completing,
+        ]

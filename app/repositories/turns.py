@@ -1,0 +1,315 @@
+"""All SQL of a turn: read what it needs, claim it, store its outcome. Few round trips.
+
+A turn reads its conversation, prompt history, running reply and the owner's month spent
+(`view`), decides in Python (model, budget, limits), then claims the turn (`claim`): its
+messages are inserted only if the conversation's `message_count` is still what `view` read.
+Every turn adds to that count, so an unchanged count proves the history read is still the
+whole history (optimistic concurrency, no row held locked across the two). At the end the
+reply's outcome, the conversation's totals and the month's usage are stored together
+(`complete`).
+
+On Postgres each of the three is one statement (a writable CTE), atomic on its own, so a
+turn sent without an `Idempotency-Key` needs no BEGIN/COMMIT: three round trips in all. On
+SQLite (no writable CTEs) each is a few statements in one transaction.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from enum import Enum
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import (
+    BigInteger,
+    Select,
+    Table,
+    and_,
+    bindparam,
+    exists,
+    func,
+    insert,
+    literal,
+    literal_column,
+    select,
+    true,
+    union_all,
+    update,
+)
+from sqlalchemy.dialects.postgresql import aggregate_order_by
+from sqlalchemy.dialects.postgresql import insert as postgres_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db.base import utcnow
+from app.db.models import Conversation, Message, MessageRole, MessageStatus, UserMonthlyUsage
+from app.providers.base import Usage
+from app.repositories.conversations import ConversationRepo, TurnConversation
+from app.repositories.messages import (
+    COLUMN_OF,
+    MUTABLE_COLUMNS,
+    PROMPT_STATUSES,
+    MessageRepo,
+    column_values,
+    with_defaults,
+)
+from app.repositories.usage import UserUsageRepo
+
+
+class Claim(Enum):
+    CLAIMED = "claimed"
+    # The conversation changed since it was read (another turn, a delete): read it again.
+    STALE = "stale"
+    # A reply is already running in the conversation.
+    RUNNING = "running"
+
+
+@dataclass(frozen=True, slots=True)
+class TurnView:
+    """What a turn reads before it is claimed, as of one moment."""
+
+    conversation: TurnConversation
+    message_count: int
+    history: list[tuple[MessageRole, str]]
+    reply_running: bool
+    month_spent: Decimal
+
+
+class TurnRepo:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+        self.postgres = session.get_bind().dialect.name == "postgresql"
+
+    async def view(self, conversation_id: UUID, owner: str | None, month: str) -> TurnView | None:
+        """The conversation (only `owner`'s, unless `None`), its prompt history, whether a
+        reply runs in it and its owner's spending in `month`; `None` if not found."""
+        params = {"conversation_id": conversation_id, "owner": owner, "month": month}
+        statement = _VIEW[self.postgres][owner is not None]
+        row = (await self.session.execute(statement, params)).one_or_none()
+        if row is None:
+            return None
+        conversation = TurnConversation(*row[:5])
+        message_count, spent, running = row[5:8]
+        if self.postgres:
+            roles, contents = row[8] or (), row[9] or ()
+            history = [
+                (MessageRole(role), text) for role, text in zip(roles, contents, strict=True)
+            ]
+        else:
+            history = await MessageRepo(self.session).prompt_history(conversation.id)
+        return TurnView(conversation, message_count, history, bool(running), Decimal(spent))
+
+    async def claim(
+        self, conversation_id: UUID, seen_count: int, messages: Sequence[Message]
+    ) -> Claim:
+        """Insert a turn's messages (its in-progress reply last) and count them, if the
+        conversation still holds `seen_count` messages and no reply is running in it.
+
+        On `RUNNING` the transaction (if any) has failed: the caller must end it.
+        """
+        for message in messages:
+            with_defaults(message)
+        params: dict[str, Any] = {
+            "conversation_id": conversation_id,
+            "seen_count": seen_count,
+            "added": len(messages),
+            "now": utcnow(),
+        }
+        repo = MessageRepo(self.session)
+        if not self.postgres:
+            counted = await self.session.execute(_COUNT_IF_UNCHANGED, params)
+            if not getattr(counted, "rowcount", 0):
+                return Claim.STALE
+            return Claim.CLAIMED if await repo.claim_generation(*messages) else Claim.RUNNING
+        for position, message in enumerate(messages):
+            for column, value in column_values(message).items():
+                params[f"m{position}_{column}"] = value
+        inserted = await repo.claiming(_claim_statement(len(messages)), params)
+        if inserted is None:
+            return Claim.RUNNING
+        # Nothing inserted: the count had moved on (or the conversation is gone).
+        return Claim.CLAIMED if inserted.all() else Claim.STALE
+
+    async def complete(
+        self, reply: Message, owner: str, month: str, usage: Usage, cost: Decimal
+    ) -> None:
+        """Store a reply's outcome (every column but its identity), add its tokens and cost to
+        its conversation's totals and its usage to the owner's month.
+
+        Conversation, then message, then month: the order every writer of a turn locks them
+        in (a turn's claim locks the conversation first too), so two never deadlock.
+        """
+        reply.updated_at = utcnow()
+        if not self.postgres:
+            await ConversationRepo(self.session).charge(
+                reply.conversation_id, tokens=usage.total_tokens, cost_usd=cost
+            )
+            await MessageRepo(self.session).save(reply)
+            await UserUsageRepo(self.session).charge(owner, month, usage, cost)
+            return
+        params: dict[str, Any] = {
+            f"new_{column}": getattr(reply, attribute)
+            for attribute, column in MUTABLE_COLUMNS.items()
+        }
+        # No parameter is named like a column of a table written: SQLAlchemy would add a
+        # `SET column = :name` for it.
+        params.update(
+            message_id=reply.id,
+            charged_conversation=reply.conversation_id,
+            tokens=usage.total_tokens,
+            cost=cost,
+            now=reply.updated_at,
+            owner=owner,
+            month=month,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            cached_tokens=usage.cached_tokens,
+        )
+        await self.session.execute(_COMPLETE, params)
+
+
+_CONVERSATIONS: Table = Conversation.__table__  # type: ignore[assignment]
+_MESSAGES: Table = Message.__table__  # type: ignore[assignment]
+_USAGE: Table = UserMonthlyUsage.__table__  # type: ignore[assignment]
+_c, _m, _u = _CONVERSATIONS.c, _MESSAGES.c, _USAGE.c
+
+
+def _view_statement(*, postgres: bool, owned: bool) -> Select[Any]:
+    spent = (
+        select(_u.cost_usd)
+        .where(_u.user_id == _c.user_id, _u.month == bindparam("month"))
+        .scalar_subquery()
+    )
+    # Answered by the partial unique index on running replies.
+    running = exists().where(
+        _m.conversation_id == _c.id,
+        _m.status == MessageStatus.IN_PROGRESS,
+        _m.role == MessageRole.ASSISTANT,
+    )
+    statement = select(
+        _c.id,
+        _c.user_id,
+        _c.provider,
+        _c.model,
+        _c.system_prompt,
+        _c.message_count,
+        func.coalesce(spent, literal(Decimal(0), _u.cost_usd.type)),
+        running,
+    ).where(_c.id == bindparam("conversation_id"))
+    if owned:
+        statement = statement.where(_c.user_id == bindparam("owner"))
+    if postgres:
+        # The history as two arrays in the same row: one statement, one index range scan.
+        in_prompt = and_(_m.status.in_(PROMPT_STATUSES), _m.content != "")
+        in_order = (_m.created_at, _m.id)
+        history = (
+            select(
+                func.array_agg(aggregate_order_by(_m.role, *in_order))
+                .filter(in_prompt)
+                .label("roles"),
+                func.array_agg(aggregate_order_by(_m.content, *in_order))
+                .filter(in_prompt)
+                .label("contents"),
+            )
+            .where(_m.conversation_id == _c.id)
+            .lateral("history")
+        )
+        statement = statement.add_columns(history.c.roles, history.c.contents).select_from(
+            _CONVERSATIONS.join(history, true())
+        )
+    return statement
+
+
+# Indexed [is Postgres][filtered by owner]; built once, so each caches its compiled form.
+_VIEW = tuple(
+    tuple(_view_statement(postgres=postgres, owned=owned) for owned in (False, True))
+    for postgres in (False, True)
+)
+
+_COUNT_IF_UNCHANGED = (
+    update(_CONVERSATIONS)
+    .where(_c.id == bindparam("conversation_id"), _c.message_count == bindparam("seen_count"))
+    .values(message_count=_c.message_count + bindparam("added"), updated_at=bindparam("now"))
+)
+
+
+@functools.cache
+def _claim_statement(count: int) -> Any:
+    """Postgres: count the messages in if the count is unchanged, and insert them only then.
+
+    `WITH counted AS (UPDATE conversations ... RETURNING id) INSERT INTO messages SELECT ...
+    FROM counted UNION ALL ...`: the conversation is locked before its messages are written,
+    and no row is inserted when the count had moved on. One statement per number of messages.
+    """
+    counted = _COUNT_IF_UNCHANGED.returning(_c.id).cte("counted")
+    names = list(COLUMN_OF.values())
+    rows = [
+        select(*(bindparam(f"m{i}_{name}", type_=_m[name].type) for name in names)).select_from(
+            counted
+        )
+        for i in range(count)
+    ]
+    return (
+        insert(_MESSAGES)
+        .from_select(names, union_all(*rows))
+        .add_cte(counted, nest_here=True)
+        .returning(_m.id)
+    )
+
+
+def _complete_statement() -> Select[Any]:
+    """Postgres: the totals, the reply and the month, in that order, in one statement."""
+    charged = (
+        update(_CONVERSATIONS)
+        .where(_c.id == bindparam("charged_conversation"))
+        .values(
+            total_tokens=_c.total_tokens + bindparam("tokens", type_=BigInteger),
+            total_cost_usd=_c.total_cost_usd + bindparam("cost", type_=_c.total_cost_usd.type),
+            updated_at=bindparam("now"),
+        )
+        .returning(_c.id)
+        .cte("charged")
+    )
+    saved = (
+        update(_MESSAGES)
+        # Waiting on `charged` first keeps the lock order: conversation before message.
+        .where(_m.id == bindparam("message_id"), exists(select(charged.c.id)))
+        .values({column: bindparam(f"new_{column}") for column in MUTABLE_COLUMNS.values()})
+        .returning(_m.id)
+        .cte("saved")
+    )
+    month = postgres_insert(_USAGE).values(
+        user_id=bindparam("owner"),
+        month=bindparam("month"),
+        requests=literal_column("1"),  # not a bound literal: those get lost inside a CTE
+        prompt_tokens=bindparam("prompt_tokens", type_=BigInteger),
+        completion_tokens=bindparam("completion_tokens", type_=BigInteger),
+        cached_tokens=bindparam("cached_tokens", type_=BigInteger),
+        cost_usd=bindparam("cost", type_=_u.cost_usd.type),
+        updated_at=bindparam("now"),
+    )
+    added = month.excluded
+    used = (
+        month.on_conflict_do_update(
+            index_elements=[_u.user_id, _u.month],
+            set_={
+                "requests": _u.requests + literal_column("1"),
+                "prompt_tokens": _u.prompt_tokens + added.prompt_tokens,
+                "completion_tokens": _u.completion_tokens + added.completion_tokens,
+                "cached_tokens": _u.cached_tokens + added.cached_tokens,
+                "cost_usd": _u.cost_usd + added.cost_usd,
+                "updated_at": added.updated_at,
+            },
+        )
+        .returning(_u.user_id)
+        .cte("used")
+    )
+    return select(
+        select(func.count()).select_from(saved).scalar_subquery(),
+        select(func.count()).select_from(used).scalar_subquery(),
+    )
+
+
+_COMPLETE = _complete_statement()
