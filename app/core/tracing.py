@@ -8,6 +8,8 @@ global: tests start several apps in one process.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
@@ -15,6 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 import structlog
 
 from app.core.config import Settings
+from app.db.driver import observe_statements
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -39,6 +42,7 @@ class Tracing:
 
     provider: TracerProvider
     _uninstall: list[Any] = field(default_factory=list)
+    _removals: list[Callable[[], None]] = field(default_factory=list)
 
     @property
     def tracer(self) -> Tracer:
@@ -81,12 +85,28 @@ class Tracing:
                 engine=engine.sync_engine, tracer_provider=self.provider, skip_dep_check=True
             )
             self._uninstall.append(instrumentor)
+        if engine.dialect.name == "postgresql":
+            # The turn's statements run on the driver, below SQLAlchemy's events: the same
+            # span for each, named and described as that instrumentation does.
+            self._removals.append(observe_statements(engine, self._statement_span))
+
+    def _statement_span(self, sql: str) -> AbstractContextManager[object]:
+        from opentelemetry.trace import SpanKind
+
+        return self.tracer.start_as_current_span(
+            sql.split(None, 1)[0],
+            kind=SpanKind.CLIENT,
+            attributes={"db.system": "postgresql", "db.statement": sql},
+        )
 
     def shutdown(self) -> None:
         """Remove the instrumentations and flush the spans not yet exported."""
         for instrumentor in reversed(self._uninstall):
             instrumentor.uninstrument()
         self._uninstall.clear()
+        for remove in self._removals:
+            remove()
+        self._removals.clear()
         self.provider.shutdown()
 
 

@@ -10,16 +10,25 @@ connection is ours, so a retry can never store or charge a reply twice.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import TypeVar
 
 import sqlalchemy.exc
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.db.session import connect
+from app.db.driver import (
+    SessionStatements,
+    Statements,
+    driver_connection,
+    engine_of,
+    runs_on_driver,
+)
 
 log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
 
 # Pauses between attempts to get a connection: about a minute in all, on top of each
 # attempt's own pool timeout.
@@ -35,34 +44,56 @@ _NOT_CONNECTED: tuple[type[Exception], ...] = (
 
 
 @asynccontextmanager
-async def durable_transaction(
+async def durable_statements(
     sessionmaker: async_sessionmaker[AsyncSession],
     retry_delays_s: tuple[float, ...] = RETRY_DELAYS_S,
     *,
     single_statements: bool = False,
-) -> AsyncIterator[AsyncSession]:
-    """A session in a transaction, committed when the block ends (rolled back if it raises).
+) -> AsyncIterator[Statements]:
+    """`app.db.driver.statements`, waiting out a busy pool or outage the same way."""
+    if single_statements and runs_on_driver(sessionmaker):
+        engine = engine_of(sessionmaker)
+        pooled = await _retrying(engine.raw_connection, retry_delays_s)
+        async with driver_connection(engine, pooled) as connection:
+            yield connection
+    else:
+        async with durable_transaction(sessionmaker, retry_delays_s) as session:
+            yield SessionStatements(session)
 
-    `single_statements`: see `app.db.session.connect` (each statement atomic alone).
-    """
-    session = await _connected(sessionmaker, retry_delays_s, single_statements)
+
+@asynccontextmanager
+async def durable_transaction(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    retry_delays_s: tuple[float, ...] = RETRY_DELAYS_S,
+) -> AsyncIterator[AsyncSession]:
+    """A session in a transaction, committed when the block ends (rolled back if it raises)."""
+    session = await _connected(sessionmaker, retry_delays_s)
     async with session:
         yield session
         await session.commit()
 
 
 async def _connected(
-    sessionmaker: async_sessionmaker[AsyncSession],
-    retry_delays_s: tuple[float, ...],
-    single_statements: bool,
+    sessionmaker: async_sessionmaker[AsyncSession], retry_delays_s: tuple[float, ...]
 ) -> AsyncSession:
-    delays = iter(retry_delays_s)
-    while True:
+    async def begun() -> AsyncSession:
         session = sessionmaker()
         try:
-            await connect(session, single_statements=single_statements)
-        except _NOT_CONNECTED as error:
+            await session.connection()  # checks a connection out and begins the transaction
+        except BaseException:
             await session.close()
+            raise
+        return session
+
+    return await _retrying(begun, retry_delays_s)
+
+
+async def _retrying(connect: Callable[[], Awaitable[T]], retry_delays_s: tuple[float, ...]) -> T:
+    delays = iter(retry_delays_s)
+    while True:
+        try:
+            return await connect()
+        except _NOT_CONNECTED as error:
             delay = next(delays, None)
             if delay is None:
                 raise
@@ -72,8 +103,3 @@ async def _connected(
                 retry_in_s=delay,
             )
             await asyncio.sleep(delay)
-        except BaseException:
-            await session.close()
-            raise
-        else:
-            return session

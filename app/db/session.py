@@ -8,7 +8,6 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import (
-    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -74,24 +73,11 @@ def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
 
 
-async def connect(session: AsyncSession, *, single_statements: bool = False) -> AsyncConnection:
-    """Check the session's connection out (and begin its transaction).
-
-    `single_statements=True` promises that every statement the session runs is atomic on
-    its own: on Postgres they then run in autocommit, without the BEGIN and COMMIT round
-    trips of a transaction. SQLite ignores it (its transactions cost no round trip).
-    """
-    if single_statements and session.get_bind().dialect.name == "postgresql":
-        return await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
-    return await session.connection()
-
-
 @asynccontextmanager
 async def unit_of_work(
-    sessionmaker: async_sessionmaker[AsyncSession], *, single_statements: bool = False
+    sessionmaker: async_sessionmaker[AsyncSession],
 ) -> AsyncIterator[AsyncSession]:
     """A session whose work is committed when the block ends (rolled back if it raises)."""
     async with sessionmaker() as session:
-        await connect(session, single_statements=single_statements)
         yield session
         await session.commit()

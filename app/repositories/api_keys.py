@@ -10,6 +10,7 @@ from uuid import UUID
 from sqlalchemy import Table, bindparam, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db.driver import Statements
 from app.db.models import ApiKey
 
 
@@ -21,14 +22,6 @@ class ApiKeyRepo:
         self.session.add(key)
         await self.session.flush()
         return key
-
-    async def active_by_hash(self, key_hash: str) -> ActiveKey | None:
-        """The unrevoked key with this hash, if any: what authenticating a request needs.
-
-        Asked on every request: a Core statement built once, not an ORM row.
-        """
-        row = (await self.session.execute(_ACTIVE_BY_HASH, {"key_hash": key_hash})).one_or_none()
-        return None if row is None else ActiveKey(*row)
 
     async def list(self, user_id: str | None = None) -> Sequence[ApiKey]:
         statement = select(ApiKey).order_by(ApiKey.created_at, ApiKey.id)
@@ -54,17 +47,6 @@ class ApiKeyRepo:
         )
         return bool(getattr(result, "rowcount", 0))
 
-    async def touch(self, key_id: UUID, now: datetime, *, every: timedelta) -> None:
-        """Record a use, at most once per `every`: a hot key does not write on every request."""
-        await self.session.execute(
-            update(ApiKey)
-            .where(
-                ApiKey.id == key_id,
-                or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at < now - every),
-            )
-            .values(last_used_at=now)
-        )
-
 
 @dataclass(frozen=True, slots=True)
 class ActiveKey:
@@ -78,3 +60,25 @@ _KEYS: Table = ApiKey.__table__  # type: ignore[assignment]
 _ACTIVE_BY_HASH = select(_KEYS.c.id, _KEYS.c.user_id, _KEYS.c.is_admin, _KEYS.c.last_used_at).where(
     _KEYS.c.key_hash == bindparam("key_hash"), _KEYS.c.revoked_at.is_(None)
 )
+_TOUCH = (
+    update(_KEYS)
+    .where(
+        _KEYS.c.id == bindparam("key_id"),
+        or_(_KEYS.c.last_used_at.is_(None), _KEYS.c.last_used_at < bindparam("stale_before")),
+    )
+    .values(last_used_at=bindparam("now"))
+)
+
+
+async def active_key(run: Statements, key_hash: str) -> ActiveKey | None:
+    """The unrevoked key with this hash, if any: what authenticating a request needs.
+
+    Asked on every request: a Core statement built once, not an ORM row.
+    """
+    found = await run.rows(_ACTIVE_BY_HASH, {"key_hash": key_hash})
+    return ActiveKey(*found[0]) if found else None
+
+
+async def touch_key(run: Statements, key_id: UUID, now: datetime, *, every: timedelta) -> None:
+    """Record a use, at most once per `every`: a hot key does not write on every request."""
+    await run.rows(_TOUCH, {"key_id": key_id, "now": now, "stale_before": now - every})

@@ -94,18 +94,23 @@ class MessageRepo:
         try:
             return await self.session.execute(statement, params)
         except IntegrityError as error:
-            # Postgres names the index; SQLite names the column the partial index covers.
-            if not any(mark in str(error.orig) for mark in _ONE_GENERATION_VIOLATIONS):
+            if not is_running_reply_violation(error):
                 raise
             return None
 
-    async def save(self, message: Message) -> None:
-        """Write a message claimed above (every column but its identity) in one UPDATE."""
-        message.updated_at = utcnow()
-        values = {
-            f"new_{column}": getattr(message, name) for name, column in MUTABLE_COLUMNS.items()
-        }
-        await self.session.execute(_SAVE, {"message_id": message.id, **values})
+
+def is_running_reply_violation(error: IntegrityError) -> bool:
+    """Whether an insert failed because a reply already runs in its conversation."""
+    # Postgres names the index; SQLite names the column the partial index covers.
+    return any(mark in str(error.orig) for mark in _ONE_GENERATION_VIOLATIONS)
+
+
+def changes_of(message: Message) -> dict[str, Any]:
+    """`SAVE_MESSAGE`'s parameters: the message's every column but its identity, now."""
+    message.updated_at = utcnow()
+    values = {f"new_{column}": getattr(message, name) for name, column in MUTABLE_COLUMNS.items()}
+    values["message_id"] = message.id
+    return values
 
 
 _MESSAGES: Table = Message.__table__  # type: ignore[assignment]
@@ -127,7 +132,7 @@ MUTABLE_COLUMNS = {
     if attribute not in ("id", "conversation_id", "role", "created_at")
 }
 # Parameters named apart from the columns (SQLAlchemy reserves those names in SET clauses).
-_SAVE = (
+SAVE_MESSAGE = (
     update(_MESSAGES)
     .where(_MESSAGES.c.id == bindparam("message_id"))
     .values({column: bindparam(f"new_{column}") for column in MUTABLE_COLUMNS.values()})

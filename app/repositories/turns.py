@@ -34,6 +34,7 @@ from sqlalchemy import (
     insert,
     literal,
     literal_column,
+    or_,
     select,
     true,
     union_all,
@@ -41,9 +42,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.dialects.postgresql import insert as postgres_insert
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.base import utcnow
+from app.db.driver import Statements
 from app.db.models import Conversation, Message, MessageRole, MessageStatus, UserMonthlyUsage
 from app.providers.base import Usage
 from app.repositories.conversations import ConversationRepo, TurnConversation
@@ -51,8 +54,11 @@ from app.repositories.messages import (
     COLUMN_OF,
     MUTABLE_COLUMNS,
     PROMPT_STATUSES,
+    SAVE_MESSAGE,
     MessageRepo,
+    changes_of,
     column_values,
+    is_running_reply_violation,
     with_defaults,
 )
 from app.repositories.usage import UserUsageRepo
@@ -78,18 +84,30 @@ class TurnView:
 
 
 class TurnRepo:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-        self.postgres = session.get_bind().dialect.name == "postgresql"
+    """A turn's statements, on a driver connection (Postgres, each statement atomic alone)
+    or in a session's transaction (SQLite, or work that must commit with them)."""
+
+    def __init__(self, statements: Statements) -> None:
+        self.statements = statements
+        session = statements.session
+        self._session = session
+        self.postgres = session is None or session.get_bind().dialect.name == "postgresql"
+
+    @property
+    def session(self) -> AsyncSession:
+        """The session (SQLite's steps, a recorder's write); never on the driver path."""
+        if self._session is None:
+            raise RuntimeError("this turn's statements run on the driver, without a session")
+        return self._session
 
     async def view(self, conversation_id: UUID, owner: str | None, month: str) -> TurnView | None:
         """The conversation (only `owner`'s, unless `None`), its prompt history, whether a
         reply runs in it and its owner's spending in `month`; `None` if not found."""
         params = {"conversation_id": conversation_id, "owner": owner, "month": month}
-        statement = _VIEW[self.postgres][owner is not None]
-        row = (await self.session.execute(statement, params)).one_or_none()
-        if row is None:
+        found = await self.statements.rows(_VIEW[self.postgres][owner is not None], params)
+        if not found:
             return None
+        row = tuple(found[0])
         conversation = TurnConversation(*row[:5])
         message_count, spent, running = row[5:8]
         if self.postgres:
@@ -107,7 +125,7 @@ class TurnRepo:
         """Insert a turn's messages (its in-progress reply last) and count them, if the
         conversation still holds `seen_count` messages and no reply is running in it.
 
-        On `RUNNING` the transaction (if any) has failed: the caller must end it.
+        On `RUNNING` a transaction around the claim has failed: the caller must end it.
         """
         for message in messages:
             with_defaults(message)
@@ -117,20 +135,23 @@ class TurnRepo:
             "added": len(messages),
             "now": utcnow(),
         }
-        repo = MessageRepo(self.session)
         if not self.postgres:
             counted = await self.session.execute(_COUNT_IF_UNCHANGED, params)
             if not getattr(counted, "rowcount", 0):
                 return Claim.STALE
-            return Claim.CLAIMED if await repo.claim_generation(*messages) else Claim.RUNNING
+            claimed = await MessageRepo(self.session).claim_generation(*messages)
+            return Claim.CLAIMED if claimed else Claim.RUNNING
         for position, message in enumerate(messages):
             for column, value in column_values(message).items():
                 params[f"m{position}_{column}"] = value
-        inserted = await repo.claiming(_claim_statement(len(messages)), params)
-        if inserted is None:
+        try:
+            inserted = await self.statements.rows(_claim_statement(len(messages)), params)
+        except IntegrityError as error:
+            if not is_running_reply_violation(error):
+                raise
             return Claim.RUNNING
         # Nothing inserted: the count had moved on (or the conversation is gone).
-        return Claim.CLAIMED if inserted.all() else Claim.STALE
+        return Claim.CLAIMED if inserted else Claim.STALE
 
     async def complete(
         self, reply: Message, owner: str, month: str, usage: Usage, cost: Decimal
@@ -141,22 +162,17 @@ class TurnRepo:
         Conversation, then message, then month: the order every writer of a turn locks them
         in (a turn's claim locks the conversation first too), so two never deadlock.
         """
-        reply.updated_at = utcnow()
         if not self.postgres:
             await ConversationRepo(self.session).charge(
                 reply.conversation_id, tokens=usage.total_tokens, cost_usd=cost
             )
-            await MessageRepo(self.session).save(reply)
+            await self.save(reply)
             await UserUsageRepo(self.session).charge(owner, month, usage, cost)
             return
-        params: dict[str, Any] = {
-            f"new_{column}": getattr(reply, attribute)
-            for attribute, column in MUTABLE_COLUMNS.items()
-        }
+        params = changes_of(reply)
         # No parameter is named like a column of a table written: SQLAlchemy would add a
         # `SET column = :name` for it.
         params.update(
-            message_id=reply.id,
             charged_conversation=reply.conversation_id,
             tokens=usage.total_tokens,
             cost=cost,
@@ -167,7 +183,11 @@ class TurnRepo:
             completion_tokens=usage.completion_tokens,
             cached_tokens=usage.cached_tokens,
         )
-        await self.session.execute(_COMPLETE, params)
+        await self.statements.rows(_COMPLETE, params)
+
+    async def save(self, reply: Message) -> None:
+        """Write a claimed message (every column but its identity) in one UPDATE."""
+        await self.statements.rows(SAVE_MESSAGE, changes_of(reply))
 
 
 _CONVERSATIONS: Table = Conversation.__table__  # type: ignore[assignment]
@@ -202,7 +222,10 @@ def _view_statement(*, postgres: bool, owned: bool) -> Select[Any]:
         statement = statement.where(_c.user_id == bindparam("owner"))
     if postgres:
         # The history as two arrays in the same row: one statement, one index range scan.
-        in_prompt = and_(_m.status.in_(PROMPT_STATUSES), _m.content != "")
+        # Equalities, not IN: an IN list is expanded at execution, so it is not fixed SQL.
+        in_prompt = and_(
+            or_(*(_m.status == status for status in PROMPT_STATUSES)), _m.content != ""
+        )
         in_order = (_m.created_at, _m.id)
         history = (
             select(

@@ -11,8 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.security import Principal
 from app.db.base import utcnow
+from app.db.driver import Statements
 from app.db.models import ApiKey
-from app.repositories.api_keys import ApiKeyRepo
+from app.repositories.api_keys import ApiKeyRepo, active_key, touch_key
 
 KEY_PREFIX = "ca_"
 SHOWN_PREFIX_LENGTH = 8
@@ -59,13 +60,12 @@ async def revoke(session: AsyncSession, id_or_prefix: str) -> Sequence[ApiKey]:
     return matches
 
 
-async def principal_for(session: AsyncSession, secret: str) -> Principal | None:
+async def principal_for(run: Statements, secret: str) -> Principal | None:
     """The caller a key stands for, or `None` when it is unknown or revoked."""
-    repo = ApiKeyRepo(session)
-    key = await repo.active_by_hash(hash_key(secret))
+    key = await active_key(run, hash_key(secret))
     if key is None:
         return None
     now = utcnow()
     if key.last_used_at is None or key.last_used_at < now - TOUCH_EVERY:
-        await repo.touch(key.id, now, every=TOUCH_EVERY)
+        await touch_key(run, key.id, now, every=TOUCH_EVERY)
     return Principal(user_id=key.user_id, is_admin=key.is_admin)

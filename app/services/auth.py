@@ -6,7 +6,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.config import Settings
 from app.core.security import Principal
-from app.db.session import unit_of_work
+from app.db.driver import statements
 from app.errors import Unauthenticated
 from app.services import api_keys
 from app.services.jwt_tokens import principal_from_jwt
@@ -42,8 +42,8 @@ async def authenticate(
     if api_keys.looks_like_api_key(token):
         # One read and, once a minute, one write: each is atomic alone, so the lookup is a
         # single round trip instead of BEGIN/SELECT/COMMIT.
-        async with unit_of_work(sessionmaker, single_statements=True) as session:
-            principal = await api_keys.principal_for(session, token)
+        async with statements(sessionmaker, single_statements=True) as run:
+            principal = await api_keys.principal_for(run, token)
         if principal is None:
             raise Unauthenticated()
         return principal

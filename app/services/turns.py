@@ -20,9 +20,9 @@ from app.core import metrics
 from app.core.redaction import redact
 from app.core.security import Principal
 from app.db.base import utcnow
-from app.db.durable import durable_transaction
+from app.db.driver import statements
+from app.db.durable import durable_statements
 from app.db.models import Message, MessageRole, MessageStatus
-from app.db.session import unit_of_work
 from app.errors import (
     BudgetExceeded,
     ChatAPIError,
@@ -42,7 +42,6 @@ from app.providers.base import (
 )
 from app.providers.registry import ModelChoice, ProviderRegistry
 from app.repositories.conversations import TurnConversation
-from app.repositories.messages import MessageRepo
 from app.repositories.turns import Claim, TurnRepo
 from app.repositories.usage import UserUsageRepo, month_of
 from app.schemas.messages import MessageCreate, MessageRead, TokenUsage, TurnResult
@@ -198,8 +197,8 @@ async def open_turn(
     """
     owner = principal.visible_owner(None)
     for _attempt in range(_CLAIM_ATTEMPTS):
-        async with unit_of_work(ctx.sessionmaker, single_statements=True) as session:
-            view = await TurnRepo(session).view(conversation_id, owner, month_of(utcnow()))
+        async with statements(ctx.sessionmaker, single_statements=True) as run:
+            view = await TurnRepo(run).view(conversation_id, owner, month_of(utcnow()))
         if view is None:
             raise ConversationNotFound(conversation_id)
         conversation = view.conversation
@@ -233,14 +232,13 @@ async def open_turn(
             created_at=now,
         )
         # Without a recorder the claim is one statement: no transaction around it.
-        async with unit_of_work(ctx.sessionmaker, single_statements=record is None) as session:
-            claim = await TurnRepo(session).claim(
-                conversation.id, view.message_count, (user_message, reply)
-            )
+        async with statements(ctx.sessionmaker, single_statements=record is None) as run:
+            turns = TurnRepo(run)
+            claim = await turns.claim(conversation.id, view.message_count, (user_message, reply))
             if claim is Claim.RUNNING:
                 raise GenerationInProgress(conversation_id)
             if claim is Claim.CLAIMED and record is not None:
-                await record(session, StartedGeneration(reply.id, conversation.id))
+                await record(turns.session, StartedGeneration(reply.id, conversation.id))
         if claim is Claim.CLAIMED:
             break
     else:
@@ -317,7 +315,8 @@ async def complete_reply(
             model=finished.model,
         )
     # Without a recorder the outcome is stored by one statement: no transaction around it.
-    async with durable_transaction(ctx.sessionmaker, single_statements=record is None) as session:
+    async with durable_statements(ctx.sessionmaker, single_statements=record is None) as run:
+        turns = TurnRepo(run)
         reply.content = generation.text
         reply.status = status
         reply.provider = served_by
@@ -331,9 +330,7 @@ async def complete_reply(
             None if generation.first_token_at is None else generation.first_token_at - started
         )
         # The totals with the reply, atomically: they can never disagree with their messages.
-        await TurnRepo(session).complete(
-            reply, owner, month_of(reply.created_at), usage, cost or Decimal(0)
-        )
+        await turns.complete(reply, owner, month_of(reply.created_at), usage, cost or Decimal(0))
         result = TurnResult(
             message=MessageRead.model_validate(reply),
             conversation_id=reply.conversation_id,
@@ -345,7 +342,7 @@ async def complete_reply(
             cost_usd=cost,
         )
         if record is not None:
-            await record(session, result)
+            await record(turns.session, result)
     if ctx.limiter is not None:
         await ctx.limiter.add_tokens(owner, usage.total_tokens)
     log.info(
@@ -383,12 +380,12 @@ async def fail_reply(
     generation: Generation,
     started: int,
 ) -> None:
-    async with durable_transaction(ctx.sessionmaker, single_statements=True) as session:
+    async with durable_statements(ctx.sessionmaker, single_statements=True) as run:
         reply.content = generation.text
         reply.status = MessageStatus.FAILED
         reply.finish_reason = "error"
         reply.cost_usd = Decimal(0)
         reply.latency_ms = monotonic_ms() - started
         reply.metadata_ = {"error": {"code": failure.code, "detail": failure.detail}}
-        await MessageRepo(session).save(reply)
+        await TurnRepo(run).save(reply)
     log.warning("turn failed", provider=reply.provider, model=reply.model, code=failure.code)

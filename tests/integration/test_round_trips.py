@@ -19,11 +19,13 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
 from app.core.config import Settings
+from app.db.driver import engine_of, observe_statements
 from tests.factories import create_conversation, send_message
 from tests.sse import read_stream
 
 StartApp = Callable[..., Any]
 MakeSettings = Callable[..., Settings]
+StateOf = Callable[[httpx.AsyncClient], dict[str, Any]]
 
 # Set only around the counted request: tasks it starts (a streamed generation) inherit it,
 # while tasks started before (the abandoned-reply sweep) never count.
@@ -86,8 +88,16 @@ def _on_commit(conn: Connection) -> None:
 
 
 @contextmanager
-def counted_round_trips() -> Iterator[list[str]]:
-    """What the database is sent meanwhile by this task and those it starts, in order."""
+def _on_driver_statement(sql: str) -> Iterator[None]:
+    if (sent := _SENT.get()) is not None:
+        sent.append(_kind(sql))
+    yield
+
+
+@contextmanager
+def counted_round_trips(client: httpx.AsyncClient, state_of: StateOf) -> Iterator[list[str]]:
+    """What the client's app sends its database meanwhile, from this task and those it
+    starts, in order: through SQLAlchemy (its events) and on the driver (an observer)."""
     listeners = (
         ("before_cursor_execute", _on_statement),
         ("begin", _on_begin),
@@ -95,12 +105,14 @@ def counted_round_trips() -> Iterator[list[str]]:
     )
     for name, listener in listeners:
         event.listen(Engine, name, listener)
+    remove = observe_statements(engine_of(state_of(client)["sessionmaker"]), _on_driver_statement)
     sent: list[str] = []
     token = _SENT.set(sent)
     try:
         yield sent
     finally:
         _SENT.reset(token)
+        remove()
         for name, listener in listeners:
             event.remove(Engine, name, listener)
 
@@ -114,26 +126,30 @@ def expected_turn(settings: Settings) -> tuple[list[str], list[str]]:
 
 class TestRoundTrips:
     async def test_a_plain_turn_takes_three_statements_on_postgres(
-        self, client: httpx.AsyncClient, settings: Settings
+        self, client: httpx.AsyncClient, settings: Settings, state_of: StateOf
     ) -> None:
         conversation = await create_conversation(client)
         await send_message(client, conversation["id"], "warm up")  # history is not empty
 
-        with counted_round_trips() as sent:
+        with counted_round_trips(client, state_of) as sent:
             await send_message(client, conversation["id"], "count me")
 
         opening, completing = expected_turn(settings)
         assert sent == opening + completing
 
     async def test_a_streamed_turn_takes_the_same(
-        self, start_app: StartApp, make_settings: MakeSettings, settings: Settings
+        self,
+        start_app: StartApp,
+        make_settings: MakeSettings,
+        settings: Settings,
+        state_of: StateOf,
     ) -> None:
         # No periodic flush of partial text inside the count, however slow the machine.
         client = await start_app(make_settings(stream_flush_seconds=60))
         conversation = await create_conversation(client)
         await send_message(client, conversation["id"], "warm up")
 
-        with counted_round_trips() as sent:
+        with counted_round_trips(client, state_of) as sent:
             stream = await read_stream(
                 client,
                 "POST",
@@ -146,11 +162,11 @@ class TestRoundTrips:
         assert sent == opening + completing
 
     async def test_an_idempotent_turn_stores_its_outcome_and_response_in_one_transaction(
-        self, client: httpx.AsyncClient, settings: Settings
+        self, client: httpx.AsyncClient, settings: Settings, state_of: StateOf
     ) -> None:
         conversation = await create_conversation(client)
 
-        with counted_round_trips() as sent:
+        with counted_round_trips(client, state_of) as sent:
             response = await client.post(
                 f"/api/v1/conversations/{conversation['id']}/messages",
                 json={"content": "count me"},
@@ -169,7 +185,7 @@ class TestRoundTrips:
         assert sent == [*key_claimed, *opening, *stored]
 
     async def test_an_openai_style_turn_stores_its_new_messages_in_one_insert(
-        self, client: httpx.AsyncClient, settings: Settings
+        self, client: httpx.AsyncClient, settings: Settings, state_of: StateOf
     ) -> None:
         said = [
             {"role": "user", "content": "Hello"},
@@ -177,11 +193,11 @@ class TestRoundTrips:
             {"role": "user", "content": "Count me"},
         ]
 
-        with counted_round_trips() as started:
+        with counted_round_trips(client, state_of) as started:
             first = await client.post(
                 "/v1/chat/completions", json={"model": "mock", "messages": said}
             )
-        with counted_round_trips() as appended:
+        with counted_round_trips(client, state_of) as appended:
             second = await client.post(
                 "/v1/chat/completions",
                 json={"model": "mock", "messages": [*said, {"role": "user", "content": "More"}]},

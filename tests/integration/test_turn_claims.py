@@ -15,8 +15,8 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.db.base import utcnow
+from app.db.driver import statements
 from app.db.models import Message, MessageRole, MessageStatus
-from app.db.session import unit_of_work
 from app.repositories.turns import Claim, TurnRepo, TurnView
 from app.repositories.usage import month_of
 from tests.factories import create_conversation, send_message
@@ -46,8 +46,8 @@ def turn_messages(conversation_id: UUID, text: str) -> tuple[Message, Message]:
 
 
 async def view(sessions: Sessions, conversation_id: UUID, owner: str | None = None) -> TurnView:
-    async with unit_of_work(sessions, single_statements=True) as session:
-        seen = await TurnRepo(session).view(conversation_id, owner, month_of(utcnow()))
+    async with statements(sessions, single_statements=True) as run:
+        seen = await TurnRepo(run).view(conversation_id, owner, month_of(utcnow()))
     assert seen is not None
     return seen
 
@@ -59,8 +59,8 @@ class _Refused(Exception):
 async def claim(sessions: Sessions, conversation_id: UUID, seen_count: int, text: str) -> Claim:
     """Claim as a turn does: a refused claim ends its transaction by raising."""
     try:
-        async with unit_of_work(sessions, single_statements=True) as session:
-            outcome = await TurnRepo(session).claim(
+        async with statements(sessions, single_statements=True) as run:
+            outcome = await TurnRepo(run).claim(
                 conversation_id, seen_count, turn_messages(conversation_id, text)
             )
             if outcome is Claim.RUNNING:
@@ -139,8 +139,8 @@ class TestTurnClaims:
         conversation = await create_conversation(client)
         conversation_id = UUID(conversation["id"])
 
-        async with unit_of_work(sessions, single_statements=True) as session:
-            turns = TurnRepo(session)
+        async with statements(sessions, single_statements=True) as run:
+            turns = TurnRepo(run)
             month = month_of(utcnow())
             mine = await turns.view(conversation_id, conversation["user_id"], month)
             theirs = await turns.view(conversation_id, "someone-else", month)
