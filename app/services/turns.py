@@ -196,54 +196,32 @@ async def open_turn(
     that reply and never starts a second one.
     """
     owner = principal.visible_owner(None)
-    for _attempt in range(_CLAIM_ATTEMPTS):
-        async with statements(ctx.sessionmaker, single_statements=True) as run:
-            view = await TurnRepo(run).view(conversation_id, owner, month_of(utcnow()))
-        if view is None:
-            raise ConversationNotFound(conversation_id)
-        conversation = view.conversation
-        choice = choose_model(ctx.registry, conversation, body)
-        refuse_over_budget(ctx, view.month_spent)
-        if ctx.limiter is not None:
-            await ctx.limiter.check_tokens(conversation.user_id)
-        if view.reply_running:
-            raise GenerationInProgress(conversation_id)
-        now = utcnow()
-        user_message = Message(
-            conversation_id=conversation.id,
-            role=MessageRole.USER,
-            content=body.content,
-            status=MessageStatus.COMPLETED,
-            metadata_=body.metadata,
-            cost_usd=Decimal(0),
-            created_at=now,
-        )
-        reply = Message(
-            conversation_id=conversation.id,
-            role=MessageRole.ASSISTANT,
-            content="",
-            status=MessageStatus.IN_PROGRESS,
-            provider=choice.provider.name,
-            model=choice.model,
-            metadata_={},
-            # 0 until charged (what the column default stored anyway): setting the same
-            # columns as the user's message lets both go in one INSERT.
-            cost_usd=Decimal(0),
-            created_at=now,
-        )
-        # Without a recorder the claim is one statement: no transaction around it.
-        async with statements(ctx.sessionmaker, single_statements=record is None) as run:
-            turns = TurnRepo(run)
+    # One connection for the read and the claim: under a full pool each checkout is a wait.
+    # Without a recorder each statement is atomic alone: no transaction around them.
+    async with statements(ctx.sessionmaker, single_statements=record is None) as run:
+        turns = TurnRepo(run)
+        for _attempt in range(_CLAIM_ATTEMPTS):
+            view = await turns.view(conversation_id, owner, month_of(utcnow()))
+            if view is None:
+                raise ConversationNotFound(conversation_id)
+            conversation = view.conversation
+            choice = choose_model(ctx.registry, conversation, body)
+            refuse_over_budget(ctx, view.month_spent)
+            if ctx.limiter is not None:
+                await ctx.limiter.check_tokens(conversation.user_id)
+            if view.reply_running:
+                raise GenerationInProgress(conversation_id)
+            user_message, reply = _turn_messages(conversation.id, body, choice)
             claim = await turns.claim(conversation.id, view.message_count, (user_message, reply))
             if claim is Claim.RUNNING:
                 raise GenerationInProgress(conversation_id)
-            if claim is Claim.CLAIMED and record is not None:
-                await record(turns.session, StartedGeneration(reply.id, conversation.id))
-        if claim is Claim.CLAIMED:
-            break
-    else:
-        # Other turns kept landing between the read and the claim.
-        raise GenerationInProgress(conversation_id)
+            if claim is Claim.CLAIMED:
+                break
+        else:
+            # Other turns kept landing between the read and the claim.
+            raise GenerationInProgress(conversation_id)
+        if record is not None:
+            await record(turns.session, StartedGeneration(reply.id, conversation.id))
     request = ChatRequest(
         model=choice.model,
         messages=(
@@ -258,6 +236,36 @@ async def open_turn(
     if ctx.redact_provider_text:
         request = redacted_request(request)
     return reply, request, ctx.registry.with_fallbacks(choice), conversation.user_id
+
+
+def _turn_messages(
+    conversation_id: UUID, body: MessageCreate, choice: ModelChoice
+) -> tuple[Message, Message]:
+    """The user's message and the in-progress reply a turn stores before calling the model."""
+    now = utcnow()
+    user_message = Message(
+        conversation_id=conversation_id,
+        role=MessageRole.USER,
+        content=body.content,
+        status=MessageStatus.COMPLETED,
+        metadata_=body.metadata,
+        cost_usd=Decimal(0),
+        created_at=now,
+    )
+    reply = Message(
+        conversation_id=conversation_id,
+        role=MessageRole.ASSISTANT,
+        content="",
+        status=MessageStatus.IN_PROGRESS,
+        provider=choice.provider.name,
+        model=choice.model,
+        metadata_={},
+        # 0 until charged (what the column default stored anyway): setting the same columns
+        # as the user's message lets both go in one INSERT.
+        cost_usd=Decimal(0),
+        created_at=now,
+    )
+    return user_message, reply
 
 
 def redacted_request(request: ChatRequest) -> ChatRequest:

@@ -3,7 +3,8 @@
 Every statement costs the worker CPU and a wait. On Postgres a turn is three statements and
 no transaction: it reads the conversation with its history, claims the turn (the count and
 both new messages, one writable CTE) and stores the outcome (totals, reply and monthly usage,
-one writable CTE). On SQLite (no writable CTEs) each of those is a short transaction.
+one writable CTE). On SQLite (no writable CTEs) opening is one short transaction, storing the
+outcome another.
 """
 
 from __future__ import annotations
@@ -35,8 +36,8 @@ _SENT: ContextVar[list[str] | None] = ContextVar("sent", default=None)
 POSTGRES_OPEN = ["SELECT conversations", "UPDATE conversations + INSERT messages"]
 POSTGRES_COMPLETE = ["UPDATE conversations + UPDATE messages + INSERT user_monthly_usage"]
 SQLITE_OPEN = [
-    *("BEGIN", "SELECT conversations", "SELECT messages", "COMMIT"),
-    *("BEGIN", "UPDATE conversations", "INSERT messages", "COMMIT"),
+    *("BEGIN", "SELECT conversations", "SELECT messages"),
+    *("UPDATE conversations", "INSERT messages", "COMMIT"),
 ]
 SQLITE_COMPLETE = [
     "BEGIN",
