@@ -168,6 +168,10 @@ def create_app(
         version=__version__,
         summary="Conversations, messages and costs over any LLM provider.",
         lifespan=lifespan,
+        # Traces come from OpenTelemetry's FastAPI instrumentation on the app's own provider
+        # (app.core.tracing). FastAPI's built-in telemetry would only look for global
+        # providers, several environment lookups on every request, to find none.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     install_problem_handlers(app)
     if tracing is not None:
