@@ -112,9 +112,9 @@ class ConversationRepo:
     async def charge(self, conversation_id: UUID, *, tokens: int, cost_usd: Decimal) -> None:
         """Add a reply's tokens and cost to the totals in SQL (`total = total + delta`)."""
         await self.session.execute(
-            _CHARGE,
+            CHARGE_TOTALS,
             {
-                "conversation_id": conversation_id,
+                "charged_conversation": conversation_id,
                 "tokens": tokens,
                 "cost": cost_usd,
                 "now": utcnow(),
@@ -143,9 +143,11 @@ _COUNT_FOR_ANYONE = (
     .returning(_c.id, _c.user_id, _c.provider, _c.model, _c.system_prompt)
 )
 _COUNT_FOR_OWNER = _COUNT_FOR_ANYONE.where(_c.user_id == bindparam("owner"))
-_CHARGE = (
+# Its parameter is not named like a column, so the statement also serves inside a larger one
+# (a writable CTE: app.repositories.turns), where SQLAlchemy would add `SET column = :name`.
+CHARGE_TOTALS = (
     update(_CONVERSATIONS)
-    .where(_c.id == bindparam("conversation_id"))
+    .where(_c.id == bindparam("charged_conversation"))
     .values(
         total_tokens=_c.total_tokens + bindparam("tokens", type_=BigInteger),
         total_cost_usd=_c.total_cost_usd + bindparam("cost", type_=_c.total_cost_usd.type),

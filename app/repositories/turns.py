@@ -49,7 +49,7 @@ from app.db.base import utcnow
 from app.db.driver import Statements
 from app.db.models import Conversation, Message, MessageRole, MessageStatus, UserMonthlyUsage
 from app.providers.base import Usage
-from app.repositories.conversations import ConversationRepo, TurnConversation
+from app.repositories.conversations import CHARGE_TOTALS, ConversationRepo, TurnConversation
 from app.repositories.messages import (
     COLUMN_OF,
     MUTABLE_COLUMNS,
@@ -61,7 +61,7 @@ from app.repositories.messages import (
     is_running_reply_violation,
     with_defaults,
 )
-from app.repositories.usage import UserUsageRepo
+from app.repositories.usage import UserUsageRepo, charge_month_statement
 
 
 class Claim(Enum):
@@ -284,17 +284,7 @@ def _claim_statement(count: int) -> Any:
 
 def _complete_statement() -> Select[Any]:
     """Postgres: the totals, the reply and the month, in that order, in one statement."""
-    charged = (
-        update(_CONVERSATIONS)
-        .where(_c.id == bindparam("charged_conversation"))
-        .values(
-            total_tokens=_c.total_tokens + bindparam("tokens", type_=BigInteger),
-            total_cost_usd=_c.total_cost_usd + bindparam("cost", type_=_c.total_cost_usd.type),
-            updated_at=bindparam("now"),
-        )
-        .returning(_c.id)
-        .cte("charged")
-    )
+    charged = CHARGE_TOTALS.returning(_c.id).cte("charged")
     saved = (
         update(_MESSAGES)
         # Waiting on `charged` first keeps the lock order: conversation before message.
@@ -303,32 +293,20 @@ def _complete_statement() -> Select[Any]:
         .returning(_m.id)
         .cte("saved")
     )
-    month = postgres_insert(_USAGE).values(
-        user_id=bindparam("owner"),
-        month=bindparam("month"),
-        requests=literal_column("1"),  # not a bound literal: those get lost inside a CTE
-        prompt_tokens=bindparam("prompt_tokens", type_=BigInteger),
-        completion_tokens=bindparam("completion_tokens", type_=BigInteger),
-        cached_tokens=bindparam("cached_tokens", type_=BigInteger),
-        cost_usd=bindparam("cost", type_=_u.cost_usd.type),
-        updated_at=bindparam("now"),
+    month = charge_month_statement(
+        postgres_insert,
+        {
+            "user_id": bindparam("owner"),
+            "month": bindparam("month"),
+            "requests": literal_column("1"),  # not a bound 1: that loses its value in a CTE
+            "prompt_tokens": bindparam("prompt_tokens", type_=BigInteger),
+            "completion_tokens": bindparam("completion_tokens", type_=BigInteger),
+            "cached_tokens": bindparam("cached_tokens", type_=BigInteger),
+            "cost_usd": bindparam("cost", type_=_u.cost_usd.type),
+            "updated_at": bindparam("now"),
+        },
     )
-    added = month.excluded
-    used = (
-        month.on_conflict_do_update(
-            index_elements=[_u.user_id, _u.month],
-            set_={
-                "requests": _u.requests + literal_column("1"),
-                "prompt_tokens": _u.prompt_tokens + added.prompt_tokens,
-                "completion_tokens": _u.completion_tokens + added.completion_tokens,
-                "cached_tokens": _u.cached_tokens + added.cached_tokens,
-                "cost_usd": _u.cost_usd + added.cost_usd,
-                "updated_at": added.updated_at,
-            },
-        )
-        .returning(_u.user_id)
-        .cte("used")
-    )
+    used = month.returning(_u.user_id).cte("used")
     return select(
         select(func.count()).select_from(saved).scalar_subquery(),
         select(func.count()).select_from(used).scalar_subquery(),

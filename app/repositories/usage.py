@@ -7,7 +7,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, bindparam, func, select
+from sqlalchemy import ColumnElement, Table, bindparam, func, literal_column, select
 from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -52,17 +52,24 @@ _SPENT = select(_USAGE.c.cost_usd).where(
 )
 
 
-def _charge_statement(insert: Callable[[Table], Any]) -> Any:
+def charge_month_statement(
+    insert: Callable[[Table], Any], values: dict[str, Any] | None = None
+) -> Any:
     """`INSERT ... ON CONFLICT DO UPDATE` adding the new values (`excluded`) to the row's.
 
     Built once per dialect: a Core statement on the table caches its compiled form and key.
+    `values` (explicit binds) lets it serve inside a larger statement; without them it takes
+    the execution's parameters, named like the columns.
     """
     statement = insert(_USAGE)
+    if values is not None:
+        statement = statement.values(values)
     added = statement.excluded
     return statement.on_conflict_do_update(
         index_elements=[_USAGE.c.user_id, _USAGE.c.month],
         set_={
-            "requests": _USAGE.c.requests + 1,
+            # A literal column, not a bound 1: a bound literal loses its value inside a CTE.
+            "requests": _USAGE.c.requests + literal_column("1"),
             "prompt_tokens": _USAGE.c.prompt_tokens + added.prompt_tokens,
             "completion_tokens": _USAGE.c.completion_tokens + added.completion_tokens,
             "cached_tokens": _USAGE.c.cached_tokens + added.cached_tokens,
@@ -73,7 +80,7 @@ def _charge_statement(insert: Callable[[Table], Any]) -> Any:
 
 
 # Indexed by "is Postgres".
-_CHARGE = (_charge_statement(sqlite_insert), _charge_statement(postgres_insert))
+_CHARGE = (charge_month_statement(sqlite_insert), charge_month_statement(postgres_insert))
 
 
 # Every provider call that ended counts as a request, failed ones included (they cost 0).

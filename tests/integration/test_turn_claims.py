@@ -70,21 +70,27 @@ async def claim(sessions: Sessions, conversation_id: UUID, seen_count: int, text
     return outcome
 
 
+async def new_conversation(
+    client: httpx.AsyncClient, state_of: StateOf, **fields: Any
+) -> tuple[Sessions, UUID]:
+    """A conversation made through the API, and the app's own sessions to reach it with."""
+    conversation = await create_conversation(client, **fields)
+    return state_of(client)["sessionmaker"], UUID(conversation["id"])
+
+
 class TestTurnClaims:
     async def test_a_claim_after_another_turn_landed_is_stale_and_stores_nothing(
         self, client: httpx.AsyncClient, state_of: StateOf
     ) -> None:
-        sessions: Sessions = state_of(client)["sessionmaker"]
-        conversation = await create_conversation(client)
-        conversation_id = UUID(conversation["id"])
-        await send_message(client, conversation["id"], "first")
+        sessions, conversation_id = await new_conversation(client, state_of)
+        await send_message(client, str(conversation_id), "first")
         before = await view(sessions, conversation_id)
 
-        await send_message(client, conversation["id"], "landed in between")
+        await send_message(client, str(conversation_id), "landed in between")
         stale = await claim(sessions, conversation_id, before.message_count, "too late")
 
         assert stale is Claim.STALE
-        stored = (await client.get(f"/api/v1/conversations/{conversation['id']}")).json()
+        stored = (await client.get(f"/api/v1/conversations/{conversation_id}")).json()
         assert stored["message_count"] == 4
         assert [m["content"] for m in stored["messages"]][::2] == ["first", "landed in between"]
         # Read again, the history holds the turn that landed, and the claim goes through.
@@ -95,9 +101,7 @@ class TestTurnClaims:
     async def test_a_claim_while_a_reply_runs_is_refused_and_stores_nothing(
         self, client: httpx.AsyncClient, state_of: StateOf
     ) -> None:
-        sessions: Sessions = state_of(client)["sessionmaker"]
-        conversation = await create_conversation(client)
-        conversation_id = UUID(conversation["id"])
+        sessions, conversation_id = await new_conversation(client, state_of)
         first = await view(sessions, conversation_id)
         assert await claim(sessions, conversation_id, 0, "running") is Claim.CLAIMED
 
@@ -107,19 +111,20 @@ class TestTurnClaims:
 
         assert (first.reply_running, running.reply_running) == (False, True)
         assert refused is Claim.RUNNING
-        stored = (await client.get(f"/api/v1/conversations/{conversation['id']}")).json()
+        stored = (await client.get(f"/api/v1/conversations/{conversation_id}")).json()
         assert stored["message_count"] == 2
         assert [m["status"] for m in stored["messages"]] == ["completed", "in_progress"]
 
     async def test_the_view_is_the_prompt_history_in_order_and_the_month_spent(
         self, client: httpx.AsyncClient, state_of: StateOf
     ) -> None:
-        sessions: Sessions = state_of(client)["sessionmaker"]
-        conversation = await create_conversation(client, system_prompt="Be brief")
+        sessions, conversation_id = await new_conversation(
+            client, state_of, system_prompt="Be brief"
+        )
         said = ["one 🎉", "two'); DROP TABLE messages;--", "three"]
-        replies = [await send_message(client, conversation["id"], text) for text in said]
+        replies = [await send_message(client, str(conversation_id), text) for text in said]
 
-        seen = await view(sessions, UUID(conversation["id"]))
+        seen = await view(sessions, conversation_id)
 
         expected: list[tuple[MessageRole, str]] = []
         for text, turn in zip(said, replies, strict=True):
@@ -135,14 +140,15 @@ class TestTurnClaims:
     async def test_the_view_of_someone_elses_or_a_missing_conversation_is_none(
         self, client: httpx.AsyncClient, state_of: StateOf
     ) -> None:
-        sessions: Sessions = state_of(client)["sessionmaker"]
-        conversation = await create_conversation(client)
-        conversation_id = UUID(conversation["id"])
+        sessions, conversation_id = await new_conversation(client, state_of)
+
+        stored = await client.get(f"/api/v1/conversations/{conversation_id}")
+        owner = stored.json()["user_id"]
 
         async with statements(sessions, single_statements=True) as run:
             turns = TurnRepo(run)
             month = month_of(utcnow())
-            mine = await turns.view(conversation_id, conversation["user_id"], month)
+            mine = await turns.view(conversation_id, owner, month)
             theirs = await turns.view(conversation_id, "someone-else", month)
             missing = await turns.view(UUID(int=0), None, month)
 
