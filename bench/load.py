@@ -87,7 +87,10 @@ class Connection:
                 on_data(piece[:-2])
 
     async def request(self, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
-        if self.writer is None:
+        # A keep-alive connection idle past the server's timeout (uvicorn: 5 s) was closed by
+        # it: open a new one rather than send into the closed one, as HTTP clients do.
+        if self.writer is None or (self.reader is not None and self.reader.at_eof()):
+            self.close()
             await self.open()
         self.send(method, path, body)
         status, headers = await self.read_head()
