@@ -34,10 +34,6 @@ _FINISH_REASONS: Mapping[str, FinishReason] = {
 }
 
 
-# What `chat.completions.create` sends as its request options: the client's bearer key.
-_REQUEST_OPTIONS: openai.RequestOptions = {"security": {"bearer_auth": True}}
-
-
 def to_openai_messages(request: ChatRequest) -> list[ChatCompletionMessageParam]:
     """The system prompt first, then the history in order, exactly as stored."""
     messages: list[ChatCompletionMessageParam] = []
@@ -69,6 +65,18 @@ class OpenAIChatProvider:
     deployments: Mapping[str, str] = field(default_factory=dict)
     include_usage: bool = True
     one_shot: ClassVar[bool] = True
+    _options: openai.RequestOptions = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # What `chat.completions.create` sends: the client's bearer key. The client's own
+        # headers, retries and timeout are spelled out (the values the SDK falls back to):
+        # left out, the SDK deep-copies a `NotGiven` default for each on every request.
+        self._options = {
+            "security": {"bearer_auth": True},
+            "headers": {},
+            "max_retries": self.client.max_retries,
+            "timeout": self.client.timeout,
+        }
 
     def supports(self, model: str) -> bool:
         if self.deployments:
@@ -109,7 +117,7 @@ class OpenAIChatProvider:
                 "/chat/completions",
                 body=self._body(request, stream=False),
                 cast_to=object,  # the decoded JSON, read below: see `_fields`
-                options=_REQUEST_OPTIONS,
+                options=self._options,
             )
         except Exception as error:
             translated = translate_upstream_error(self.name, error, timeout_s=self.read_timeout_s)
@@ -143,7 +151,7 @@ class OpenAIChatProvider:
                 "/chat/completions",
                 body=self._body(request, stream=True),
                 cast_to=object,
-                options=_REQUEST_OPTIONS,
+                options=self._options,
                 stream=True,
                 stream_cls=openai.AsyncStream[object],
             )

@@ -189,6 +189,11 @@ class TurnRepo:
         """Write a claimed message (every column but its identity) in one UPDATE."""
         await self.statements.rows(SAVE_MESSAGE, changes_of(reply))
 
+    async def save_partial(self, reply_id: UUID, text: str) -> None:
+        """A running reply's text so far (and a sign of life), unless it has ended."""
+        params = {"reply_id": reply_id, "partial_text": text, "now": utcnow()}
+        await self.statements.rows(_SAVE_PARTIAL, params)
+
 
 _CONVERSATIONS: Table = Conversation.__table__  # type: ignore[assignment]
 _MESSAGES: Table = Message.__table__  # type: ignore[assignment]
@@ -249,6 +254,12 @@ def _view_statement(*, postgres: bool, owned: bool) -> Select[Any]:
 _VIEW = tuple(
     tuple(_view_statement(postgres=postgres, owned=owned) for owned in (False, True))
     for postgres in (False, True)
+)
+
+_SAVE_PARTIAL = (
+    update(_MESSAGES)
+    .where(_m.id == bindparam("reply_id"), _m.status == MessageStatus.IN_PROGRESS)
+    .values(content=bindparam("partial_text"), updated_at=bindparam("now"))
 )
 
 _COUNT_IF_UNCHANGED = (
