@@ -80,35 +80,6 @@ class ConversationRepo:
         await self.session.delete(conversation)
         await self.session.flush()
 
-    async def get_counting_messages(
-        self, conversation_id: UUID, principal: Principal, *, added: int
-    ) -> TurnConversation | None:
-        """`get`, adding `added` to `message_count`, in one statement: how a turn opens.
-
-        `UPDATE ... RETURNING`: one round trip instead of a read and an update on every turn.
-        The count changes in SQL (`x = x + delta`), so concurrent turns never overwrite each
-        other, under the same tenancy filter as `owned`. A turn that then fails (budget, a
-        running reply) rolls it back with its transaction. The row stays locked until then:
-        lock a conversation before its messages, as `complete_reply` does, or risk deadlock.
-
-        Core statements on the table (so are the turn's others): an ORM-enabled UPDATE costs
-        the worker several times the CPU for the same SQL.
-        """
-        owner = principal.visible_owner(None)
-        statement = _COUNT_FOR_ANYONE if owner is None else _COUNT_FOR_OWNER
-        row = (
-            await self.session.execute(
-                statement,
-                {
-                    "conversation_id": conversation_id,
-                    "owner": owner,
-                    "added": added,
-                    "now": utcnow(),
-                },
-            )
-        ).one_or_none()
-        return None if row is None else TurnConversation(*row)
-
     async def charge(self, conversation_id: UUID, *, tokens: int, cost_usd: Decimal) -> None:
         """Add a reply's tokens and cost to the totals in SQL (`total = total + delta`)."""
         await self.session.execute(
@@ -135,14 +106,6 @@ class TurnConversation:
 
 _CONVERSATIONS: Table = Conversation.__table__  # type: ignore[assignment]
 _c = _CONVERSATIONS.c
-# Built once: a statement object caches its own cache key, so only its parameters change.
-_COUNT_FOR_ANYONE = (
-    update(_CONVERSATIONS)
-    .where(_c.id == bindparam("conversation_id"))
-    .values(message_count=_c.message_count + bindparam("added"), updated_at=bindparam("now"))
-    .returning(_c.id, _c.user_id, _c.provider, _c.model, _c.system_prompt)
-)
-_COUNT_FOR_OWNER = _COUNT_FOR_ANYONE.where(_c.user_id == bindparam("owner"))
 # Its parameter is not named like a column, so the statement also serves inside a larger one
 # (a writable CTE: app.repositories.turns), where SQLAlchemy would add `SET column = :name`.
 CHARGE_TOTALS = (

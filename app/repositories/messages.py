@@ -7,12 +7,12 @@ from typing import Any
 from uuid import UUID
 
 from sqlalchemy import Executable, Result, Select, Table, bindparam, insert, select, update
-from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.base import utcnow
 from app.db.models import Message, MessageRole, MessageStatus
+from app.db.rows import column_values, columns_of, with_defaults
 from app.repositories.pagination import fetch_page
 
 # Replies that failed carry no text the model should see again.
@@ -125,7 +125,7 @@ _PROMPT_HISTORY = (
     .order_by(_MESSAGES.c.created_at, _MESSAGES.c.id)
 )
 # ORM attribute name -> column name (`metadata_` is stored as `metadata`).
-COLUMN_OF = {prop.key: prop.columns[0].key for prop in sa_inspect(Message).column_attrs}
+COLUMN_OF = columns_of(Message)
 MUTABLE_COLUMNS = {
     attribute: column
     for attribute, column in COLUMN_OF.items()
@@ -137,17 +137,3 @@ SAVE_MESSAGE = (
     .where(_MESSAGES.c.id == bindparam("message_id"))
     .values({column: bindparam(f"new_{column}") for column in MUTABLE_COLUMNS.values()})
 )
-
-
-def with_defaults(message: Message) -> Message:
-    """Give an unsaved message every column default the ORM would give it at flush."""
-    for attribute, column in COLUMN_OF.items():
-        default = _MESSAGES.c[column].default
-        if attribute not in message.__dict__ and default is not None:  # never set
-            value = default.arg(None) if default.is_callable else default.arg  # type: ignore[attr-defined]
-            setattr(message, attribute, value)
-    return message
-
-
-def column_values(message: Message) -> dict[str, object]:
-    return {column: getattr(message, attribute) for attribute, column in COLUMN_OF.items()}

@@ -48,6 +48,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db.base import utcnow
 from app.db.driver import Statements
 from app.db.models import Conversation, Message, MessageRole, MessageStatus, UserMonthlyUsage
+from app.db.rows import column_values, columns_of, with_defaults
 from app.providers.base import Usage
 from app.repositories.conversations import CHARGE_TOTALS, ConversationRepo, TurnConversation
 from app.repositories.messages import (
@@ -57,11 +58,9 @@ from app.repositories.messages import (
     SAVE_MESSAGE,
     MessageRepo,
     changes_of,
-    column_values,
     is_running_reply_violation,
-    with_defaults,
 )
-from app.repositories.usage import UserUsageRepo, charge_month_statement
+from app.repositories.usage import SPENT, UserUsageRepo, charge_month_statement
 
 
 class Claim(Enum):
@@ -100,24 +99,30 @@ class TurnRepo:
             raise RuntimeError("this turn's statements run on the driver, without a session")
         return self._session
 
-    async def view(self, conversation_id: UUID, owner: str | None, month: str) -> TurnView | None:
-        """The conversation (only `owner`'s, unless `None`), its prompt history, whether a
-        reply runs in it and its owner's spending in `month`; `None` if not found."""
+    async def view(
+        self, conversation_id: UUID, owner: str | None, month: str, *, history: bool = True
+    ) -> TurnView | None:
+        """The conversation (only `owner`'s, unless `None`), its prompt history (unless not
+        wanted: then empty), whether a reply runs in it and its owner's spending in `month`;
+        `None` if not found."""
         params = {"conversation_id": conversation_id, "owner": owner, "month": month}
-        found = await self.statements.rows(_VIEW[self.postgres][owner is not None], params)
+        statement = _VIEW[self.postgres, owner is not None, history]
+        found = await self.statements.rows(statement, params)
         if not found:
             return None
         row = tuple(found[0])
         conversation = TurnConversation(*row[:5])
         message_count, spent, running = row[5:8]
-        if self.postgres:
+        if not history:
+            history_read: list[tuple[MessageRole, str]] = []
+        elif self.postgres:
             roles, contents = row[8] or (), row[9] or ()
-            history = [
+            history_read = [
                 (MessageRole(role), text) for role, text in zip(roles, contents, strict=True)
             ]
         else:
-            history = await MessageRepo(self.session).prompt_history(conversation.id)
-        return TurnView(conversation, message_count, history, bool(running), Decimal(spent))
+            history_read = await MessageRepo(self.session).prompt_history(conversation.id)
+        return TurnView(conversation, message_count, history_read, bool(running), Decimal(spent))
 
     async def claim(
         self, conversation_id: UUID, seen_count: int, messages: Sequence[Message]
@@ -128,6 +133,7 @@ class TurnRepo:
         On `RUNNING` a transaction around the claim has failed: the caller must end it.
         """
         for message in messages:
+            message.conversation_id = conversation_id
             with_defaults(message)
         params: dict[str, Any] = {
             "conversation_id": conversation_id,
@@ -141,9 +147,7 @@ class TurnRepo:
                 return Claim.STALE
             claimed = await MessageRepo(self.session).claim_generation(*messages)
             return Claim.CLAIMED if claimed else Claim.RUNNING
-        for position, message in enumerate(messages):
-            for column, value in column_values(message).items():
-                params[f"m{position}_{column}"] = value
+        params.update(_message_params(messages))
         try:
             inserted = await self.statements.rows(_claim_statement(len(messages)), params)
         except IntegrityError as error:
@@ -152,6 +156,27 @@ class TurnRepo:
             return Claim.RUNNING
         # Nothing inserted: the count had moved on (or the conversation is gone).
         return Claim.CLAIMED if inserted else Claim.STALE
+
+    async def month_spent(self, owner: str, month: str) -> Decimal:
+        found = await self.statements.rows(SPENT, {"user_id": owner, "month": month})
+        return Decimal(found[0][0]) if found else Decimal(0)
+
+    async def start(self, conversation: Conversation, messages: Sequence[Message]) -> None:
+        """Insert a new conversation (counting `messages`) with its first messages, the
+        in-progress reply last: one statement on Postgres, all or nothing."""
+        with_defaults(conversation)
+        conversation.message_count = len(messages)
+        for message in messages:
+            message.conversation_id = conversation.id
+            with_defaults(message)
+        if not self.postgres:
+            await ConversationRepo(self.session).add(conversation)
+            if not await MessageRepo(self.session).claim_generation(*messages):
+                raise RuntimeError("a new conversation cannot have a running reply")
+            return
+        params = {f"c_{column}": value for column, value in column_values(conversation).items()}
+        params.update(_message_params(messages))
+        await self.statements.rows(_start_statement(len(messages)), params)
 
     async def complete(
         self, reply: Message, owner: str, month: str, usage: Usage, cost: Decimal
@@ -201,7 +226,16 @@ _USAGE: Table = UserMonthlyUsage.__table__  # type: ignore[assignment]
 _c, _m, _u = _CONVERSATIONS.c, _MESSAGES.c, _USAGE.c
 
 
-def _view_statement(*, postgres: bool, owned: bool) -> Select[Any]:
+def _message_params(messages: Sequence[Message]) -> dict[str, Any]:
+    """`_inserted_messages`' parameters: `m<position>_<column>` for every message."""
+    return {
+        f"m{position}_{column}": value
+        for position, message in enumerate(messages)
+        for column, value in column_values(message).items()
+    }
+
+
+def _view_statement(*, postgres: bool, owned: bool, history: bool) -> Select[Any]:
     spent = (
         select(_u.cost_usd)
         .where(_u.user_id == _c.user_id, _u.month == bindparam("month"))
@@ -225,14 +259,14 @@ def _view_statement(*, postgres: bool, owned: bool) -> Select[Any]:
     ).where(_c.id == bindparam("conversation_id"))
     if owned:
         statement = statement.where(_c.user_id == bindparam("owner"))
-    if postgres:
+    if postgres and history:
         # The history as two arrays in the same row: one statement, one index range scan.
         # Equalities, not IN: an IN list is expanded at execution, so it is not fixed SQL.
         in_prompt = and_(
             or_(*(_m.status == status for status in PROMPT_STATUSES)), _m.content != ""
         )
         in_order = (_m.created_at, _m.id)
-        history = (
+        prompt = (
             select(
                 func.array_agg(aggregate_order_by(_m.role, *in_order))
                 .filter(in_prompt)
@@ -244,17 +278,19 @@ def _view_statement(*, postgres: bool, owned: bool) -> Select[Any]:
             .where(_m.conversation_id == _c.id)
             .lateral("history")
         )
-        statement = statement.add_columns(history.c.roles, history.c.contents).select_from(
-            _CONVERSATIONS.join(history, true())
+        statement = statement.add_columns(prompt.c.roles, prompt.c.contents).select_from(
+            _CONVERSATIONS.join(prompt, true())
         )
     return statement
 
 
-# Indexed [is Postgres][filtered by owner]; built once, so each caches its compiled form.
-_VIEW = tuple(
-    tuple(_view_statement(postgres=postgres, owned=owned) for owned in (False, True))
+# Keyed (is Postgres, filtered by owner, with history); built once: each caches its SQL.
+_VIEW = {
+    (postgres, owned, history): _view_statement(postgres=postgres, owned=owned, history=history)
     for postgres in (False, True)
-)
+    for owned in (False, True)
+    for history in (False, True)
+}
 
 _SAVE_PARTIAL = (
     update(_MESSAGES)
@@ -277,18 +313,35 @@ def _claim_statement(count: int) -> Any:
     FROM counted UNION ALL ...`: the conversation is locked before its messages are written,
     and no row is inserted when the count had moved on. One statement per number of messages.
     """
-    counted = _COUNT_IF_UNCHANGED.returning(_c.id).cte("counted")
+    return _inserted_messages(_COUNT_IF_UNCHANGED.returning(_c.id).cte("counted"), count)
+
+
+@functools.cache
+def _start_statement(count: int) -> Any:
+    """Postgres: a new conversation and its first messages, `WITH started AS (INSERT INTO
+    conversations ... RETURNING id) INSERT INTO messages SELECT ... FROM started ...`."""
+    values = {
+        column: bindparam(f"c_{column}", type_=_c[column].type)
+        for column in columns_of(Conversation).values()
+    }
+    started = insert(_CONVERSATIONS).values(values).returning(_c.id).cte("started")
+    return _inserted_messages(started, count)
+
+
+def _inserted_messages(source: Any, count: int) -> Any:
+    """`INSERT INTO messages` of `count` messages (`m<position>_<column>` parameters), one
+    row per row of the data-modifying CTE `source`: none when it wrote nothing."""
     names = list(COLUMN_OF.values())
     rows = [
         select(*(bindparam(f"m{i}_{name}", type_=_m[name].type) for name in names)).select_from(
-            counted
+            source
         )
         for i in range(count)
     ]
     return (
         insert(_MESSAGES)
         .from_select(names, union_all(*rows))
-        .add_cte(counted, nest_here=True)
+        .add_cte(source, nest_here=True)
         .returning(_m.id)
     )
 

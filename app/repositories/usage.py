@@ -26,10 +26,6 @@ class UserUsageRepo:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def spent(self, user_id: str, month: str) -> Decimal:
-        spent = await self.session.scalar(_SPENT, {"user_id": user_id, "month": month})
-        return spent if isinstance(spent, Decimal) else Decimal(0)
-
     async def charge(self, user_id: str, month: str, usage: Usage, cost_usd: Decimal) -> None:
         """Add one reply to the user's month in one statement: insert, or `x = x + delta`."""
         values = {
@@ -47,7 +43,7 @@ class UserUsageRepo:
 
 
 _USAGE: Table = UserMonthlyUsage.__table__  # type: ignore[assignment]
-_SPENT = select(_USAGE.c.cost_usd).where(
+SPENT = select(_USAGE.c.cost_usd).where(
     _USAGE.c.user_id == bindparam("user_id"), _USAGE.c.month == bindparam("month")
 )
 

@@ -14,19 +14,21 @@ from uuid import UUID
 
 from app.core.security import Principal
 from app.db.base import utcnow
+from app.db.driver import statements
 from app.db.models import Conversation, Message, MessageRole, MessageStatus
 from app.errors import ConversationNotFound, GenerationInProgress
 from app.providers.base import ChatMessage, ChatRequest
 from app.providers.registry import ModelChoice
-from app.repositories.conversations import ConversationRepo, TurnConversation
-from app.repositories.messages import MessageRepo
+from app.repositories.turns import Claim, TurnRepo
+from app.repositories.usage import month_of
 from app.services.idempotency import ResponseRecorder
 from app.services.turns import (
+    CLAIM_ATTEMPTS,
     OpenTurn,
     StartedGeneration,
     TurnContext,
-    check_budget,
     redacted_request,
+    refuse_over_budget,
 )
 
 
@@ -62,73 +64,63 @@ async def open_prompt_turn(
 ) -> OpenTurn:
     """Store a client-sent exchange and an in-progress reply; the request is the client's.
 
-    One transaction: the conversation (created, or the caller's own: else 404), the budget
-    and token-limit checks, the new messages in order and the claimed reply (409 while another
-    reply runs in the conversation). Nothing is stored when any of them fails. `record` (a
-    streamed call's `Idempotency-Key`) stores the started reply in that transaction too.
+    The conversation is created with its messages (one statement on Postgres), or the
+    caller's own (else 404) is read and then claimed as `open_turn` claims it (409 while
+    another reply runs in it). Budget and token-limit checks come first: nothing is stored
+    when any of them fails. `record` (a streamed call's `Idempotency-Key`) stores the started
+    reply in one transaction with the messages.
     """
     *_, last = turn.new_messages
     if last.role != "user":
         raise ValueError("a prompt turn's new messages must end with a user message")
-    async with ctx.sessionmaker.begin() as session:
-        conversations = ConversationRepo(session)
-        now = utcnow()
-        counted = len(turn.new_messages) + 1  # and the reply
-        conversation: Conversation | TurnConversation
+    month = month_of(utcnow())
+    # Without a recorder each statement is atomic alone: no transaction around them.
+    async with statements(ctx.sessionmaker, single_statements=record is None) as run:
+        turns = TurnRepo(run)
         if turn.conversation_id is None:
-            conversation = await conversations.add(
-                Conversation(
-                    user_id=principal.owner_for(turn.owner),
-                    title=turn.title,
-                    metadata_={},
-                    provider=turn.choice.provider.name,
-                    model=turn.choice.model,
-                    system_prompt=turn.system_prompt,
-                    message_count=counted,
-                    created_at=now,
-                    updated_at=now,
-                )
-            )
-        else:
-            # Found (tenancy filter) and counted in one statement; a failure below rolls back.
-            found = await conversations.get_counting_messages(
-                turn.conversation_id, principal, added=counted
-            )
-            if found is None:
-                raise ConversationNotFound(turn.conversation_id)
-            conversation = found
-        await check_budget(ctx, session, conversation.user_id)
-        if ctx.limiter is not None:
-            await ctx.limiter.check_tokens(conversation.user_id)
-        # Distinct times keep the client's order: history is read by (created_at, id).
-        stored = [
-            Message(
-                conversation_id=conversation.id,
-                role=MessageRole(message.role),
-                content=message.content,
-                status=MessageStatus.COMPLETED,
+            owner = principal.owner_for(turn.owner)
+            if ctx.budget_usd is not None:
+                refuse_over_budget(ctx, await turns.month_spent(owner, month))
+            if ctx.limiter is not None:
+                await ctx.limiter.check_tokens(owner)
+            conversation = Conversation(
+                user_id=owner,
+                title=turn.title,
                 metadata_={},
-                cost_usd=Decimal(0),
-                created_at=now + timedelta(microseconds=position),
+                provider=turn.choice.provider.name,
+                model=turn.choice.model,
+                system_prompt=turn.system_prompt,
+                created_at=utcnow(),
             )
-            for position, message in enumerate(turn.new_messages)
-        ]
-        reply = Message(
-            conversation_id=conversation.id,
-            role=MessageRole.ASSISTANT,
-            content="",
-            status=MessageStatus.IN_PROGRESS,
-            provider=turn.choice.provider.name,
-            model=turn.choice.model,
-            metadata_={},
-            cost_usd=Decimal(0),  # until charged; the same columns as `stored`: one INSERT
-            created_at=now + timedelta(microseconds=len(stored)),
-        )
-        owner = conversation.user_id
-        if not await MessageRepo(session).claim_generation(*stored, reply):
-            raise GenerationInProgress(conversation.id)
+            conversation.updated_at = conversation.created_at
+            messages = _prompt_messages(turn)
+            await turns.start(conversation, messages)
+            conversation_id = conversation.id
+        else:
+            conversation_id = turn.conversation_id
+            for _attempt in range(CLAIM_ATTEMPTS):
+                view = await turns.view(
+                    conversation_id, principal.visible_owner(None), month, history=False
+                )
+                if view is None:
+                    raise ConversationNotFound(conversation_id)
+                owner = view.conversation.user_id
+                refuse_over_budget(ctx, view.month_spent)
+                if ctx.limiter is not None:
+                    await ctx.limiter.check_tokens(owner)
+                if view.reply_running:
+                    raise GenerationInProgress(conversation_id)
+                messages = _prompt_messages(turn)
+                claim = await turns.claim(conversation_id, view.message_count, messages)
+                if claim is Claim.RUNNING:
+                    raise GenerationInProgress(conversation_id)
+                if claim is Claim.CLAIMED:
+                    break
+            else:
+                raise GenerationInProgress(conversation_id)
+        reply = messages[-1]
         if record is not None:
-            await record(session, StartedGeneration(reply.id, conversation.id))
+            await record(turns.session, StartedGeneration(reply.id, conversation_id))
     request = ChatRequest(
         model=turn.choice.model,
         messages=turn.messages,
@@ -141,3 +133,34 @@ async def open_prompt_turn(
     if ctx.redact_provider_text:
         request = redacted_request(request)
     return reply, request, ctx.registry.with_fallbacks(turn.choice), owner
+
+
+def _prompt_messages(turn: PromptTurn) -> list[Message]:
+    """The client's new messages (completed), then the in-progress reply, in order.
+
+    Distinct times keep the client's order: history is read by (created_at, id). The
+    conversation is set when they are stored.
+    """
+    now = utcnow()
+    stored = [
+        Message(
+            role=MessageRole(message.role),
+            content=message.content,
+            status=MessageStatus.COMPLETED,
+            metadata_={},
+            cost_usd=Decimal(0),
+            created_at=now + timedelta(microseconds=position),
+        )
+        for position, message in enumerate(turn.new_messages)
+    ]
+    reply = Message(
+        role=MessageRole.ASSISTANT,
+        content="",
+        status=MessageStatus.IN_PROGRESS,
+        provider=turn.choice.provider.name,
+        model=turn.choice.model,
+        metadata_={},
+        cost_usd=Decimal(0),  # until charged; the same columns as `stored`: one INSERT
+        created_at=now + timedelta(microseconds=len(stored)),
+    )
+    return [*stored, reply]

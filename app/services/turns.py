@@ -43,7 +43,7 @@ from app.providers.base import (
 from app.providers.registry import ModelChoice, ProviderRegistry
 from app.repositories.conversations import TurnConversation
 from app.repositories.turns import Claim, TurnRepo
-from app.repositories.usage import UserUsageRepo, month_of
+from app.repositories.usage import month_of
 from app.schemas.messages import MessageCreate, MessageRead, TokenUsage, TurnResult
 from app.services.idempotency import ResponseRecorder
 from app.services.pricing import Price, PriceBook
@@ -52,7 +52,7 @@ from app.services.rate_limits import RateLimiter
 log = structlog.get_logger(__name__)
 
 # Reads and claims of one turn before giving up (409) on a conversation that keeps changing.
-_CLAIM_ATTEMPTS = 3
+CLAIM_ATTEMPTS = 3
 
 # An opened turn: the in-progress reply, the request for the provider, the provider (with its
 # fallbacks) and the owner to charge. `run_turn` or a server-owned generation finishes it.
@@ -200,7 +200,7 @@ async def open_turn(
     # Without a recorder each statement is atomic alone: no transaction around them.
     async with statements(ctx.sessionmaker, single_statements=record is None) as run:
         turns = TurnRepo(run)
-        for _attempt in range(_CLAIM_ATTEMPTS):
+        for _attempt in range(CLAIM_ATTEMPTS):
             view = await turns.view(conversation_id, owner, month_of(utcnow()))
             if view is None:
                 raise ConversationNotFound(conversation_id)
@@ -277,18 +277,13 @@ def redacted_request(request: ChatRequest) -> ChatRequest:
     )
 
 
-async def check_budget(ctx: TurnContext, session: AsyncSession, user_id: str) -> None:
-    """Refuse a turn before the provider is called once the user's month is spent.
-
-    Turns already in flight may still land after the check, so a month can end slightly
-    over budget by at most those turns; it never starts a new one past it.
-    """
-    if ctx.budget_usd is not None:
-        refuse_over_budget(ctx, await UserUsageRepo(session).spent(user_id, month_of(utcnow())))
-
-
 def refuse_over_budget(ctx: TurnContext, month_spent: Decimal) -> None:
-    """`BudgetExceeded` (402) once the owner's spending this month has reached the budget."""
+    """`BudgetExceeded` (402) once the owner's spending this month has reached the budget.
+
+    Checked before the provider is called. Turns already in flight may still land after the
+    check, so a month can end slightly over budget by at most those turns; it never starts a
+    new one past it.
+    """
     if ctx.budget_usd is not None and month_spent >= ctx.budget_usd:
         raise BudgetExceeded(ctx.budget_usd, month_of(utcnow()))
 

@@ -344,6 +344,25 @@ class TestAuthLimitsAndBudget:
         assert raised.value.response.headers["x-should-retry"] == "false"
         assert (await client.get("/api/v1/conversations")).json()["items"] == []
 
+    async def test_a_budget_spent_mid_conversation_refuses_the_next_call_and_stores_nothing(
+        self, start_app: StartApp, make_settings: Callable[..., Settings]
+    ) -> None:
+        # The mock's first reply costs more than this: the month is spent after one call.
+        client = await start_app(make_settings(user_budget_usd=Decimal("0.00001")))
+        first = await client.post(URL, json={"model": "mock", "messages": HI})
+        conversation_id = first.headers["x-conversation-id"]
+        said = [*HI, {"role": "assistant", "content": "Hi"}, {"role": "user", "content": "More"}]
+
+        with pytest.raises(openai.RateLimitError) as raised:
+            await sdk(client).chat.completions.create(
+                model="mock", messages=said, extra_headers={"X-Conversation-ID": conversation_id}
+            )
+
+        assert first.status_code == 200, first.text
+        assert raised.value.code == "insufficient_quota"
+        conversation = await stored(client, conversation_id)
+        assert conversation["message_count"] == len(conversation["messages"]) == 2
+
 
 class TestLogs:
     async def test_no_message_text_or_key_reaches_a_log_line(
