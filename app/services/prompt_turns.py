@@ -16,17 +16,16 @@ from app.core.security import Principal
 from app.db.base import utcnow
 from app.db.driver import statements
 from app.db.models import Conversation, Message, MessageRole, MessageStatus
-from app.errors import ConversationNotFound, GenerationInProgress
 from app.providers.base import ChatMessage, ChatRequest
 from app.providers.registry import ModelChoice
-from app.repositories.turns import Claim, TurnRepo
+from app.repositories.turns import TurnRepo
 from app.repositories.usage import month_of
 from app.services.idempotency import ResponseRecorder
 from app.services.turns import (
-    CLAIM_ATTEMPTS,
     OpenTurn,
     StartedGeneration,
     TurnContext,
+    claim_after_read,
     redacted_request,
     refuse_over_budget,
 )
@@ -98,26 +97,15 @@ async def open_prompt_turn(
             conversation_id = conversation.id
         else:
             conversation_id = turn.conversation_id
-            for _attempt in range(CLAIM_ATTEMPTS):
-                view = await turns.view(
-                    conversation_id, principal.visible_owner(None), month, history=False
-                )
-                if view is None:
-                    raise ConversationNotFound(conversation_id)
-                owner = view.conversation.user_id
-                refuse_over_budget(ctx, view.month_spent)
-                if ctx.limiter is not None:
-                    await ctx.limiter.check_tokens(owner)
-                if view.reply_running:
-                    raise GenerationInProgress(conversation_id)
-                messages = _prompt_messages(turn)
-                claim = await turns.claim(conversation_id, view.message_count, messages)
-                if claim is Claim.RUNNING:
-                    raise GenerationInProgress(conversation_id)
-                if claim is Claim.CLAIMED:
-                    break
-            else:
-                raise GenerationInProgress(conversation_id)
+            view, messages, _ = await claim_after_read(
+                ctx,
+                turns,
+                conversation_id,
+                principal.visible_owner(None),
+                lambda _view: (_prompt_messages(turn), None),
+                history=False,  # the client sent it
+            )
+            owner = view.conversation.user_id
         reply = messages[-1]
         if record is not None:
             await record(turns.session, StartedGeneration(reply.id, conversation_id))

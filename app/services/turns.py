@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
+from typing import TypeVar
 from uuid import UUID
 
 import structlog
@@ -42,7 +44,7 @@ from app.providers.base import (
 )
 from app.providers.registry import ModelChoice, ProviderRegistry
 from app.repositories.conversations import TurnConversation
-from app.repositories.turns import Claim, TurnRepo
+from app.repositories.turns import Claim, TurnRepo, TurnView
 from app.repositories.usage import month_of
 from app.schemas.messages import MessageCreate, MessageRead, TokenUsage, TurnResult
 from app.services.idempotency import ResponseRecorder
@@ -50,6 +52,9 @@ from app.services.pricing import Price, PriceBook
 from app.services.rate_limits import RateLimiter
 
 log = structlog.get_logger(__name__)
+
+MessagesT = TypeVar("MessagesT", bound=Sequence[Message])
+PreparedT = TypeVar("PreparedT")
 
 # Reads and claims of one turn before giving up (409) on a conversation that keeps changing.
 CLAIM_ATTEMPTS = 3
@@ -195,31 +200,20 @@ async def open_turn(
     `Idempotency-Key`) stores the started reply in the claim's transaction, so a retry finds
     that reply and never starts a second one.
     """
-    owner = principal.visible_owner(None)
+
+    def prepare(view: TurnView) -> tuple[tuple[Message, Message], ModelChoice]:
+        choice = choose_model(ctx.registry, view.conversation, body)
+        return _turn_messages(view.conversation.id, body, choice), choice
+
     # One connection for the read and the claim: under a full pool each checkout is a wait.
     # Without a recorder each statement is atomic alone: no transaction around them.
     async with statements(ctx.sessionmaker, single_statements=record is None) as run:
         turns = TurnRepo(run)
-        for _attempt in range(CLAIM_ATTEMPTS):
-            view = await turns.view(conversation_id, owner, month_of(utcnow()))
-            if view is None:
-                raise ConversationNotFound(conversation_id)
-            conversation = view.conversation
-            choice = choose_model(ctx.registry, conversation, body)
-            refuse_over_budget(ctx, view.month_spent)
-            if ctx.limiter is not None:
-                await ctx.limiter.check_tokens(conversation.user_id)
-            if view.reply_running:
-                raise GenerationInProgress(conversation_id)
-            user_message, reply = _turn_messages(conversation.id, body, choice)
-            claim = await turns.claim(conversation.id, view.message_count, (user_message, reply))
-            if claim is Claim.RUNNING:
-                raise GenerationInProgress(conversation_id)
-            if claim is Claim.CLAIMED:
-                break
-        else:
-            # Other turns kept landing between the read and the claim.
-            raise GenerationInProgress(conversation_id)
+        owner = principal.visible_owner(None)
+        view, (_, reply), choice = await claim_after_read(
+            ctx, turns, conversation_id, owner, prepare
+        )
+        conversation = view.conversation
         if record is not None:
             await record(turns.session, StartedGeneration(reply.id, conversation.id))
     request = ChatRequest(
@@ -236,6 +230,41 @@ async def open_turn(
     if ctx.redact_provider_text:
         request = redacted_request(request)
     return reply, request, ctx.registry.with_fallbacks(choice), conversation.user_id
+
+
+async def claim_after_read(
+    ctx: TurnContext,
+    turns: TurnRepo,
+    conversation_id: UUID,
+    owner: str | None,
+    prepare: Callable[[TurnView], tuple[MessagesT, PreparedT]],
+    *,
+    history: bool = True,
+) -> tuple[TurnView, MessagesT, PreparedT]:
+    """Read a conversation, check it may take a turn, and claim the turn's messages.
+
+    `prepare` builds the messages (in-progress reply last) and anything else the caller needs
+    from what was read. The checks come in the contract's order: 404, then `prepare`'s own
+    errors, 402, 429, 409. If other turns land between the read and the claim, it reads
+    again, so a history read with it is whole when the claim succeeds.
+    """
+    for _attempt in range(CLAIM_ATTEMPTS):
+        view = await turns.view(conversation_id, owner, month_of(utcnow()), history=history)
+        if view is None:
+            raise ConversationNotFound(conversation_id)
+        messages, prepared = prepare(view)
+        refuse_over_budget(ctx, view.month_spent)
+        if ctx.limiter is not None:
+            await ctx.limiter.check_tokens(view.conversation.user_id)
+        if view.reply_running:
+            raise GenerationInProgress(conversation_id)
+        claim = await turns.claim(view.conversation.id, view.message_count, messages)
+        if claim is Claim.RUNNING:
+            raise GenerationInProgress(conversation_id)
+        if claim is Claim.CLAIMED:
+            return view, messages, prepared
+    # Other turns kept landing between the read and the claim.
+    raise GenerationInProgress(conversation_id)
 
 
 def _turn_messages(
