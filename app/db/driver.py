@@ -46,9 +46,10 @@ class DriverStatement:
         return arguments
 
 
-@functools.cache
+@functools.lru_cache(maxsize=256)
 def compiled_for(statement: Executable, dialect: Dialect) -> DriverStatement:
-    """Compile once per statement object (they are built once, at import)."""
+    """Compile once per statement object (almost all are built once, at import; the few
+    built per use are compiled per use, and the bound keeps them from piling up)."""
     compiled = statement.compile(dialect=dialect)  # type: ignore[attr-defined]
     names = tuple(compiled.positiontup or ())
     binds = {name: compiled.binds[name] for name in names}

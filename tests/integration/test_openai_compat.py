@@ -147,6 +147,27 @@ class TestCompletion:
         listed = (await client.get("/api/v1/conversations")).json()["items"]
         assert len(listed) == 1
 
+    async def test_a_new_conversation_with_a_thousand_messages_is_stored_whole_and_in_order(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        # The most a client may send (MAX_MESSAGES), ending with the user's turn.
+        said = [
+            {"role": "user" if n % 2 == 0 else "assistant", "content": f"turn {n} 🎉"}
+            for n in range(999)
+        ]
+
+        response = await client.post(URL, json={"model": "mock", "messages": said})
+
+        assert response.status_code == 200, response.text
+        conversation_id = response.headers["x-conversation-id"]
+        conversation = await stored(client, conversation_id)
+        first = await client.get(
+            f"/api/v1/conversations/{conversation_id}/messages", params={"limit": 200}
+        )
+        assert conversation["message_count"] == 1000
+        contents = [m["content"] for m in first.json()["items"]]
+        assert contents == [f"turn {n} 🎉" for n in range(200)]
+
 
 class TestStreaming:
     async def test_chunks_open_with_the_role_then_content_finish_usage_and_done(
