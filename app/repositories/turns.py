@@ -8,9 +8,11 @@ whole history (optimistic concurrency, no row held locked across the two). At th
 reply's outcome, the conversation's totals and the month's usage are stored together
 (`complete`).
 
-On Postgres each of the three is one statement (a writable CTE), atomic on its own, so a
-turn sent without an `Idempotency-Key` needs no BEGIN/COMMIT: three round trips in all. On
-SQLite (no writable CTEs) each is a few statements in one transaction.
+On Postgres each of the three is one statement (the read a SELECT, the claim and the outcome
+writable CTEs), atomic on its own, so a turn sent without an `Idempotency-Key` needs no
+BEGIN/COMMIT: three round trips in all. A conversation that starts with its turn
+(`/v1/chat/completions`) is created with its messages by one statement too (`start`). On
+SQLite (no writable CTEs) the read and the claim share one transaction, the outcome another.
 """
 
 from __future__ import annotations
