@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Executable, Result, Select, Table, bindparam, insert, select, update
+from sqlalchemy import Select, Table, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -81,22 +81,16 @@ class MessageRepo:
         Their ids, times and column defaults are filled in here, so they read as stored.
         """
         rows = [column_values(with_defaults(message)) for message in messages]
-        # executemany of one cached statement: still one round trip (asyncpg pipelines it;
-        # SQLAlchemy batches it into one INSERT), where a multi-row VALUES would be compiled
-        # afresh each time (it has no cache key).
-        return await self.claiming(_INSERT_MESSAGE, rows) is not None
-
-    async def claiming(
-        self, statement: Executable, params: dict[str, Any] | list[dict[str, Any]]
-    ) -> Result[Any] | None:
-        """Execute a statement that inserts an in-progress reply; `None` if one already runs
-        in its conversation (the transaction has then failed: the caller must end it)."""
         try:
-            return await self.session.execute(statement, params)
+            # executemany of one cached statement: still one round trip (asyncpg pipelines
+            # it; SQLAlchemy batches it into one INSERT), where a multi-row VALUES would be
+            # compiled afresh each time (it has no cache key).
+            await self.session.execute(_INSERT_MESSAGE, rows)
         except IntegrityError as error:
             if not is_running_reply_violation(error):
                 raise
-            return None
+            return False
+        return True
 
 
 def is_running_reply_violation(error: IntegrityError) -> bool:
