@@ -14,6 +14,7 @@ from datetime import timedelta
 import pytest
 import sqlalchemy.exc
 from sqlalchemy import Interval, bindparam, func, select, text
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core.config import Settings
@@ -28,6 +29,8 @@ _SLEEP = select(func.pg_sleep(bindparam("seconds")))
 _NOW_PLUS = select(
     bindparam("moment", type_=ApiKey.created_at.type) + bindparam("delta", type_=Interval)
 )
+# A dict reaches asyncpg's JSONB codec only as the JSON text the type's bind conversion makes.
+_NOTE_OF = select(bindparam("document", type_=JSONB)["note"].astext)
 
 
 @pytest.fixture
@@ -53,6 +56,12 @@ class TestDriverStatements:
                 _NOW_PLUS, {"moment": moment, "delta": timedelta(hours=1)}
             )
         assert later == moment + timedelta(hours=1)
+
+    async def test_a_dict_for_a_jsonb_parameter_is_sent_as_json(self, engine: AsyncEngine) -> None:
+        document = {"cache": "hit", "note": "emoji 🎉 and 'quotes'"}
+        async with driver_connection(engine) as connection:
+            [(note,)] = await connection.rows(_NOTE_OF, {"document": document})
+        assert note == document["note"]
 
     async def test_a_violated_constraint_is_sqlalchemys_integrity_error(
         self, engine: AsyncEngine
