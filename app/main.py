@@ -57,9 +57,13 @@ def create_app(
     (for tests)."""
     configure_logging(settings)
     price_book = prices or build_price_book(settings)
-    registry = providers or build_registry(settings, price_book.context_window)
     # None unless OTEL_EXPORTER_OTLP_ENDPOINT (or a test's exporter) is set: then no spans at all.
     tracing = setup_tracing(settings, span_exporter)
+    registry = providers or build_registry(
+        settings,
+        price_book.context_window,
+        on_http_client=None if tracing is None else tracing.instrument_client,
+    )
     instrument_providers(
         registry,
         cost_of=price_book.cost_of,
@@ -73,7 +77,6 @@ def create_app(
         metrics.watch_pool(engine)
         if tracing is not None:
             tracing.instrument_engine(engine)
-            tracing.instrument_clients()
         sessionmaker = make_sessionmaker(engine)
         redis = (
             _redis_client(settings.redis_url, settings.redis_max_connections, socket_timeout=2)

@@ -20,6 +20,7 @@ from app.core.config import Settings
 from app.db.driver import observe_statements
 
 if TYPE_CHECKING:
+    import httpx2
     from fastapi import FastAPI
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SpanExporter
@@ -61,17 +62,16 @@ class Tracing:
             exclude_spans=["receive", "send"],
         )
 
-    def instrument_clients(self) -> None:
-        """A client span per outgoing HTTP request: the OpenAI and Anthropic SDKs use httpx2."""
-        from opentelemetry.instrumentation.httpx import (
-            HTTPX2ClientInstrumentor,
-            HTTPXClientInstrumentor,
-        )
+    def instrument_client(self, client: httpx2.AsyncClient) -> None:
+        """A client span per request an SDK client sends (each provider has its own client).
 
-        for instrumentor in (HTTPX2ClientInstrumentor(), HTTPXClientInstrumentor()):
-            if not instrumentor.is_instrumented_by_opentelemetry:
-                instrumentor.instrument(tracer_provider=self.provider)
-                self._uninstall.append(instrumentor)
+        Per client, not per class: the clients run on the SDKs' aiohttp transport, which the
+        class-wide instrumentation (it patches httpx2's own transport) would never see.
+        """
+        from opentelemetry.instrumentation.httpx import HTTPX2ClientInstrumentor
+
+        # Typed for httpx's client in the shared base class; the httpx2 subclass takes httpx2's.
+        HTTPX2ClientInstrumentor.instrument_client(client, tracer_provider=self.provider)  # type: ignore[arg-type]
 
     def instrument_engine(self, engine: AsyncEngine) -> None:
         """A span per SQL statement (the statement with placeholders, never its values)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import httpx2
 import openai
 import structlog
 
@@ -27,11 +28,18 @@ SELF_HOSTED_CONTEXT_WINDOW = 8_192
 REPLY_RESERVE_TOKENS = 1_024
 
 WindowLookup = Callable[[str, str], int | None]
+# Called with each SDK client's HTTP client as it is built (tracing instruments it).
+HttpClientHook = Callable[[httpx2.AsyncClient], None]
 
 
-def build_registry(settings: Settings, context_window: WindowLookup) -> ProviderRegistry:
+def build_registry(
+    settings: Settings,
+    context_window: WindowLookup,
+    *,
+    on_http_client: HttpClientHook | None = None,
+) -> ProviderRegistry:
     """Offer every provider that has what it needs; the mock is always there, offline."""
-    adapters = _adapters(settings)
+    adapters = _adapters(settings, on_http_client or (lambda _client: None))
     policy = RetryPolicy(
         max_retries=settings.provider_max_retries,
         max_wait_s=settings.provider_retry_max_wait_seconds,
@@ -77,10 +85,20 @@ def _listed_models(settings: Settings, providers: dict[str, Provider]) -> dict[s
     return listed
 
 
-def _adapters(settings: Settings) -> dict[str, Provider]:
+def _adapters(settings: Settings, on_http_client: HttpClientHook) -> dict[str, Provider]:
     timeout = openai.Timeout(
         settings.provider_timeout_seconds, connect=settings.provider_connect_timeout_seconds
     )
+
+    def http_client(sdk_default: type[httpx2.AsyncClient]) -> httpx2.AsyncClient:
+        # The SDKs' documented aiohttp transport under their httpx2 interface: a call costs
+        # about a fifth less worker CPU than on httpcore2 over anyio (bench/: 3.9 -> 3.1 ms a
+        # turn), and a streamed chunk less too. Errors still arrive as httpx2's, so the SDK
+        # raises its usual classes.
+        client = sdk_default(timeout=timeout)
+        on_http_client(client)
+        return client
+
     read_s = settings.provider_timeout_seconds
     adapters: dict[str, Provider] = {
         "mock": MockProvider(chunk_delay_s=settings.mock_chunk_delay_ms / 1000),
@@ -93,6 +111,7 @@ def _adapters(settings: Settings) -> dict[str, Provider]:
                 base_url=settings.openai_base_url,
                 max_retries=0,  # ours is the one retry owner
                 timeout=timeout,
+                http_client=http_client(openai.DefaultAioHttpClient),
             ),
             default_model=DEFAULT_MODELS["openai"],
             read_timeout_s=read_s,
@@ -110,6 +129,7 @@ def _adapters(settings: Settings) -> dict[str, Provider]:
                 base_url=settings.anthropic_base_url,
                 max_retries=0,
                 timeout=timeout,
+                http_client=http_client(anthropic.DefaultAioHttpClient),
             ),
             default_model=DEFAULT_MODELS["anthropic"],
             default_max_tokens=settings.anthropic_default_max_tokens,
@@ -129,6 +149,7 @@ def _adapters(settings: Settings) -> dict[str, Provider]:
                 api_version=settings.azure_openai_api_version,
                 max_retries=0,
                 timeout=timeout,
+                http_client=http_client(openai.DefaultAioHttpClient),
             ),
             default_model=next(iter(settings.azure_openai_deployments)),
             read_timeout_s=read_s,
@@ -145,6 +166,7 @@ def _adapters(settings: Settings) -> dict[str, Provider]:
                 base_url=settings.openai_compatible_base_url,
                 max_retries=0,
                 timeout=timeout,
+                http_client=http_client(openai.DefaultAioHttpClient),
             ),
             default_model=models[0] if models else "llama3.1",
             read_timeout_s=read_s,

@@ -14,6 +14,7 @@ from email.utils import parsedate_to_datetime
 from time import time
 from typing import cast
 
+import aiohttp
 import httpx2
 import openai
 
@@ -43,7 +44,9 @@ def translate_upstream_error(
 ) -> ChatAPIError | None:
     """The domain error for an SDK or transport failure, or `None` when it is not one."""
     if isinstance(error, (*_sdk_classes("APITimeoutError"), httpx2.TimeoutException)):
-        return UpstreamTimeout(provider, timeout_s)
+        if not _connection_failed(error):
+            return UpstreamTimeout(provider, timeout_s)
+        return UpstreamError(f"could not reach provider {provider!r}", retryable=True)
     if isinstance(error, _sdk_classes("APIStatusError")):
         # Anthropic's APIStatusError has the same three attributes.
         status_error = cast(openai.APIStatusError, error)
@@ -60,6 +63,21 @@ def translate_upstream_error(
         # An `error` event inside a stream (usually "overloaded"): the SDK's catch-all.
         return UpstreamError(f"provider {provider!r} reported an error", retryable=True)
     return None
+
+
+def _connection_failed(error: BaseException) -> bool:
+    """Whether a "timeout" was really a refused or dropped connection.
+
+    The SDKs' aiohttp transport reports every aiohttp connection error as httpx2's
+    ConnectTimeout, a refused connection or a server hanging up before its answer included;
+    the original is at the end of the `raise ... from` chain.
+    """
+    root = error
+    while root.__cause__ is not None:
+        root = root.__cause__
+    if isinstance(root, (TimeoutError, aiohttp.ServerTimeoutError)):
+        return False
+    return isinstance(root, (OSError, aiohttp.ClientConnectionError))
 
 
 def _from_status(provider: str, status: int, headers: httpx2.Headers, body: object) -> ChatAPIError:

@@ -93,6 +93,12 @@ class Malformed:
 
 
 @dataclass(frozen=True)
+class HangUp:
+    """Read the request, then close the connection without answering: no status, no headers
+    (a crashed or restarting server behind a load balancer)."""
+
+
+@dataclass(frozen=True)
 class CutStream:
     """Stream `after_chunks` pieces of `text`, then close the connection mid-body: no finish
     reason, no `[DONE]` / `message_stop`. Asked not to stream: a 200 of truncated JSON."""
@@ -119,7 +125,7 @@ class RawBody:
     content_type: str = "application/json"
 
 
-Behaviour = Reply | Fail | Stall | Malformed | CutStream | StallMidStream | RawBody
+Behaviour = Reply | Fail | Stall | Malformed | CutStream | StallMidStream | RawBody | HangUp
 
 
 @dataclass(frozen=True)
@@ -252,6 +258,8 @@ class FakeUpstream:
                 await exchange.raw(200, "application/json", dialect.malformed_body, headers)
             case RawBody(raw, content_type):
                 await exchange.raw(200, content_type, raw, headers)
+            case HangUp():
+                await exchange.hang_up()
             case Stall(seconds):
                 if not await exchange.client_left(seconds):
                     await self._perform(self.default, dialect, body, exchange)

@@ -4,6 +4,7 @@ what is stored, and that the provider key never leaks. Counted at the fake upstr
 from __future__ import annotations
 
 import json
+import socket
 import time
 from collections.abc import Callable
 from decimal import Decimal
@@ -18,6 +19,7 @@ from tests.fakes.upstream import (
     CutStream,
     Fail,
     FakeUpstream,
+    HangUp,
     Malformed,
     Reply,
     Stall,
@@ -204,6 +206,55 @@ class TestRetries:
         assert response.status_code == 502
         assert response.json()["code"] == "upstream_error"
         assert len(upstream.requests) == 3
+        await assert_stored_failed(client, conversation_id, "upstream_error")
+
+
+class TestConnections:
+    """A connection that fails is a 502 `upstream_error`, never a timeout: the SDKs' aiohttp
+    transport reports both a refused and a dropped connection as a connect timeout."""
+
+    @pytest.mark.parametrize("provider", PROVIDERS)
+    async def test_an_upstream_hanging_up_before_answering_is_retried_then_a_502(
+        self, client: httpx.AsyncClient, upstream: FakeUpstream, provider: str
+    ) -> None:
+        upstream.script(*[HangUp()] * 3)
+
+        response, conversation_id = await turn(client, provider)
+
+        assert response.status_code == 502
+        assert response.json()["code"] == "upstream_error"
+        assert len(upstream.requests) == 3
+        await assert_stored_failed(client, conversation_id, "upstream_error")
+
+    async def test_a_streamed_turn_whose_upstream_hangs_up_is_retried_and_the_retry_answers(
+        self, client: httpx.AsyncClient, upstream: FakeUpstream
+    ) -> None:
+        upstream.script(HangUp(), Reply(text="Back again."))
+
+        stream, conversation_id = await streamed_turn(client)
+
+        assert stream.text == "Back again."
+        assert len(upstream.requests) == 2
+        assert [m["status"] for m in await stored(client, conversation_id)] == [
+            "completed",
+            "completed",
+        ]
+
+    async def test_an_upstream_nobody_listens_on_is_a_502_not_a_504(
+        self, start_app: StartApp, make_settings: Callable[..., Settings], upstream: FakeUpstream
+    ) -> None:
+        with socket.socket() as unused:
+            unused.bind(("127.0.0.1", 0))
+            port = unused.getsockname()[1]
+        settings = upstream_settings(
+            make_settings, upstream, upstream.api_key, openai_base_url=f"http://127.0.0.1:{port}/v1"
+        )
+        client = await start_app(settings)
+
+        response, conversation_id = await turn(client)
+
+        assert response.status_code == 502
+        assert response.json()["code"] == "upstream_error"
         await assert_stored_failed(client, conversation_id, "upstream_error")
 
 
