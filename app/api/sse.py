@@ -62,11 +62,19 @@ def event_stream(items: AsyncIterator[StreamItem]) -> StreamingResponse:
         metrics.OPEN_STREAMS.inc()
         try:
             yield format_sse_event(retry=RETRY_MS)
+            # Events already at hand go out in one write: a busy server reads several chunks
+            # of a reply at once, and one socket write each was most of relaying them.
+            held: list[bytes] = []
             async for item in items:
                 if item.comment is not None:
-                    yield format_sse_event(comment=item.comment)
+                    held.append(format_sse_event(comment=item.comment))
                 else:
-                    yield format_sse_event(data_str=item.data, event=item.event, id=item.id)
+                    held.append(format_sse_event(data_str=item.data, event=item.event, id=item.id))
+                if not item.more:
+                    yield b"".join(held)
+                    held.clear()
+            if held:
+                yield b"".join(held)
         finally:
             # Also when the body is cancelled because the client left.
             metrics.OPEN_STREAMS.dec()

@@ -42,6 +42,9 @@ class LoggedEvent:
     id: str
     event: str
     data: str  # JSON text, stored once and sent as is
+    # The next event is already at hand (read with this one): a listener can send both in
+    # one write instead of one each, and waits for nothing by doing so.
+    more: bool = False
 
     @property
     def is_terminal(self) -> bool:
@@ -114,7 +117,10 @@ class InProcessEventLog:
         while True:
             while position < len(buffer.names):
                 event = LoggedEvent(
-                    str(buffer.first + position + 1), buffer.names[position], buffer.data[position]
+                    str(buffer.first + position + 1),
+                    buffer.names[position],
+                    buffer.data[position],
+                    more=position + 1 < len(buffer.names),
                 )
                 position += 1
                 yield event
@@ -241,9 +247,9 @@ class RedisEventLog:
                 entries: Any = await self._redis.xrange(
                     key, min=f"{seen + 1}-0", max="+", count=_CATCH_UP_COUNT
                 )
-                for entry_id, fields in entries:
+                for index, (entry_id, fields) in enumerate(entries, start=1):
                     seen = _entry_position(entry_id)
-                    event = _logged(fields)
+                    event = _logged(fields, more=index < len(entries))
                     yield event
                     if event.is_terminal:
                         return
@@ -264,9 +270,9 @@ class RedisEventLog:
                             yield None
                         continue
                     silent_s = 0.0
-                    for position, fields in batch:
+                    for index, (position, fields) in enumerate(batch, start=1):
                         seen = position
-                        event = _logged(fields)
+                        event = _logged(fields, more=index < len(batch))
                         yield event
                         if event.is_terminal:
                             return
@@ -293,8 +299,8 @@ class RedisEventLog:
         except RedisError as error:
             log.warning("event log head unreadable", error=type(error).__name__)
             return
-        for _, fields in entries:
-            yield _logged(fields)
+        for index, (_, fields) in enumerate(entries, start=1):
+            yield _logged(fields, more=index < len(entries))
 
     async def exists(self, reply_id: UUID) -> bool:
         if await self._fallback.exists(reply_id):
@@ -361,8 +367,10 @@ def _ends_by(newest: Any, seen: int) -> bool:
     return _text(fields[b"event"]) in TERMINAL_EVENTS and _entry_position(entry_id) <= seen
 
 
-def _logged(fields: Any) -> LoggedEvent:
-    return LoggedEvent(_text(fields[b"id"]), _text(fields[b"event"]), _text(fields[b"data"]))
+def _logged(fields: Any, *, more: bool) -> LoggedEvent:
+    return LoggedEvent(
+        _text(fields[b"id"]), _text(fields[b"event"]), _text(fields[b"data"]), more=more
+    )
 
 
 def _entry_position(entry_id: bytes | str) -> int:

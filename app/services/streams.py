@@ -47,6 +47,8 @@ class StreamItem:
     data: str | None = None
     id: str | None = None
     comment: str | None = None
+    # Another item follows at once: the response may hold this one and write both together.
+    more: bool = False
 
 
 def parse_last_event_id(value: str | None) -> tuple[UUID | None, int]:
@@ -106,7 +108,9 @@ async def read_reply(
                     # log gets a moment more, so a live reply ends with its own last event.
                     late = await _logged_after(events, reply_id, after)
                     for logged in late:
-                        yield StreamItem(logged.event, logged.data, f"{reply_id}/{logged.id}")
+                        yield StreamItem(
+                            logged.event, logged.data, f"{reply_id}/{logged.id}", more=logged.more
+                        )
                     if late and late[-1].is_terminal:
                         return
                     # Ended, yet its log is silent: its process died (then swept, or cancelled
@@ -117,7 +121,9 @@ async def read_reply(
                     return
                 yield StreamItem(comment="ping")
             else:
-                yield StreamItem(logged.event, logged.data, f"{reply_id}/{logged.id}")
+                yield StreamItem(
+                    logged.event, logged.data, f"{reply_id}/{logged.id}", more=logged.more
+                )
                 if logged.is_terminal:
                     return
                 followed = True
@@ -140,7 +146,8 @@ async def read_reply(
     *opening, (end, end_data) = replay_of(message)
     for position, (event, data) in enumerate(opening, start=1):
         if position > after:
-            yield StreamItem(event, data, f"{reply_id}/{position}")
+            # The end (or nothing) follows at once: the replay goes out in one write.
+            yield StreamItem(event, data, f"{reply_id}/{position}", more=True)
     # Live positions past `start` cannot be placed in the shorter replay: those clients still
     # get the terminal event (it holds the whole reply); only one that saw the replay's own
     # terminal event gets nothing more.

@@ -406,3 +406,54 @@ class TestRedisFailureMidStream:
             await shared.aclose()
 
         assert [event.id for event in heard] == expected_ids()
+
+
+class TestEventsAtHand:
+    """`more` marks an event whose successor was read with it: the SSE response writes such
+    events together, so it must never be set on an event that has to wait for the next."""
+
+    @pytest.mark.parametrize("store", ["redis", "memory"])
+    async def test_a_log_read_whole_marks_every_event_but_the_last(
+        self, client: Redis, replies: list[UUID], store: str
+    ) -> None:
+        memory = InProcessEventLog()
+        events = RedisEventLog(client, memory) if store == "redis" else memory
+        reply_id = uuid.uuid4()
+        replies.append(reply_id)
+        try:
+            await events.append(reply_id, "start", "{}")
+            for n in range(20):
+                await events.append(reply_id, "delta", json.dumps({"content": str(n)}))
+            await events.append(reply_id, "done", "{}")
+            heard = await asyncio.wait_for(collect(events.follow(reply_id, None, idle_s=1)), 10)
+        finally:
+            if isinstance(events, RedisEventLog):
+                await events.aclose()
+
+        assert [e.more for e in heard] == [True] * (EVENTS_PER_REPLY - 1) + [False]
+
+    @pytest.mark.parametrize("store", ["redis", "memory"])
+    async def test_an_event_logged_while_the_listener_waits_is_not_marked(
+        self, client: Redis, replies: list[UUID], store: str
+    ) -> None:
+        memory = InProcessEventLog()
+        events = RedisEventLog(client, memory) if store == "redis" else memory
+        reply_id = uuid.uuid4()
+        replies.append(reply_id)
+        heard: list[LoggedEvent] = []
+        try:
+            await events.append(reply_id, "start", "{}")
+            following = events.follow(reply_id, None, idle_s=5)
+            heard.append(await asyncio.wait_for(anext(following), 10))
+            upcoming = asyncio.ensure_future(anext(following))
+            await asyncio.sleep(0.2)  # the listener is waiting for the next event now
+            await events.append(reply_id, "delta", json.dumps({"content": "late"}))
+            delta = await asyncio.wait_for(upcoming, 10)
+            assert delta is not None
+            heard.append(delta)
+            await following.aclose()
+        finally:
+            if isinstance(events, RedisEventLog):
+                await events.aclose()
+
+        assert [(e.event, e.more) for e in heard] == [("start", False), ("delta", False)]
