@@ -125,6 +125,7 @@ def create_app(
         stale_after_s = settings.abandoned_after_seconds
         background = [
             asyncio.create_task(generations.listen_for_cancels()),
+            asyncio.create_task(generations.partials.save_forever()),
             asyncio.create_task(
                 sweep_forever(
                     sessionmaker, stale_after_s=stale_after_s, every_s=min(30, stale_after_s)

@@ -17,7 +17,7 @@ SQLite (no writable CTEs) the read and the claim share one transaction, the outc
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import Enum
@@ -28,6 +28,8 @@ from sqlalchemy import (
     BigInteger,
     Select,
     Table,
+    Text,
+    Uuid,
     and_,
     bindparam,
     exists,
@@ -214,10 +216,19 @@ class TurnRepo:
         """Write a claimed message (every column but its identity) in one UPDATE."""
         await self.statements.rows(SAVE_MESSAGE, changes_of(reply))
 
-    async def save_partial(self, reply_id: UUID, text: str) -> None:
-        """A running reply's text so far (and a sign of life), unless it has ended."""
-        params = {"reply_id": reply_id, "partial_text": text, "now": utcnow()}
-        await self.statements.rows(_SAVE_PARTIAL, params)
+    async def save_partials(self, texts: Mapping[UUID, str]) -> None:
+        """Running replies' text so far (and a sign of life), each unless it has ended.
+
+        On Postgres one statement for any number of replies (an array per column).
+        """
+        now = utcnow()
+        if self.postgres:
+            params = {"reply_ids": list(texts), "texts": list(texts.values()), "now": now}
+            await self.statements.rows(_SAVE_PARTIALS, params)
+            return
+        for reply_id, text in texts.items():
+            params = {"reply_id": reply_id, "partial_text": text, "now": now}
+            await self.statements.rows(_SAVE_PARTIAL, params)
 
 
 _CONVERSATIONS: Table = Conversation.__table__  # type: ignore[assignment]
@@ -293,6 +304,19 @@ _SAVE_PARTIAL = (
     update(_MESSAGES)
     .where(_m.id == bindparam("reply_id"), _m.status == MessageStatus.IN_PROGRESS)
     .values(content=bindparam("partial_text"), updated_at=bindparam("now"))
+)
+
+_SAVED = (
+    func.unnest(
+        bindparam("reply_ids", type_=ARRAY(Uuid())), bindparam("texts", type_=ARRAY(Text()))
+    )
+    .table_valued("id", "text")
+    .render_derived(name="saved")
+)
+_SAVE_PARTIALS = (
+    update(_MESSAGES)
+    .where(_m.id == _SAVED.c.id, _m.status == MessageStatus.IN_PROGRESS)
+    .values(content=_SAVED.c.text, updated_at=bindparam("now"))
 )
 
 _COUNT_IF_UNCHANGED = (

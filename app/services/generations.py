@@ -22,7 +22,6 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.security import Principal
-from app.db.driver import statements
 from app.db.models import Message, MessageStatus
 from app.errors import (
     ChatAPIError,
@@ -35,10 +34,10 @@ from app.providers.base import ChatRequest, Finished, Provider, TextDelta, Usage
 from app.providers.context import counter_for, prompt_tokens
 from app.repositories.conversations import ConversationRepo
 from app.repositories.messages import MessageRepo
-from app.repositories.turns import TurnRepo
 from app.schemas.messages import MessageCreate, MessageRead
 from app.services.event_log import EventLog
 from app.services.idempotency import ResponseRecorder
+from app.services.partial_text import PartialTextSaver
 from app.services.turns import (
     Generation,
     OpenTurn,
@@ -77,7 +76,7 @@ class Generations:
     ) -> None:
         self._ctx = ctx
         self._events = events
-        self._flush_interval_ms = int(flush_interval_s * 1000)
+        self.partials = PartialTextSaver(ctx.sessionmaker, flush_interval_s)
         self._redis = redis
         self._running: dict[UUID, _Running] = {}
 
@@ -176,7 +175,8 @@ class Generations:
     ) -> None:
         reply_id = reply.id
         generation = Generation()
-        started = last_flush = monotonic_ms()
+        started = monotonic_ms()
+        self.partials.track(reply_id, generation)
         failure: ChatAPIError
         try:
             async with asyncio.timeout(self._ctx.generation_timeout_s):
@@ -189,9 +189,6 @@ class Generations:
                         await self._events.append(
                             reply_id, "delta", json.dumps({"content": event.text})
                         )
-                        if monotonic_ms() - last_flush >= self._flush_interval_ms:
-                            await self._flush(reply_id, generation.text)
-                            last_flush = monotonic_ms()
                     else:
                         finished = event
                         break
@@ -235,6 +232,7 @@ class Generations:
 
     def _storing(self, reply_id: UUID) -> _Running | None:
         """From here on the generation only stores its outcome: cancels wait for it instead."""
+        self.partials.forget(reply_id)
         running = self._running.get(reply_id)
         if running is not None:
             running.storing = True
@@ -278,22 +276,6 @@ class Generations:
     async def _end(self, reply_id: UUID, event: str, data: str) -> None:
         await self._events.append(reply_id, event, data)
         await self._events.finish(reply_id)
-
-    async def _flush(self, reply_id: UUID, text: str) -> None:
-        """Save the partial text (and show the reply is alive) so a crash loses little.
-
-        A failed save is logged, not raised: the reply itself is still healthy.
-        """
-        try:
-            await self._save_partial(reply_id, text)
-        except Exception as error:
-            log.warning("could not save partial text", error=type(error).__name__)
-
-    async def _save_partial(self, reply_id: UUID, text: str) -> None:
-        # One UPDATE, built once, in autocommit on Postgres: every open stream flushes every
-        # STREAM_FLUSH_SECONDS, so under load this runs hundreds of times a second.
-        async with statements(self._ctx.sessionmaker, single_statements=True) as run:
-            await TurnRepo(run).save_partial(reply_id, text)
 
 
 def _text(value: bytes | str) -> str:

@@ -1,0 +1,105 @@
+"""Running replies' partial text: saved for all of them by one statement per interval.
+
+`PartialTextSaver` on the app's own pool (both backends): what it writes, what it leaves
+alone (ended replies, replies that did not grow), and that a failed save is tried again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+from uuid import UUID, uuid4
+
+import httpx
+import pytest
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
+
+from app.db.driver import statements
+from app.db.models import Message, MessageStatus
+from app.repositories.turns import TurnRepo
+from app.services.partial_text import PartialTextSaver
+from app.services.turns import Generation
+from tests.factories import create_conversation
+from tests.integration.test_turn_claims import turn_messages
+
+StateOf = Callable[[httpx.AsyncClient], dict[str, Any]]
+Sessions = async_sessionmaker[AsyncSession]
+
+
+async def running_replies(client: httpx.AsyncClient, sessions: Sessions, count: int) -> list[UUID]:
+    """`count` conversations, each with a user message and an `in_progress` reply."""
+    replies = []
+    for _ in range(count):
+        conversation_id = UUID((await create_conversation(client))["id"])
+        said, reply = turn_messages(conversation_id, "Hello")
+        async with statements(sessions, single_statements=False) as run:
+            await TurnRepo(run).claim(conversation_id, 0, (said, reply))
+        replies.append(reply.id)
+    return replies
+
+
+async def stored(sessions: Sessions, reply_ids: list[UUID]) -> dict[UUID, tuple[str, str]]:
+    async with sessions() as session:
+        rows = await session.execute(
+            select(Message.id, Message.status, Message.content).where(Message.id.in_(reply_ids))
+        )
+        return {row.id: (row.status, row.content) for row in rows}
+
+
+class TestPartialTextSaver:
+    async def test_one_save_writes_every_reply_that_grew_and_only_those_still_running(
+        self, client: httpx.AsyncClient, state_of: StateOf
+    ) -> None:
+        sessions: Sessions = state_of(client)["sessionmaker"]
+        grew, silent, ended = await running_replies(client, sessions, 3)
+        async with sessions.begin() as session:
+            await session.execute(
+                update(Message)
+                .where(Message.id == ended)
+                .values(status=MessageStatus.COMPLETED, content="The whole reply.")
+            )
+        saver = PartialTextSaver(sessions, interval_s=60)
+        generations = {reply_id: Generation() for reply_id in (grew, silent, ended)}
+        for reply_id, generation in generations.items():
+            saver.track(reply_id, generation)
+        generations[grew].parts += ["Once ", "upon 🙂 ", "'; DROP TABLE messages; --"]
+        generations[ended].parts += ["Once"]
+
+        saved = await saver.save_now()
+
+        assert saved == 2  # the silent reply had nothing new to save
+        assert await stored(sessions, [grew, silent, ended]) == {
+            grew: ("in_progress", "Once upon 🙂 '; DROP TABLE messages; --"),
+            silent: ("in_progress", ""),
+            ended: ("completed", "The whole reply."),
+        }
+        assert await saver.save_now() == 0  # nothing grew since
+
+    async def test_a_forgotten_reply_is_not_saved_again(
+        self, client: httpx.AsyncClient, state_of: StateOf
+    ) -> None:
+        sessions: Sessions = state_of(client)["sessionmaker"]
+        (reply_id,) = await running_replies(client, sessions, 1)
+        saver = PartialTextSaver(sessions, interval_s=60)
+        generation = Generation(parts=["Once"])
+        saver.track(reply_id, generation)
+        saver.forget(reply_id)
+
+        assert await saver.save_now() == 0
+        assert await stored(sessions, [reply_id]) == {reply_id: ("in_progress", "")}
+
+    async def test_a_failed_save_is_tried_again_at_the_next_interval(self) -> None:
+        engine = create_async_engine(
+            "postgresql+asyncpg://postgres@127.0.0.1:1/gone", connect_args={"timeout": 1}
+        )
+        saver = PartialTextSaver(async_sessionmaker(engine), interval_s=60)
+        saver.track(uuid4(), Generation(parts=["Once ", "upon"]))
+        try:
+            with pytest.raises(OSError, match="(?i)connect"):
+                await saver.save_now()
+            # Still owed: had the failed save counted as done, this would save nothing (0).
+            with pytest.raises(OSError, match="(?i)connect"):
+                await saver.save_now()
+        finally:
+            await engine.dispose()
