@@ -30,14 +30,17 @@ async def _idempotent_request(
         Header(alias="Idempotency-Key", min_length=1, max_length=255, pattern=r"^[ -~]+$"),
     ] = None,
 ) -> IdempotentRequest:
-    body = await request.body() if idempotency_key is not None else b""
-    # An SSE request and a JSON one with the same body get different responses.
-    variant = "sse" if _wants_event_stream(request) else ""
+    fingerprint = ""  # only a keyed request is ever compared with a stored one
+    if idempotency_key is not None:
+        # An SSE request and a JSON one with the same body get different responses.
+        variant = "sse" if _wants_event_stream(request) else ""
+        body = await request.body()
+        fingerprint = request_hash(request.method, request.url.path, body, variant=variant)
     return IdempotentRequest(
         sessionmaker=sessionmaker,
         user_id=principal.user_id,
         key=idempotency_key,
-        request_hash=request_hash(request.method, request.url.path, body, variant=variant),
+        request_hash=fingerprint,
         ttl_s=settings.idempotency_ttl_seconds,
         # No turn outlives its generation timeout: a claim older than that was abandoned.
         abandoned_after_s=settings.generation_timeout_seconds + 60,

@@ -20,10 +20,11 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import sqlalchemy.exc
-from sqlalchemy import CursorResult, Dialect, Engine
+from sqlalchemy import ARRAY, CursorResult, Dialect, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.sql import Executable
+from sqlalchemy.types import TypeEngine
 
 from app.db.session import unit_of_work
 
@@ -55,11 +56,24 @@ def compiled_for(statement: Executable, dialect: Dialect) -> DriverStatement:
     binds = {name: compiled.binds[name] for name in names}
     converters = {}
     for name, bind in binds.items():
-        convert = bind.type.dialect_impl(dialect).bind_processor(dialect)
+        convert = _bind_conversion(bind.type, dialect)
         if convert is not None:
             converters[name] = convert
     constants = {name: bind.value for name, bind in binds.items() if not bind.required}
     return DriverStatement(str(compiled), names, constants, converters)
+
+
+def _bind_conversion(type_: TypeEngine[Any], dialect: Dialect) -> Callable[[Any], Any] | None:
+    """The type's bind conversion, or None where a value goes to the driver as it is.
+
+    An ARRAY's conversion copies the list through its item type's, even when there is none
+    (text, numbers, uuids): a list per column of a turn's messages, for nothing.
+    """
+    implemented = type_.dialect_impl(dialect)
+    if isinstance(implemented, ARRAY) and implemented.dimensions in (None, 1):
+        if implemented.item_type.dialect_impl(dialect).bind_processor(dialect) is None:
+            return None
+    return implemented.bind_processor(dialect)
 
 
 class Statements(Protocol):

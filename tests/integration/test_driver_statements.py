@@ -13,8 +13,8 @@ from datetime import timedelta
 
 import pytest
 import sqlalchemy.exc
-from sqlalchemy import Interval, bindparam, func, select, text
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import Interval, Text, bindparam, func, select, text
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core.config import Settings
@@ -31,6 +31,12 @@ _NOW_PLUS = select(
 )
 # A dict reaches asyncpg's JSONB codec only as the JSON text the type's bind conversion makes.
 _NOTE_OF = select(bindparam("document", type_=JSONB)["note"].astext)
+
+# A list per column, as a turn's messages are inserted: only items with a conversion get one.
+_ARRAYS_OF = select(
+    bindparam("documents", type_=ARRAY(JSONB)),
+    bindparam("texts", type_=ARRAY(Text())),
+)
 
 
 @pytest.fixture
@@ -62,6 +68,19 @@ class TestDriverStatements:
         async with driver_connection(engine) as connection:
             [(note,)] = await connection.rows(_NOTE_OF, {"document": document})
         assert note == document["note"]
+
+    async def test_array_items_go_through_their_types_conversions_where_they_have_one(
+        self, engine: AsyncEngine
+    ) -> None:
+        documents = [{"cache": "hit"}, {"note": "emoji 🎉"}]
+        texts = ["plain", "emoji 🎉", "'; DROP TABLE messages; --"]
+        async with driver_connection(engine) as connection:
+            [(sent_documents, sent_texts)] = await connection.rows(
+                _ARRAYS_OF, {"documents": documents, "texts": texts}
+            )
+        # Dicts through their conversion to JSON text (the driver takes no dict); text as is.
+        assert sent_documents == documents
+        assert sent_texts == texts
 
     async def test_a_violated_constraint_is_sqlalchemys_integrity_error(
         self, engine: AsyncEngine
