@@ -35,6 +35,7 @@ from app.providers.base import (
     whole_reply,
 )
 from app.providers.instrumented import note_retry
+from app.providers.silence import SilenceLimit
 
 log = structlog.get_logger(__name__)
 
@@ -104,28 +105,28 @@ class ResilientProvider(WrappingProvider):
         retrying = self._retrying(request)
         events: AsyncIterator[StreamEvent] | None = None
         first: StreamEvent | None = None
-        async for attempt in retrying:
-            with attempt:
-                events = self.inner.stream(request)
-                try:
-                    first = await self._next(events)
-                except BaseException:
-                    await _close(events)
-                    raise
-        assert events is not None
-        assert first is not None
-        try:
-            yield first
-            while not isinstance(first, Finished):
-                first = await self._next(events)
+        async with SilenceLimit(self.policy.idle_timeout_s) as silence:
+            async for attempt in retrying:
+                with attempt:
+                    events = self.inner.stream(request)
+                    try:
+                        first = await self._next(silence, events)
+                    except BaseException:
+                        await _close(events)
+                        raise
+            assert events is not None
+            assert first is not None
+            try:
                 yield first
-        finally:
-            await _close(events)
+                while not isinstance(first, Finished):
+                    first = await self._next(silence, events)
+                    yield first
+            finally:
+                await _close(events)
 
-    async def _next(self, events: AsyncIterator[StreamEvent]) -> StreamEvent:
+    async def _next(self, silence: SilenceLimit, events: AsyncIterator[StreamEvent]) -> StreamEvent:
         try:
-            async with asyncio.timeout(self.policy.idle_timeout_s):
-                return await anext(events)
+            return await silence.next_of(events)
         except TimeoutError:
             raise UpstreamTimeout(self.inner.name, self.policy.idle_timeout_s) from None
         except StopAsyncIteration:
