@@ -11,7 +11,8 @@ Prints, for 1 and 2 workers: non-streaming turns/s and overhead p50/p99 at concu
 1/16/64/256 and at fixed arrival rates (50 and 200 turns/s); then, on one worker, 1,000 and
 5,000 concurrent 50-chunk streams (each verified complete against the upstream's text) with
 time-to-first-token overhead, total stream time, peak server memory and memory per open
-stream.
+stream; 5,000 twice: with the service's default wait for a database connection (a start that
+waits longer is refused, 503) and with starts allowed to wait 60 s.
 
     .venv/bin/python bench/overhead.py [--quick] [--workers 1,2] [--levels 1,16,64,256]
 """
@@ -201,10 +202,13 @@ class Bench:
             finally:
                 server.stop()
 
-    async def streams(self, upstream: Upstream, clients: int) -> None:
+    async def streams(self, upstream: Upstream, clients: int, pool_wait_s: str) -> None:
         o = self.options
         async with fresh_database() as database_url:
-            server = Server.start(service_env(database_url, upstream, 1, True))
+            env = service_env(database_url, upstream, 1, True)
+            if pool_wait_s:
+                env["DB_POOL_TIMEOUT_SECONDS"] = pool_wait_s
+            server = Server.start(env)
             try:
                 await server.wait_healthy()
                 key = api_key_for(database_url)
@@ -227,8 +231,9 @@ class Bench:
                 f50, f99 = ms(floor["ttft"], 0.5), ms(floor["ttft"], 0.99)
                 d50, d99 = ms(got["total"], 0.5), ms(got["total"], 0.99)
                 g50, g99 = ms(floor["total"], 0.5), ms(floor["total"], 0.99)
+                label = f"{clients}" + (f", pool wait {pool_wait_s} s" if pool_wait_s else "")
                 self.emit(
-                    f"| {clients} | {got['completed']}/{clients} | {sum(lost.values())} "
+                    f"| {label} | {got['completed']}/{clients} | {sum(lost.values())} "
                     f"| {t50 - f50:.0f} / {t99 - f99:.0f} | {d50:.0f} / {d99:.0f} "
                     f"| {g50:.0f} / {g99:.0f} | {most_open} "
                     f"| {before / MIB:.0f} / {peak / MIB:.0f} MiB "
@@ -255,7 +260,12 @@ async def main() -> None:
     parser.add_argument(
         "--chunk-delay-ms", type=float, default=20, help="upstream pace between stream chunks"
     )
-    parser.add_argument("--streams", default="1000,5000", help="concurrent stream counts")
+    parser.add_argument(
+        "--streams",
+        default="1000,5000,5000:60",
+        help="concurrent stream counts; `n:s` also lets a start wait s seconds for a database "
+        "connection (DB_POOL_TIMEOUT_SECONDS; the service's default refuses after 10 s)",
+    )
     parser.add_argument("--ramp", type=float, default=0, help="spread stream starts (s)")
     parser.add_argument("--auth-off", action="store_true", help="also 1 worker with auth off")
     parser.add_argument("--no-turns", action="store_true")
@@ -299,8 +309,9 @@ async def main() -> None:
                 "| server RSS before / peak | RSS per open stream | wall |"
             )
             bench.emit("|---|---|---|---|---|---|---|---|---|---|")
-            for clients in (int(x) for x in options.streams.split(",")):
-                await bench.streams(upstream, clients)
+            for entry in options.streams.split(","):
+                clients, _, pool_wait_s = entry.partition(":")
+                await bench.streams(upstream, int(clients), pool_wait_s)
         finally:
             upstream.stop()
 
