@@ -22,7 +22,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from app.services.event_log import InProcessEventLog, LoggedEvent, RedisEventLog
+from app.services.event_log import EventLog, InProcessEventLog, LoggedEvent, RedisEventLog
 from tests.databases import REDIS_URL, unavailable
 
 EVENTS_PER_REPLY = 22  # start, 20 deltas, done
@@ -408,52 +408,53 @@ class TestRedisFailureMidStream:
         assert [event.id for event in heard] == expected_ids()
 
 
+@pytest.fixture(params=["redis", "memory"])
+async def either_log(request: pytest.FixtureRequest, client: Redis) -> AsyncIterator[EventLog]:
+    """The Redis log (with its in-process fallback), then the in-process log alone."""
+    memory = InProcessEventLog()
+    if request.param == "memory":
+        yield memory
+        return
+    events = RedisEventLog(client, memory)
+    try:
+        yield events
+    finally:
+        await events.aclose()
+
+
 class TestEventsAtHand:
     """`more` marks an event whose successor was read with it: the SSE response writes such
     events together, so it must never be set on an event that has to wait for the next."""
 
-    @pytest.mark.parametrize("store", ["redis", "memory"])
     async def test_a_log_read_whole_marks_every_event_but_the_last(
-        self, client: Redis, replies: list[UUID], store: str
+        self, either_log: EventLog, replies: list[UUID]
     ) -> None:
-        memory = InProcessEventLog()
-        events = RedisEventLog(client, memory) if store == "redis" else memory
         reply_id = uuid.uuid4()
         replies.append(reply_id)
-        try:
-            await events.append(reply_id, "start", "{}")
-            for n in range(20):
-                await events.append(reply_id, "delta", json.dumps({"content": str(n)}))
-            await events.append(reply_id, "done", "{}")
-            heard = await asyncio.wait_for(collect(events.follow(reply_id, None, idle_s=1)), 10)
-        finally:
-            if isinstance(events, RedisEventLog):
-                await events.aclose()
+        await either_log.append(reply_id, "start", "{}")
+        for n in range(20):
+            await either_log.append(reply_id, "delta", json.dumps({"content": str(n)}))
+        await either_log.append(reply_id, "done", "{}")
+
+        following = either_log.follow(reply_id, None, idle_s=1)
+        heard = await asyncio.wait_for(collect(following), 10)
 
         assert [e.more for e in heard] == [True] * (EVENTS_PER_REPLY - 1) + [False]
 
-    @pytest.mark.parametrize("store", ["redis", "memory"])
     async def test_an_event_logged_while_the_listener_waits_is_not_marked(
-        self, client: Redis, replies: list[UUID], store: str
+        self, either_log: EventLog, replies: list[UUID]
     ) -> None:
-        memory = InProcessEventLog()
-        events = RedisEventLog(client, memory) if store == "redis" else memory
         reply_id = uuid.uuid4()
         replies.append(reply_id)
-        heard: list[LoggedEvent] = []
-        try:
-            await events.append(reply_id, "start", "{}")
-            following = events.follow(reply_id, None, idle_s=5)
-            heard.append(await asyncio.wait_for(anext(following), 10))
-            upcoming = asyncio.ensure_future(anext(following))
-            await asyncio.sleep(0.2)  # the listener is waiting for the next event now
-            await events.append(reply_id, "delta", json.dumps({"content": "late"}))
-            delta = await asyncio.wait_for(upcoming, 10)
-            assert delta is not None
-            heard.append(delta)
-            await following.aclose()
-        finally:
-            if isinstance(events, RedisEventLog):
-                await events.aclose()
+        await either_log.append(reply_id, "start", "{}")
+        following = either_log.follow(reply_id, None, idle_s=5)
+        start = await asyncio.wait_for(anext(following), 10)
+        upcoming = asyncio.ensure_future(anext(following))
+        await asyncio.sleep(0.2)  # the listener is waiting for the next event now
+        await either_log.append(reply_id, "delta", json.dumps({"content": "late"}))
+        delta = await asyncio.wait_for(upcoming, 10)
+        await following.aclose()
 
-        assert [(e.event, e.more) for e in heard] == [("start", False), ("delta", False)]
+        assert start is not None
+        assert delta is not None
+        assert [(e.event, e.more) for e in (start, delta)] == [("start", False), ("delta", False)]
