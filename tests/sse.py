@@ -140,6 +140,20 @@ class EventStream:
         return body
 
 
+async def stream_message(
+    client: httpx.AsyncClient, conversation_id: str, content: str, **options: Any
+) -> EventStream:
+    """Send `content` as a turn with `"stream": true` and read the reply's SSE to its end
+    (`options`: `headers`, `within`, as `read_stream` takes them)."""
+    return await read_stream(
+        client,
+        "POST",
+        f"/api/v1/conversations/{conversation_id}/messages",
+        json={"content": content, "stream": True},
+        **options,
+    )
+
+
 async def read_stream(
     client: httpx.AsyncClient, method: str, url: str, *, within: float = 10.0, **options: Any
 ) -> EventStream:

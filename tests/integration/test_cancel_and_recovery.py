@@ -30,7 +30,7 @@ from app.services.streams import StreamItem, read_reply
 from tests.databases import REDIS_URL, unavailable
 from tests.factories import create_conversation, send_message
 from tests.fakes.providers import registry_with
-from tests.sse import EventStream, read_stream
+from tests.sse import EventStream, read_stream, stream_message
 
 StartApp = Callable[..., Any]
 MakeSettings = Callable[..., Settings]
@@ -89,14 +89,7 @@ def redis_log() -> dict[str, Any]:
 
 def stream_turn(client: httpx.AsyncClient, conversation_id: str) -> asyncio.Task[EventStream]:
     """Start streaming a turn in the background; the task ends with the whole stream."""
-    return asyncio.create_task(
-        read_stream(
-            client,
-            "POST",
-            f"/api/v1/conversations/{conversation_id}/messages",
-            json={"content": "Tell me a story", "stream": True},
-        )
-    )
+    return asyncio.create_task(stream_message(client, conversation_id, "Tell me a story"))
 
 
 async def stored(client: httpx.AsyncClient, conversation_id: str) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from tests.auth import bearer
 from tests.databases import clean_redis
 from tests.factories import create_conversation
 from tests.fakes.providers import FAKE_MODEL, FAKE_PROVIDER, StallingProvider, registry_with
-from tests.sse import read_stream
+from tests.sse import read_stream, stream_message
 
 StartApp = Callable[..., Any]
 QUICK_SHUTDOWN = {"shutdown_grace_seconds": 0.5}
@@ -60,14 +60,7 @@ async def stalled_stream(
     conversation_id: str = conversation.json()["id"]
     entered = provider.entered
     reading = asyncio.create_task(
-        read_stream(
-            client,
-            "POST",
-            f"/api/v1/conversations/{conversation_id}/messages",
-            json={"content": "Wait for it.", "stream": True},
-            headers=headers or {},
-            within=30,
-        )
+        stream_message(client, conversation_id, "Wait for it.", headers=headers or {}, within=30)
     )
     await asyncio.wait_for(provider.wait_until_entered(entered + 1), 5)
     return conversation_id, reading

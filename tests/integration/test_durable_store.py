@@ -17,7 +17,7 @@ import httpx
 from app.core.config import Settings
 from tests.factories import create_conversation
 from tests.fakes.providers import FAKE_MODEL, FAKE_PROVIDER, StallingProvider, registry_with
-from tests.sse import read_stream
+from tests.sse import stream_message
 
 StartApp = Callable[..., Any]
 StateOf = Callable[[httpx.AsyncClient], dict[str, Any]]
@@ -38,14 +38,7 @@ class TestStoringAFinishedReply:
             make_settings(**ONE_BUSY_CONNECTION), providers=registry_with(provider)
         )
         conversation = await create_conversation(client, provider=FAKE_PROVIDER, model=FAKE_MODEL)
-        reading = asyncio.create_task(
-            read_stream(
-                client,
-                "POST",
-                f"/api/v1/conversations/{conversation['id']}/messages",
-                json={"content": "Take your time", "stream": True},
-            )
-        )
+        reading = asyncio.create_task(stream_message(client, conversation["id"], "Take your time"))
         await provider.wait_until_entered(1)
 
         # Hold the pool's only connection well past its timeout while the reply finishes.

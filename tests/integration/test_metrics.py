@@ -28,7 +28,7 @@ from tests.fakes.providers import (
     registry_with,
 )
 from tests.fakes.upstream import FakeUpstream, Reply
-from tests.sse import read_stream
+from tests.sse import stream_message
 
 StartApp = Callable[..., Any]
 MakeSettings = Callable[..., Settings]
@@ -173,14 +173,7 @@ class TestOpenStreams:
         conversation = await create_conversation(client, provider=FAKE_PROVIDER, model=FAKE_MODEL)
         start = value(await scrape(client), "chat_api_open_streams")
 
-        reading = asyncio.create_task(
-            read_stream(
-                client,
-                "POST",
-                f"/api/v1/conversations/{conversation['id']}/messages",
-                json={"content": "Stream me", "stream": True},
-            )
-        )
+        reading = asyncio.create_task(stream_message(client, conversation["id"], "Stream me"))
         await asyncio.wait_for(provider.wait_until_entered(1), 5)
         # The body starts just after the provider is called: poll until it has.
         for _ in range(500):

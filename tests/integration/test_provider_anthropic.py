@@ -13,7 +13,7 @@ import pytest
 from app.core.config import Settings
 from tests.factories import create_conversation, send_message
 from tests.fakes.upstream import Fail, FakeUpstream, Reply
-from tests.sse import read_stream
+from tests.sse import stream_message
 
 pytestmark = pytest.mark.filterwarnings("ignore:The model .* is deprecated:DeprecationWarning")
 
@@ -170,12 +170,7 @@ class TestTheStoredReply:
             )
         )
 
-        stream = await read_stream(
-            client,
-            "POST",
-            f"/api/v1/conversations/{conversation['id']}/messages",
-            json={"content": "Hi", "stream": True},
-        )
+        stream = await stream_message(client, conversation["id"], "Hi")
 
         assert (stream.terminal.event, stream.text) == ("done", "Cached.")
         [request] = upstream.requests

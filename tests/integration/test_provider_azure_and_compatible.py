@@ -13,7 +13,7 @@ import httpx
 from app.core.config import ModelPriceOverride, Settings
 from tests.factories import create_conversation, send_message
 from tests.fakes.upstream import DEFAULT_TEXT, FakeUpstream, RawBody, Reply
-from tests.sse import read_stream
+from tests.sse import stream_message
 
 StartApp = Callable[..., Any]
 LOCAL_MODEL = "llama3.1"
@@ -259,12 +259,7 @@ class TestLooselyTypedServers:
         sse = "".join(f"data: {json.dumps(chunk)}\n\n" for chunk in chunks) + "data: [DONE]\n\n"
         upstream.script(RawBody(sse.encode(), "text/event-stream"))
 
-        stream = await read_stream(
-            client,
-            "POST",
-            f"/api/v1/conversations/{conversation['id']}/messages",
-            json={"content": "Hi", "stream": True},
-        )
+        stream = await stream_message(client, conversation["id"], "Hi")
 
         assert stream.terminal.event == "done"
         message = stream.terminal.json()["message"]

@@ -25,7 +25,7 @@ from tests.fakes.upstream import (
     Stall,
     StallMidStream,
 )
-from tests.sse import EventStream, read_stream
+from tests.sse import EventStream, stream_message
 
 pytestmark = pytest.mark.filterwarnings("ignore:The model .* is deprecated:DeprecationWarning")
 
@@ -82,12 +82,7 @@ async def streamed_turn(
 ) -> tuple[EventStream, str]:
     """`turn`, with the reply streamed (`stream: true`): the upstream is streamed from too."""
     conversation = await create_conversation(client, provider=provider, model=MODELS[provider])
-    stream = await read_stream(
-        client,
-        "POST",
-        f"/api/v1/conversations/{conversation['id']}/messages",
-        json={"content": "Hello", "stream": True},
-    )
+    stream = await stream_message(client, conversation["id"], "Hello")
     return stream, conversation["id"]
 
 

@@ -13,7 +13,7 @@ import pytest
 from app.core.config import Settings
 from tests.factories import create_conversation, send_message
 from tests.fakes.upstream import FakeUpstream, Reply
-from tests.sse import read_stream
+from tests.sse import stream_message
 
 StartApp = Callable[..., Any]
 SYSTEM = "You are terse."
@@ -68,12 +68,7 @@ class TestTheRequestSent:
         conversation = await create_conversation(client, provider="openai", model="gpt-4o")
         upstream.script(Reply("Streamed back.", prompt_tokens=20, completion_tokens=3))
 
-        stream = await read_stream(
-            client,
-            "POST",
-            f"/api/v1/conversations/{conversation['id']}/messages",
-            json={"content": "Hi", "stream": True},
-        )
+        stream = await stream_message(client, conversation["id"], "Hi")
 
         assert stream.terminal.event == "done"
         assert stream.text == "Streamed back."

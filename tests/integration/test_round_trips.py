@@ -22,7 +22,7 @@ from sqlalchemy.engine import Connection, Engine
 from app.core.config import Settings
 from app.db.driver import engine_of, observe_statements
 from tests.factories import create_conversation, send_message
-from tests.sse import read_stream
+from tests.sse import stream_message
 
 StartApp = Callable[..., Any]
 MakeSettings = Callable[..., Settings]
@@ -151,12 +151,7 @@ class TestRoundTrips:
         await send_message(client, conversation["id"], "warm up")
 
         with counted_round_trips(client, state_of) as sent:
-            stream = await read_stream(
-                client,
-                "POST",
-                f"/api/v1/conversations/{conversation['id']}/messages",
-                json={"content": "count me", "stream": True},
-            )
+            stream = await stream_message(client, conversation["id"], "count me")
 
         assert stream.status_code == 200
         opening, completing = expected_turn(settings)

@@ -20,7 +20,7 @@ from app.core.config import Settings
 from tests.databases import REDIS_URL, unavailable
 from tests.factories import create_conversation
 from tests.fakes.providers import FAKE_MODEL, FAKE_PROVIDER, StallingProvider, registry_with
-from tests.sse import EventStream, Frame, read_stream
+from tests.sse import EventStream, Frame, read_stream, stream_message
 
 StartApp = Callable[..., Any]
 MakeSettings = Callable[..., Settings]
@@ -46,12 +46,7 @@ def redis_log() -> dict[str, Any]:
 async def stream_turn(
     client: httpx.AsyncClient, conversation_id: str, content: str = "Tell me a story."
 ) -> EventStream:
-    stream = await read_stream(
-        client,
-        "POST",
-        f"/api/v1/conversations/{conversation_id}/messages",
-        json={"content": content, "stream": True},
-    )
+    stream = await stream_message(client, conversation_id, content)
     assert stream.status_code == 200, stream.body
     return stream
 

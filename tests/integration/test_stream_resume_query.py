@@ -18,7 +18,7 @@ from redis.exceptions import RedisError
 from app.core.config import Settings
 from tests.auth import bearer
 from tests.databases import REDIS_URL, unavailable
-from tests.sse import EventStream, Frame, read_stream
+from tests.sse import EventStream, Frame, read_stream, stream_message
 
 StartApp = Callable[..., Any]
 
@@ -48,12 +48,8 @@ async def streamed_reply(
     )
     assert created.status_code == 201, created.text
     conversation_id: str = created.json()["id"]
-    stream = await read_stream(
-        client,
-        "POST",
-        f"/api/v1/conversations/{conversation_id}/messages",
-        json={"content": "Tell me a long story about streams.", "stream": True},
-        headers=headers or {},
+    stream = await stream_message(
+        client, conversation_id, "Tell me a long story about streams.", headers=headers or {}
     )
     assert stream.status_code == 200, stream.body
     assert len(stream.events) >= 5
