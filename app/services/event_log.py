@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import sys
 import time
+from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -95,6 +96,7 @@ class InProcessEventLog:
     def __init__(self, retention_s: float = 300.0) -> None:
         self._buffers: dict[UUID, _Buffer] = {}
         self._retention_s = retention_s
+        self._finished: deque[tuple[float, UUID]] = deque()  # (when, reply), in order of ending
 
     async def append(self, reply_id: UUID, event: str, data: str) -> str:
         buffer = self._buffers.setdefault(reply_id, _Buffer())
@@ -145,20 +147,20 @@ class InProcessEventLog:
         return 0 if buffer is None else buffer.first
 
     async def finish(self, reply_id: UUID) -> None:
+        now = time.monotonic()
         buffer = self._buffers.get(reply_id)
-        if buffer is not None:
-            buffer.finished_at = time.monotonic()
-        self._forget_expired()
+        if buffer is not None and buffer.finished_at is None:
+            buffer.finished_at = now
+            self._finished.append((now, reply_id))
+        self._forget_expired(now)
 
-    def _forget_expired(self) -> None:
-        cutoff = time.monotonic() - self._retention_s
-        expired = [
-            reply_id
-            for reply_id, buffer in self._buffers.items()
-            if buffer.finished_at is not None and buffer.finished_at < cutoff
-        ]
-        for reply_id in expired:
-            del self._buffers[reply_id]
+    def _forget_expired(self, now: float) -> None:
+        # Oldest end first: stop at the first still kept, rather than walk every log held
+        # (with thousands of replies retained, each end walked them all).
+        cutoff = now - self._retention_s
+        while self._finished and self._finished[0][0] < cutoff:
+            _, reply_id = self._finished.popleft()
+            self._buffers.pop(reply_id, None)
 
 
 class RedisEventLog:

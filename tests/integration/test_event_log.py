@@ -458,3 +458,25 @@ class TestEventsAtHand:
         assert start is not None
         assert delta is not None
         assert [(e.event, e.more) for e in (start, delta)] == [("start", False), ("delta", False)]
+
+
+class TestRetention:
+    async def test_an_ended_reply_is_kept_for_the_retention_then_forgotten_in_order(self) -> None:
+        events = InProcessEventLog(retention_s=0.2)
+        early, late, running = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+        for reply_id in (early, late, running):
+            await events.append(reply_id, "start", "{}")
+        await events.finish(early)
+        await asyncio.sleep(0.15)
+        await events.finish(late)
+        await events.finish(late)  # ending twice does not restart its retention
+
+        await asyncio.sleep(0.1)  # `early` is past the retention, `late` is not
+        await events.finish(uuid.uuid4())  # any end looks for what expired
+        kept = [await events.exists(r) for r in (early, late, running)]
+        await asyncio.sleep(0.15)
+        await events.finish(uuid.uuid4())
+        kept_later = [await events.exists(r) for r in (early, late, running)]
+
+        assert kept == [False, True, True]
+        assert kept_later == [False, False, True]  # a running reply is never forgotten
