@@ -7,7 +7,8 @@ from typing import Annotated, TypeVar
 from fastapi import Depends, Header, Request
 from fastapi.responses import JSONResponse
 
-from app.api.deps import CurrentUser, SessionFactoryDep, SettingsDep
+from app.api.deps import CurrentUser
+from app.core.config import Settings
 from app.services.idempotency import IdempotentRequest, StoredResponse, request_hash
 
 T = TypeVar("T")
@@ -22,14 +23,14 @@ def _wants_event_stream(request: Request) -> bool:
 async def _idempotent_request(
     request: Request,
     principal: CurrentUser,
-    sessionmaker: SessionFactoryDep,
-    settings: SettingsDep,
     idempotency_key: Annotated[
         str | None,
         # Printable ASCII, as clients generate them (UUIDs, hashes): never a control byte.
         Header(alias="Idempotency-Key", min_length=1, max_length=255, pattern=r"^[ -~]+$"),
     ] = None,
 ) -> IdempotentRequest:
+    # The app state straight from the request, as `_principal` does: this runs on every turn.
+    settings: Settings = request.state.settings
     fingerprint = ""  # only a keyed request is ever compared with a stored one
     if idempotency_key is not None:
         # An SSE request and a JSON one with the same body get different responses.
@@ -37,7 +38,7 @@ async def _idempotent_request(
         body = await request.body()
         fingerprint = request_hash(request.method, request.url.path, body, variant=variant)
     return IdempotentRequest(
-        sessionmaker=sessionmaker,
+        sessionmaker=request.state.sessionmaker,
         user_id=principal.user_id,
         key=idempotency_key,
         request_hash=fingerprint,
