@@ -43,10 +43,9 @@ def translate_upstream_error(
     provider: str, error: BaseException, *, timeout_s: float
 ) -> ChatAPIError | None:
     """The domain error for an SDK or transport failure, or `None` when it is not one."""
-    if isinstance(error, (*_sdk_classes("APITimeoutError"), httpx2.TimeoutException)):
-        if not _connection_failed(error):
-            return UpstreamTimeout(provider, timeout_s)
-        return UpstreamError(f"could not reach provider {provider!r}", retryable=True)
+    timed_out = (*_sdk_classes("APITimeoutError"), httpx2.TimeoutException)
+    if isinstance(error, timed_out) and not _connection_failed(error):
+        return UpstreamTimeout(provider, timeout_s)
     if isinstance(error, _sdk_classes("APIStatusError")):
         # Anthropic's APIStatusError has the same three attributes.
         status_error = cast(openai.APIStatusError, error)
@@ -54,6 +53,7 @@ def translate_upstream_error(
             provider, status_error.status_code, status_error.response.headers, status_error.body
         )
     # Anthropic's streams let a cut connection escape unwrapped, as an httpx2 TransportError.
+    # (The SDKs' timeout errors are connection errors too: a failed connection lands here.)
     if isinstance(error, (*_sdk_classes("APIConnectionError"), httpx2.TransportError)):
         return UpstreamError(f"could not reach provider {provider!r}", retryable=True)
     # Both SDKs raise a bare JSONDecodeError on a body that is not JSON.
