@@ -49,8 +49,8 @@ class DriverStatement:
 
 @functools.lru_cache(maxsize=256)
 def compiled_for(statement: Executable, dialect: Dialect) -> DriverStatement:
-    """Compile once per statement object (almost all are built once, at import; the few
-    built per use are compiled per use, and the bound keeps them from piling up)."""
+    """Compile once per statement object (each is built once, at import; the bound only
+    keeps a statement built per call, should one appear, from piling up)."""
     compiled = statement.compile(dialect=dialect)  # type: ignore[attr-defined]
     names = tuple(compiled.positiontup or ())
     binds = {name: compiled.binds[name] for name in names}
