@@ -32,6 +32,7 @@ from app.providers.registry import ProviderRegistry
 from app.providers.setup import build_registry
 from app.services.event_log import EventLog, InProcessEventLog, RedisEventLog
 from app.services.generations import Generations
+from app.services.known_keys import KnownKeys, listen_for_key_changes
 from app.services.pricing import PriceBook, build_price_book
 from app.services.rate_limits import RateLimiter
 from app.services.recovery import sweep_forever
@@ -126,6 +127,9 @@ def create_app(
             turns, events, flush_interval_s=settings.stream_flush_seconds, redis=stream_redis
         )
         stale_after_s = settings.abandoned_after_seconds
+        # Keys are cached only where a change can be heard at once (see known_keys).
+        postgres = engine.dialect.name == "postgresql"
+        known_keys = KnownKeys() if settings.auth_enabled and postgres else None
         background = [
             asyncio.create_task(generations.listen_for_cancels()),
             asyncio.create_task(generations.partials.save_forever()),
@@ -135,6 +139,8 @@ def create_app(
                 )
             ),
         ]
+        if known_keys is not None:
+            background.append(asyncio.create_task(listen_for_key_changes(engine, known_keys)))
         if tune_garbage_collector:
             _tune_garbage_collector()
         try:
@@ -153,6 +159,7 @@ def create_app(
                     generations=settings.generation_cap,
                     redis=redis,
                 ),
+                known_keys=known_keys,
             )
         finally:
             await generations.drain(grace_s=settings.shutdown_grace_seconds)

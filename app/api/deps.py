@@ -17,6 +17,7 @@ from app.providers.registry import ProviderRegistry
 from app.services import conversations as conversation_service
 from app.services.auth import authenticate
 from app.services.generations import Generations
+from app.services.known_keys import KnownKeys
 from app.services.pricing import PriceBook
 from app.services.rate_limits import RateLimiter
 from app.services.stream_quota import Quotas
@@ -37,6 +38,8 @@ class AppState(TypedDict):
     stream_tickets: StreamTickets
     limiter: RateLimiter
     quotas: Quotas
+    # None where keys are not cached (SQLite).
+    known_keys: KnownKeys | None
 
 
 # The getters below are `async def` on purpose: FastAPI runs a plain `def` dependency in a
@@ -122,7 +125,12 @@ async def _principal(request: Request) -> Principal:
     settings: Settings = state.settings
     if not settings.auth_enabled:
         return DEVELOPMENT_PRINCIPAL
-    return await authenticate(settings, state.sessionmaker, request.headers.get("authorization"))
+    return await authenticate(
+        settings,
+        state.sessionmaker,
+        request.headers.get("authorization"),
+        known_keys=state.known_keys,
+    )
 
 
 CurrentUser = Annotated[Principal, Depends(_principal)]
@@ -137,7 +145,12 @@ async def _stream_principal(
         return DEVELOPMENT_PRINCIPAL
     authorization = request.headers.get("authorization")
     return await authenticate(
-        settings, state.sessionmaker, authorization, ticket=ticket, tickets=state.stream_tickets
+        settings,
+        state.sessionmaker,
+        authorization,
+        ticket=ticket,
+        tickets=state.stream_tickets,
+        known_keys=state.known_keys,
     )
 
 

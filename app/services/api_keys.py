@@ -60,9 +60,9 @@ async def revoke(session: AsyncSession, id_or_prefix: str) -> Sequence[ApiKey]:
     return matches
 
 
-async def principal_for(run: Statements, secret: str) -> Principal | None:
-    """The caller a key stands for, or `None` when it is unknown or revoked."""
-    key = await active_key(run, hash_key(secret))
+async def principal_for(run: Statements, key_hash: str) -> Principal | None:
+    """The caller the key with this hash stands for, or `None` when unknown or revoked."""
+    key = await active_key(run, key_hash)
     if key is None:
         return None
     now = utcnow()

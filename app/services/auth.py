@@ -10,6 +10,7 @@ from app.db.driver import statements
 from app.errors import Unauthenticated
 from app.services import api_keys
 from app.services.jwt_tokens import principal_from_jwt
+from app.services.known_keys import KnownKeys
 from app.services.stream_tickets import StreamTickets
 
 
@@ -29,8 +30,12 @@ async def authenticate(
     *,
     ticket: str | None = None,
     tickets: StreamTickets | None = None,
+    known_keys: KnownKeys | None = None,
 ) -> Principal:
-    """The caller named by the header (or, where allowed, a stream ticket); else a 401."""
+    """The caller named by the header (or, where allowed, a stream ticket); else a 401.
+
+    An API key is looked up in `known_keys` first, when given, and remembered there.
+    """
     token = bearer_token(authorization)
     if token is None and ticket and tickets is not None:
         principal = await tickets.consume(ticket)
@@ -40,11 +45,17 @@ async def authenticate(
     if token is None:
         raise Unauthenticated()
     if api_keys.looks_like_api_key(token):
+        key_hash = api_keys.hash_key(token)
+        if known_keys is not None and (known := known_keys.get(key_hash)) is not None:
+            return known
+        generation = known_keys.generation if known_keys is not None else 0
         # One read and, once a minute, one write: each is atomic alone, so the lookup is a
         # single round trip instead of BEGIN/SELECT/COMMIT.
         async with statements(sessionmaker, single_statements=True) as run:
-            principal = await api_keys.principal_for(run, token)
+            principal = await api_keys.principal_for(run, key_hash)
         if principal is None:
             raise Unauthenticated()
+        if known_keys is not None:
+            known_keys.remember(key_hash, principal, generation)
         return principal
     return principal_from_jwt(token, settings)

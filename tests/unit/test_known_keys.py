@@ -1,0 +1,86 @@
+"""The in-process cache of API keys' callers: used only while trusted, forgetting on notice."""
+
+from __future__ import annotations
+
+from app.core.security import Principal
+from app.services.known_keys import EVERY_KEY, KnownKeys
+
+ALICE = Principal(user_id="alice", is_admin=False)
+BOB = Principal(user_id="bob", is_admin=True)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def trusted(**options: object) -> KnownKeys:
+    keys = KnownKeys(**options)  # type: ignore[arg-type]
+    keys.trust(True)
+    return keys
+
+
+def test_nothing_is_cached_or_served_until_trusted() -> None:
+    keys = KnownKeys()
+    keys.remember("a", ALICE, keys.generation)
+    assert keys.get("a") is None
+    keys.trust(True)
+    assert keys.get("a") is None  # what it was told while untrusted was not kept
+
+
+def test_a_remembered_key_is_served() -> None:
+    keys = trusted()
+    keys.remember("a", ALICE, keys.generation)
+    keys.remember("b", BOB, keys.generation)
+    assert keys.get("a") == ALICE
+    assert keys.get("b") == BOB
+    assert keys.get("c") is None
+
+
+def test_a_lookup_that_started_before_a_notice_is_not_cached() -> None:
+    keys = trusted()
+    before = keys.generation
+    keys.forget("a")  # revoked while the lookup was reading the old row
+    keys.remember("a", ALICE, before)
+    assert keys.get("a") is None
+
+
+def test_a_notice_forgets_only_its_key_and_star_forgets_all() -> None:
+    keys = trusted()
+    for name in "abc":
+        keys.remember(name, ALICE, keys.generation)
+    keys.forget("b")
+    assert [keys.get(name) for name in "abc"] == [ALICE, None, ALICE]
+    keys.forget(EVERY_KEY)
+    assert [keys.get(name) for name in "abc"] == [None, None, None]
+
+
+def test_losing_trust_forgets_everything_and_serves_nothing() -> None:
+    keys = trusted()
+    keys.remember("a", ALICE, keys.generation)
+    keys.trust(False)
+    assert keys.get("a") is None
+    keys.trust(True)
+    assert keys.get("a") is None
+
+
+def test_an_entry_expires_after_its_ttl() -> None:
+    clock = Clock()
+    keys = trusted(ttl_s=60.0, clock=clock)
+    keys.remember("a", ALICE, keys.generation)
+    clock.now += 59.9
+    assert keys.get("a") == ALICE
+    clock.now += 0.1
+    assert keys.get("a") is None
+
+
+def test_a_full_cache_drops_its_oldest_entry_and_a_refresh_counts_as_new() -> None:
+    keys = trusted(max_entries=3)
+    for name in "abc":
+        keys.remember(name, ALICE, keys.generation)
+    keys.remember("a", ALICE, keys.generation)  # refreshed: now the newest
+    keys.remember("d", BOB, keys.generation)
+    assert [keys.get(name) for name in "abcd"] == [ALICE, None, ALICE, BOB]
