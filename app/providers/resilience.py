@@ -102,27 +102,33 @@ class ResilientProvider(WrappingProvider):
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
         request = await self._fitted(request)
-        retrying = self._retrying(request)
-        events: AsyncIterator[StreamEvent] | None = None
-        first: StreamEvent | None = None
         async with SilenceLimit(self.policy.idle_timeout_s) as silence:
-            async for attempt in retrying:
-                with attempt:
-                    events = self.inner.stream(request)
-                    try:
-                        first = await self._next(silence, events)
-                    except BaseException:
-                        await _close(events)
-                        raise
-            assert events is not None
-            assert first is not None
+            events, event = await self._started(request, silence)
             try:
-                yield first
-                while not isinstance(first, Finished):
-                    first = await self._next(silence, events)
-                    yield first
+                yield event
+                while not isinstance(event, Finished):
+                    event = await self._next(silence, events)
+                    yield event
             finally:
                 await _close(events)
+
+    async def _started(
+        self, request: ChatRequest, silence: SilenceLimit
+    ) -> tuple[AsyncIterator[StreamEvent], StreamEvent]:
+        """An attempt that got as far as its first event, and that event, after retries.
+
+        Its own frame, so the retry state (~4 KB: tenacity's futures hold a lock each) is
+        freed when the stream starts rather than kept for as long as it runs.
+        """
+        async for attempt in self._retrying(request):
+            with attempt:
+                events = self.inner.stream(request)
+                try:
+                    return events, await self._next(silence, events)
+                except BaseException:
+                    await _close(events)
+                    raise
+        raise AssertionError("unreachable: the last failed attempt re-raises its error")
 
     async def _next(self, silence: SilenceLimit, events: AsyncIterator[StreamEvent]) -> StreamEvent:
         try:
