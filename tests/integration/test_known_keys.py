@@ -113,33 +113,23 @@ class TestReads:
 
 @postgres_only
 class TestChangesAreHeard:
-    async def test_a_key_revoked_by_hand_is_refused(
+    @pytest.mark.parametrize(
+        "change",
+        ["UPDATE api_keys SET revoked_at = now()", "DELETE FROM api_keys"],
+        ids=["revoked", "deleted"],
+    )
+    async def test_a_key_revoked_or_deleted_by_hand_is_refused(
         self,
         client: httpx.AsyncClient,
         known_keys: KnownKeys,
         issue_key: Callable[..., Any],
         database: Any,
+        change: str,
     ) -> None:
         key = await issue_key("alice")
         assert (await client.get(CONVERSATIONS, headers=bearer(key))).status_code == 200
 
-        await database.execute(
-            "UPDATE api_keys SET revoked_at = now() WHERE key_hash = $1", hash_key(key)
-        )
-
-        await refused_soon(client, key)
-
-    async def test_a_deleted_key_is_refused(
-        self,
-        client: httpx.AsyncClient,
-        known_keys: KnownKeys,
-        issue_key: Callable[..., Any],
-        database: Any,
-    ) -> None:
-        key = await issue_key("alice")
-        assert (await client.get(CONVERSATIONS, headers=bearer(key))).status_code == 200
-
-        await database.execute("DELETE FROM api_keys WHERE key_hash = $1", hash_key(key))
+        await database.execute(f"{change} WHERE key_hash = $1", hash_key(key))
 
         await refused_soon(client, key)
 
