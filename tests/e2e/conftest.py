@@ -85,10 +85,10 @@ def live_server(database_url: str, tmp_path: Path) -> Iterator[LiveServer]:
         stop_server(server)
 
 
-def create_key(database_url: str, user: str) -> str:
-    """An API key issued by `python -m app.cli keys create`, as an operator would."""
+def run_cli(database_url: str, *args: str) -> str:
+    """What `python -m app.cli <args>` prints, run as an operator would (it must succeed)."""
     result = subprocess.run(
-        [sys.executable, "-m", "app.cli", "keys", "create", "--user", user],
+        [sys.executable, "-m", "app.cli", *args],
         cwd=PROJECT_ROOT,
         env={**os.environ, "DATABASE_URL": database_url},
         capture_output=True,
@@ -96,6 +96,11 @@ def create_key(database_url: str, user: str) -> str:
         timeout=60,
         check=True,
     )
-    key = result.stdout.strip()
-    assert key, result.stderr
+    return result.stdout.strip()
+
+
+def create_key(database_url: str, user: str) -> str:
+    """An API key issued by `python -m app.cli keys create`."""
+    key = run_cli(database_url, "keys", "create", "--user", user)
+    assert key
     return key
