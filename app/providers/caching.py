@@ -211,11 +211,14 @@ class CachingProvider(WrappingProvider):
         await self._keep(key, request, reply.finished, reply.text)
         return WholeReply(reply.text, dataclasses.replace(reply.finished, cache="miss"))
 
-    async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+    def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+        # Most requests are not cacheable: theirs is `inner`'s own stream, not one more
+        # generator that every chunk passes through.
         if not cacheable(request):
-            async for event in self.inner.stream(request):
-                yield event
-            return
+            return self.inner.stream(request)
+        return self._cached_stream(request)
+
+    async def _cached_stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
         key = cache_key(self.inner.name, request)
         stored = await self.cache.store.get(key)
         if stored is not None:

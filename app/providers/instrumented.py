@@ -94,7 +94,10 @@ class InstrumentedProvider(WrappingProvider):
         events = self.inner.stream(request)
         try:
             while True:
-                event = await call.next(events)
+                # Once per chunk: no coroutine of our own around `anext` unless traced (then
+                # the call's span is current while the chunk is awaited, and only then).
+                step = anext(events)
+                event = await (step if call.span is None else call.run(step))
                 if isinstance(event, TextDelta):
                     call.first_token()
                 else:
@@ -144,15 +147,9 @@ class _Call:
             )
         )
 
-    async def next(self, events: AsyncIterator[StreamEvent]) -> StreamEvent:
-        """The next event, with this call's span current while it is awaited (and only then:
-        a span left current across a `yield` would leak into the caller's work)."""
-        if self.span is None:
-            return await anext(events)  # the common case, once per chunk: no extra await
-        return await self.run(anext(events))
-
     async def run(self, step: Awaitable[T]) -> T:
-        """`step` awaited with this call's span current."""
+        """`step` awaited with this call's span current (and only then: a span left current
+        across a `yield` would leak into the caller's work)."""
         if self.span is None:
             return await step
         token = otel_context.attach(trace.set_span_in_context(self.span))
