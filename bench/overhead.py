@@ -12,7 +12,9 @@ Prints, for 1 and 2 workers: non-streaming turns/s and overhead p50/p99 at concu
 5,000 concurrent 50-chunk streams (each verified complete against the upstream's text) with
 time-to-first-token overhead, total stream time, peak server memory and memory per open
 stream; 5,000 twice: with the service's default wait for a database connection (a start that
-waits longer is refused, 503) and with starts allowed to wait 60 s.
+waits longer is refused, 503) and with starts allowed to wait 60 s. Every row also gives the
+CPU the service's workers spent per turn (or per completed stream), read from /proc: on a
+shared 2-core machine throughput and latency drift between runs, CPU per turn much less.
 
     .venv/bin/python bench/overhead.py [--quick] [--workers 1,2] [--levels 1,16,64,256]
 """
@@ -186,7 +188,11 @@ class Bench:
                     floor = await self.floor(upstream, [*load, f"--turns={turns}"])
                     warm = max(50, turns // 10) if "open" in load else 2 * int(name[2:])
                     await run_load([*base, *load, f"--turns={warm}"])  # warm-up
+                    cpu_before = server.cpu_seconds()
                     got = await run_load([*base, *load, f"--turns={turns}"])
+                    served = got["latencies"]
+                    assert isinstance(served, list)
+                    cpu_ms = (server.cpu_seconds() - cpu_before) * 1000 / max(1, len(served))
                     l50, l99 = ms(got["latencies"], 0.5), ms(got["latencies"], 0.99)
                     f50, f99 = ms(floor["latencies"], 0.5), ms(floor["latencies"], 0.99)
                     failed = ""
@@ -195,10 +201,10 @@ class Bench:
                     self.emit(
                         f"| {label} | {name} | {got['rate']:.0f}{failed} | {floor['rate']:.0f} "
                         f"| {l50:.1f} / {l99:.1f} | {f50:.1f} / {f99:.1f} "
-                        f"| **{l50 - f50:.1f} / {l99 - f99:.1f}** |"
+                        f"| **{l50 - f50:.1f} / {l99 - f99:.1f}** | {cpu_ms:.2f} |"
                     )
                 peak = server.peak_rss_bytes() / MIB
-                self.emit(f"| {label} | peak RSS (all processes) | {peak:.0f} MiB | | | | |")
+                self.emit(f"| {label} | peak RSS (all processes) | {peak:.0f} MiB | | | | | |")
             finally:
                 server.stop()
 
@@ -219,9 +225,12 @@ class Bench:
                 floor = await self.floor(upstream, load)
                 await asyncio.sleep(0.5)
                 before = server.rss_bytes()
+                cpu_before = server.cpu_seconds()
                 began = time.perf_counter()
                 got = await run_load([*base, *load], server)
                 wall = time.perf_counter() - began
+                completed = int(str(got["completed"]))
+                cpu_ms = (server.cpu_seconds() - cpu_before) * 1000 / max(1, completed)
                 peak = server.peak_rss_bytes()
                 lost = got["lost"]
                 assert isinstance(lost, dict)
@@ -237,7 +246,7 @@ class Bench:
                     f"| {t50 - f50:.0f} / {t99 - f99:.0f} | {d50:.0f} / {d99:.0f} "
                     f"| {g50:.0f} / {g99:.0f} | {most_open} "
                     f"| {before / MIB:.0f} / {peak / MIB:.0f} MiB "
-                    f"| {per_stream / 1024:.1f} KiB | {wall:.1f} s |"
+                    f"| {per_stream / 1024:.1f} KiB | {cpu_ms:.1f} | {wall:.1f} s |"
                 )
                 for why, count in lost.items():
                     self.emit(f"  ! {count} x {why}")
@@ -289,9 +298,9 @@ async def main() -> None:
         try:
             bench.emit(
                 "\n| service | load | turns/s | floor turns/s | latency p50 / p99 ms "
-                "| floor p50 / p99 ms | overhead p50 / p99 ms |"
+                "| floor p50 / p99 ms | overhead p50 / p99 ms | service CPU per turn ms |"
             )
-            bench.emit("|---|---|---|---|---|---|---|")
+            bench.emit("|---|---|---|---|---|---|---|---|")
             levels = [int(x) for x in options.levels.split(",")]
             for workers in (int(x) for x in options.workers.split(",")):
                 await bench.turns(upstream, workers, True, levels)
@@ -306,9 +315,10 @@ async def main() -> None:
                 f"\n| streams (1 worker, upstream {options.latency_ms:g} ms + {options.chunks} "
                 f"x {options.chunk_delay_ms:g} ms) | complete | lost | TTFT overhead p50 / p99 ms "
                 "| stream time p50 / p99 ms | floor stream time p50 / p99 ms | most open "
-                "| server RSS before / peak | RSS per open stream | wall |"
+                "| server RSS before / peak | RSS per open stream "
+                "| service CPU per completed stream ms | wall |"
             )
-            bench.emit("|---|---|---|---|---|---|---|---|---|---|")
+            bench.emit("|---|---|---|---|---|---|---|---|---|---|---|")
             for entry in options.streams.split(","):
                 clients, _, pool_wait_s = entry.partition(":")
                 await bench.streams(upstream, int(clients), pool_wait_s)

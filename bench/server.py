@@ -101,6 +101,15 @@ def _status_kib(pid: int, field: str) -> int:
     return 0
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User and system CPU the process has used (utime + stime in /proc/<pid>/stat)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @dataclass
 class Server:
     """`python -m app` in a subprocess, on loopback at `base_url`."""
@@ -160,6 +169,11 @@ class Server:
         """The processes that serve requests: the children, or the process itself."""
         children = [p for p in _children(self.pid) if _status_kib(p, "VmRSS") > 20_000]
         return children or [self.pid]
+
+    def cpu_seconds(self) -> float:
+        """CPU used so far by the processes that serve requests: the stable measure of cost
+        on a machine whose throughput and latency drift from run to run."""
+        return sum(_cpu_seconds(pid) for pid in self.worker_pids())
 
     def all_pids(self) -> list[int]:
         return [self.pid, *_children(self.pid)]
