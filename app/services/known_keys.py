@@ -115,50 +115,60 @@ async def listen_for_key_changes(
 
     Runs until cancelled, reconnecting with back-off.
     """
-    failures = 0
-    while True:
+    await _Listener(engine, keys, check_every_s).run()
+
+
+class _Listener:
+    def __init__(self, engine: AsyncEngine, keys: KnownKeys, check_every_s: float) -> None:
+        self.engine = engine
+        self.keys = keys
+        self.check_every_s = check_every_s
+        # Connection attempts that failed since the cache was last trusted.
+        self.failures = 0
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self._listen()
+                error = "ConnectionClosed"
+            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as raised:
+                error = type(raised).__name__
+            finally:
+                self.keys.trust(False)
+            # Once per outage, not once per attempt: Postgres may be down for a while.
+            if self.failures == 0:
+                log.warning(
+                    "api key change listener lost: keys are looked up on every request",
+                    error=error,
+                )
+            await asyncio.sleep(_BACKOFF_S[min(self.failures, len(_BACKOFF_S) - 1)])
+            self.failures += 1
+
+    async def _listen(self) -> None:
+        """One connection's life: trusted from its LISTEN until it is lost.
+
+        A connection that closes is noticed at once; one that dies silently, by the
+        `SELECT 1` every `check_every_s`.
+        """
+        connection = await _connect(self.engine)
         try:
-            await _listen(engine, keys, check_every_s, reconnected=failures > 0)
-            _log_lost("ConnectionClosed")
-            failures = 0
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
-            _log_lost(type(error).__name__)
+            lost = asyncio.Event()
+            connection.add_termination_listener(lambda _connection: lost.set())
+            await connection.add_listener(
+                CHANNEL, lambda _connection, _pid, _channel, payload: self.keys.forget(payload)
+            )
+            self.keys.trust(True)
+            if self.failures:
+                log.info("api key change listener reconnected")
+            self.failures = 0
+            while not lost.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(lost.wait(), self.check_every_s)
+                if not lost.is_set():
+                    await connection.fetchval("SELECT 1", timeout=5)
         finally:
-            keys.trust(False)
-        await asyncio.sleep(_BACKOFF_S[min(failures, len(_BACKOFF_S) - 1)])
-        failures += 1
-
-
-async def _listen(
-    engine: AsyncEngine, keys: KnownKeys, check_every_s: float, *, reconnected: bool
-) -> None:
-    """One connection's life: trusted from its LISTEN until it is lost.
-
-    A connection that closes is noticed at once; one that dies silently, by the `SELECT 1`
-    every `check_every_s`.
-    """
-    connection = await _connect(engine)
-    try:
-        lost = asyncio.Event()
-        connection.add_termination_listener(lambda _connection: lost.set())
-        await connection.add_listener(
-            CHANNEL, lambda _connection, _pid, _channel, payload: keys.forget(payload)
-        )
-        keys.trust(True)
-        if reconnected:
-            log.info("api key change listener reconnected")
-        while not lost.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(lost.wait(), check_every_s)
-            if not lost.is_set():
-                await connection.fetchval("SELECT 1", timeout=5)
-    finally:
-        keys.trust(False)
-        connection.terminate()
-
-
-def _log_lost(error: str) -> None:
-    log.warning("api key change listener lost: keys are looked up on every request", error=error)
+            self.keys.trust(False)
+            connection.terminate()
 
 
 async def _connect(engine: AsyncEngine) -> Any:

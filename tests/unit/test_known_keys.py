@@ -1,9 +1,18 @@
-"""The in-process cache of API keys' callers: used only while trusted, forgetting on notice."""
+"""The in-process cache of API keys' callers: used only while trusted, forgetting on notice;
+its listener says once, not at every attempt, that it cannot reach the database."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
+import pytest
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from app.core.config import Settings
+from app.core.logging import configure_logging
 from app.core.security import Principal
-from app.services.known_keys import EVERY_KEY, KnownKeys
+from app.services.known_keys import EVERY_KEY, KnownKeys, listen_for_key_changes
 
 ALICE = Principal(user_id="alice", is_admin=False)
 BOB = Principal(user_id="bob", is_admin=True)
@@ -84,3 +93,33 @@ def test_a_full_cache_drops_its_oldest_entry_and_a_refresh_counts_as_new() -> No
     keys.remember("a", ALICE, keys.generation)  # refreshed: now the newest
     keys.remember("d", BOB, keys.generation)
     assert [keys.get(name) for name in "abcd"] == [ALICE, None, ALICE, BOB]
+
+
+@pytest.fixture
+def json_logs() -> None:
+    # Before the test's call phase: pytest attaches its capturing handler to the root logger
+    # then, and configuring logging replaces the root's handlers.
+    configure_logging(Settings(_env_file=None, log_format="json", app_env="test"))
+
+
+@pytest.mark.usefixtures("json_logs")
+async def test_an_unreachable_database_is_one_warning_and_never_trusted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    keys = KnownKeys()
+    # Nothing listens on port 1: every attempt is refused at once.
+    engine = create_async_engine("postgresql+asyncpg://postgres@127.0.0.1:1/nowhere")
+    listening = asyncio.create_task(listen_for_key_changes(engine, keys))
+    try:
+        await asyncio.sleep(1.0)  # back-off 0.1 s, then 0.5 s: three attempts or so
+    finally:
+        listening.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await listening
+        await engine.dispose()
+
+    lines = [r.msg for r in caplog.records if isinstance(r.msg, dict)]
+    lost = [line for line in lines if line["event"].startswith("api key change listener lost")]
+    assert len(lost) == 1
+    assert lost[0]["error"] in ("ConnectionRefusedError", "OSError")
+    assert not keys.trusted
