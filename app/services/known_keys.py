@@ -131,7 +131,9 @@ class _Listener:
             try:
                 await self._listen()
                 error = "ConnectionClosed"
-            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as raised:
+            except Exception as raised:
+                # Not only connection errors: a listener that died of anything else would
+                # leave the cache off for the process's life with nothing said.
                 error = type(raised).__name__
             finally:
                 self.keys.trust(False)
