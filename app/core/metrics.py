@@ -93,6 +93,13 @@ DB_POOL_IN_USE = Gauge(
     "Database connections checked out of the pool",
     multiprocess_mode="livesum",
 )
+# livesum: the workers alive and listening for API-key changes, so using their key cache;
+# fewer than the workers running means the others read every request's key from the database.
+KEY_CHANGE_LISTENERS = Gauge(
+    "chat_api_key_change_listeners",
+    "Worker processes listening for API-key changes (their key cache is in use)",
+    multiprocess_mode="livesum",
+)
 REJECTIONS = Counter(
     "chat_api_rejections_total",
     "Requests refused by a per-user limit, by code: rate_limited or budget_exceeded",

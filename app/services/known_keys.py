@@ -27,6 +27,7 @@ import asyncpg  # type: ignore[import-untyped]
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.core import metrics
 from app.core.security import Principal
 
 log = structlog.get_logger(__name__)
@@ -106,6 +107,7 @@ class KnownKeys:
         self._generation += 1
         self._entries.clear()
         self._trusted = trusted
+        metrics.KEY_CHANGE_LISTENERS.set(1 if trusted else 0)
 
 
 async def listen_for_key_changes(

@@ -19,10 +19,12 @@ from app.core.config import Settings
 from app.services.api_keys import hash_key
 from app.services.known_keys import CHANNEL, EVERY_KEY, KnownKeys
 from tests.auth import bearer
+from tests.integration.test_metrics import scrape, value
 from tests.integration.test_round_trips import counted_round_trips
 
 CONVERSATIONS = "/api/v1/conversations"
 KEY_READ = "SELECT api_keys"
+LISTENING = "chat_api_key_change_listeners"
 StateOf = Callable[[httpx.AsyncClient], dict[str, Any]]
 
 
@@ -164,6 +166,7 @@ class TestChangesAreHeard:
         assert await key_reads(client, state_of, key) == 1
         assert await key_reads(client, state_of, key) == 0
 
+        assert value(await scrape(client), LISTENING) == 1
         ended = await database.fetchval(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
             "WHERE datname = current_database() AND query = $1",
@@ -171,12 +174,14 @@ class TestChangesAreHeard:
         )
         assert ended == 1
         await until(lambda: not known_keys.trusted, within=2)
+        assert value(await scrape(client), LISTENING) == 0
 
         # Notices sent now would be missed: every request reads its key meanwhile.
         assert await key_reads(client, state_of, key) == 1
         assert await key_reads(client, state_of, key) == 1
 
         await until(lambda: known_keys.trusted)
+        assert value(await scrape(client), LISTENING) == 1
         await database.execute(
             "UPDATE api_keys SET revoked_at = now() WHERE key_hash = $1", hash_key(key)
         )
