@@ -127,9 +127,9 @@ def create_app(
             turns, events, flush_interval_s=settings.stream_flush_seconds, redis=stream_redis
         )
         stale_after_s = settings.abandoned_after_seconds
-        # Keys are cached only where a change can be heard at once (see known_keys).
-        postgres = engine.dialect.name == "postgresql"
-        known_keys = KnownKeys() if settings.auth_enabled and postgres else None
+        # Trusted, so used, only while a change can be heard at once (see known_keys): never
+        # on SQLite, nor with auth off.
+        known_keys = KnownKeys()
         background = [
             asyncio.create_task(generations.listen_for_cancels()),
             asyncio.create_task(generations.partials.save_forever()),
@@ -139,7 +139,7 @@ def create_app(
                 )
             ),
         ]
-        if known_keys is not None:
+        if settings.auth_enabled and engine.dialect.name == "postgresql":
             background.append(asyncio.create_task(listen_for_key_changes(engine, known_keys)))
         if tune_garbage_collector:
             _tune_garbage_collector()

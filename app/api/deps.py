@@ -38,8 +38,8 @@ class AppState(TypedDict):
     stream_tickets: StreamTickets
     limiter: RateLimiter
     quotas: Quotas
-    # None where keys are not cached (SQLite).
-    known_keys: KnownKeys | None
+    # Never trusted, so never used, where keys are not cached (SQLite).
+    known_keys: KnownKeys
 
 
 # The getters below are `async def` on purpose: FastAPI runs a plain `def` dependency in a

@@ -30,11 +30,11 @@ async def authenticate(
     *,
     ticket: str | None = None,
     tickets: StreamTickets | None = None,
-    known_keys: KnownKeys | None = None,
+    known_keys: KnownKeys,
 ) -> Principal:
     """The caller named by the header (or, where allowed, a stream ticket); else a 401.
 
-    An API key is looked up in `known_keys` first, when given, and remembered there.
+    An API key is looked up in `known_keys` first, and remembered there.
     """
     token = bearer_token(authorization)
     if token is None and ticket and tickets is not None:
@@ -46,16 +46,15 @@ async def authenticate(
         raise Unauthenticated()
     if api_keys.looks_like_api_key(token):
         key_hash = api_keys.hash_key(token)
-        if known_keys is not None and (known := known_keys.get(key_hash)) is not None:
+        if (known := known_keys.get(key_hash)) is not None:
             return known
-        generation = known_keys.generation if known_keys is not None else 0
+        generation = known_keys.generation
         # One read and, once a minute, one write: each is atomic alone, so the lookup is a
         # single round trip instead of BEGIN/SELECT/COMMIT.
         async with statements(sessionmaker, single_statements=True) as run:
             principal = await api_keys.principal_for(run, key_hash)
         if principal is None:
             raise Unauthenticated()
-        if known_keys is not None:
-            known_keys.remember(key_hash, principal, generation)
+        known_keys.remember(key_hash, principal, generation)
         return principal
     return principal_from_jwt(token, settings)
