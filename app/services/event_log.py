@@ -85,7 +85,8 @@ class _Buffer:
     # The listeners waiting for the next event, each on its own future: a plain list, not an
     # `asyncio.Condition` (a lock and a deque of about 600 bytes for every reply).
     waiters: list[asyncio.Future[None]] = field(default_factory=list)
-    finished_at: float | None = None
+    # Ended (and queued to be forgotten after the retention): an end is counted once.
+    finished: bool = False
     # The position before `names[0]`: more than 0 when the log began in Redis.
     first: int = 0
 
@@ -149,8 +150,8 @@ class InProcessEventLog:
     async def finish(self, reply_id: UUID) -> None:
         now = time.monotonic()
         buffer = self._buffers.get(reply_id)
-        if buffer is not None and buffer.finished_at is None:
-            buffer.finished_at = now
+        if buffer is not None and not buffer.finished:
+            buffer.finished = True
             self._finished.append((now, reply_id))
         self._forget_expired(now)
 
