@@ -33,6 +33,7 @@ from app.providers.setup import build_registry
 from app.services.event_log import EventLog, InProcessEventLog, RedisEventLog
 from app.services.generations import Generations
 from app.services.known_keys import KnownKeys, listen_for_key_changes
+from app.services.partial_text import PartialTextSaver
 from app.services.pricing import PriceBook, build_price_book
 from app.services.rate_limits import RateLimiter
 from app.services.recovery import sweep_forever
@@ -116,6 +117,7 @@ def create_app(
             registry=registry,
             prices=price_book,
             generation_timeout_s=settings.generation_timeout_seconds,
+            partials=PartialTextSaver(sessionmaker, settings.stream_flush_seconds),
             budget_usd=settings.user_budget_usd,
             limiter=limiter,
             redact_provider_text=settings.pii_redaction == "provider",
@@ -123,16 +125,14 @@ def create_app(
         local_log = InProcessEventLog()
         redis_log = RedisEventLog(stream_redis, local_log) if stream_redis is not None else None
         events: EventLog = redis_log or local_log
-        generations = Generations(
-            turns, events, flush_interval_s=settings.stream_flush_seconds, redis=stream_redis
-        )
+        generations = Generations(turns, events, redis=stream_redis)
         stale_after_s = settings.abandoned_after_seconds
         # Trusted, so used, only while a change can be heard at once (see known_keys): never
         # on SQLite, nor with auth off.
         known_keys = KnownKeys()
         background = [
             asyncio.create_task(generations.listen_for_cancels()),
-            asyncio.create_task(generations.partials.save_forever()),
+            asyncio.create_task(turns.partials.save_forever()),
             asyncio.create_task(
                 sweep_forever(
                     sessionmaker, stale_after_s=stale_after_s, every_s=min(30, stale_after_s)

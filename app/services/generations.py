@@ -37,7 +37,6 @@ from app.repositories.messages import MessageRepo
 from app.schemas.messages import MessageCreate, MessageRead
 from app.services.event_log import EventLog
 from app.services.idempotency import ResponseRecorder
-from app.services.partial_text import PartialTextSaver
 from app.services.turns import (
     Generation,
     OpenTurn,
@@ -71,12 +70,11 @@ class Generations:
         ctx: TurnContext,
         events: EventLog,
         *,
-        flush_interval_s: float = 2.0,
         redis: Redis | None = None,
     ) -> None:
         self._ctx = ctx
         self._events = events
-        self.partials = PartialTextSaver(ctx.sessionmaker, flush_interval_s)
+        self.partials = ctx.partials
         self._redis = redis
         self._running: dict[UUID, _Running] = {}
 

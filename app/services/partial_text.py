@@ -5,12 +5,19 @@ A streamed reply's text is saved while it runs, so a crash loses at most the las
 One statement per interval saves every reply running in this process that grew since its last
 save: with thousands of open streams that is one write per interval rather than thousands,
 none of them waiting in the connection pool's queue ahead of new turns.
+
+A reply that has not grown for two intervals is saved anyway, as a sign of life: one waiting
+on its provider (a slow first token, a retry's backoff, a full upstream connection pool) or a
+non-streaming turn (whose text comes all at once) is alive as long as this process is, and
+the sweep must not take it for abandoned. The sweep's default wait (`abandoned_after_seconds`)
+is longer than the three intervals that can pass between two saves.
 """
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from uuid import UUID
 
 import structlog
@@ -27,6 +34,8 @@ log = structlog.get_logger(__name__)
 class _Running:
     generation: Generation
     saved_parts: int = 0  # how many of its parts the last save held
+    # When it was last saved (or began: its claim wrote the row then), time.monotonic().
+    saved_at: float = field(default_factory=time.monotonic)
 
 
 class PartialTextSaver:
@@ -35,6 +44,7 @@ class PartialTextSaver:
     def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], interval_s: float) -> None:
         self._sessionmaker = sessionmaker
         self.interval_s = interval_s
+        self.alive_every_s = 2 * interval_s
         self._running: dict[UUID, _Running] = {}
 
     def track(self, reply_id: UUID, generation: Generation) -> None:
@@ -45,23 +55,28 @@ class PartialTextSaver:
         self._running.pop(reply_id, None)
 
     async def save_now(self) -> int:
-        """Save every tracked reply that grew since its last save; how many were saved.
+        """Save every tracked reply that grew since its last save, or has not been saved for
+        `alive_every_s`; how many were saved.
 
         A reply that ends meanwhile is safe: the statement only writes replies still running.
         """
-        grown = {
+        now = time.monotonic()
+        quiet_since = now - self.alive_every_s
+        due = {
             reply_id: (running, len(running.generation.parts))
             for reply_id, running in self._running.items()
             if len(running.generation.parts) > running.saved_parts
+            or running.saved_at <= quiet_since
         }
-        if not grown:
+        if not due:
             return 0
-        texts = {reply_id: "".join(r.generation.parts[:n]) for reply_id, (r, n) in grown.items()}
+        texts = {reply_id: "".join(r.generation.parts[:n]) for reply_id, (r, n) in due.items()}
         async with statements(self._sessionmaker, single_statements=True) as run:
             await TurnRepo(run).save_partials(texts)
-        for running, parts in grown.values():
+        for running, parts in due.values():
             running.saved_parts = parts
-        return len(grown)
+            running.saved_at = now
+        return len(due)
 
     async def save_forever(self) -> None:
         """`save_now` every interval, for the life of the process. A failed save is logged,

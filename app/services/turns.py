@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 from uuid import UUID
 
 import structlog
@@ -51,6 +51,9 @@ from app.services.idempotency import ResponseRecorder
 from app.services.pricing import Price, PriceBook
 from app.services.rate_limits import RateLimiter
 
+if TYPE_CHECKING:  # partial_text needs this module's Generation at import time
+    from app.services.partial_text import PartialTextSaver
+
 log = structlog.get_logger(__name__)
 
 MessagesT = TypeVar("MessagesT", bound=Sequence[Message])
@@ -80,6 +83,9 @@ class TurnContext:
     registry: ProviderRegistry
     prices: PriceBook
     generation_timeout_s: float
+    # Every running reply of this process, streamed or not: its text so far and a sign of
+    # life for the abandoned-reply sweep.
+    partials: PartialTextSaver
     budget_usd: Decimal | None = None
     limiter: RateLimiter | None = None
     # PII_REDACTION=provider: mask personal data and keys in the text sent to the provider.
@@ -141,9 +147,15 @@ async def run_turn(
     reply, request, provider, owner = opened
     started = monotonic_ms()
     generation = Generation()
+    # Alive while the provider works, however long it takes (a slow answer, retries): the
+    # sweep must not end it. Its text arrives whole, so no partial text is saved meanwhile.
+    ctx.partials.track(reply.id, generation)
     try:
-        async with asyncio.timeout(ctx.generation_timeout_s):
-            finished = await _generate(provider, request, generation)
+        try:
+            async with asyncio.timeout(ctx.generation_timeout_s):
+                finished = await _generate(provider, request, generation)
+        finally:
+            ctx.partials.forget(reply.id)
     except TimeoutError:
         failure: ChatAPIError = UpstreamTimeout(provider.name, ctx.generation_timeout_s)
     except ChatAPIError as exc:

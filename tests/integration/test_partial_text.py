@@ -1,12 +1,15 @@
 """Running replies' partial text: saved for all of them by one statement per interval.
 
 `PartialTextSaver` on the app's own pool (both backends): what it writes, what it leaves
-alone (ended replies, replies that did not grow), and that a failed save is tried again.
+alone (ended replies, replies that did not grow lately), that a reply which stops growing is
+still shown alive to the abandoned-reply sweep, and that a failed save is tried again.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -15,10 +18,12 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
+from app.db.base import utcnow
 from app.db.driver import statements
 from app.db.models import Message, MessageStatus
 from app.repositories.turns import TurnRepo
 from app.services.partial_text import PartialTextSaver
+from app.services.recovery import fail_abandoned_replies
 from app.services.turns import Generation
 from tests.factories import create_conversation
 from tests.integration.test_turn_claims import turn_messages
@@ -88,6 +93,34 @@ class TestPartialTextSaver:
 
         assert await saver.save_now() == 0
         assert await stored(sessions, [reply_id]) == {reply_id: ("in_progress", "")}
+
+    async def test_a_reply_that_stops_growing_is_still_saved_as_alive(
+        self, client: httpx.AsyncClient, state_of: StateOf
+    ) -> None:
+        """One waiting on its provider (first token, retries, a full connection pool) or a
+        non-streaming turn: the sweep must not take it for the reply of a dead process."""
+        sessions: Sessions = state_of(client)["sessionmaker"]
+        waiting, orphan = await running_replies(client, sessions, 2)
+        # Both untouched for ten minutes; only `waiting` belongs to a live generation.
+        async with sessions.begin() as session:
+            await session.execute(
+                update(Message)
+                .where(Message.id.in_([waiting, orphan]))
+                .values(updated_at=utcnow() - timedelta(minutes=10))
+            )
+        saver = PartialTextSaver(sessions, interval_s=0.02)
+        saver.track(waiting, Generation())  # no text yet
+        assert await saver.save_now() == 0  # nothing new, and it only just began
+
+        await asyncio.sleep(saver.alive_every_s)
+        assert await saver.save_now() == 1  # still nothing new, but alive
+        assert await saver.save_now() == 0  # and saved a moment ago
+
+        assert await fail_abandoned_replies(sessions, stale_after_s=60) == 1
+        assert await stored(sessions, [waiting, orphan]) == {
+            waiting: ("in_progress", ""),
+            orphan: ("failed", ""),
+        }
 
     async def test_a_failed_save_is_tried_again_at_the_next_interval(self) -> None:
         engine = create_async_engine(
