@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import shutil
 import sys
@@ -38,6 +39,7 @@ def main(argv: list[str]) -> int:
     if argv[:1] == ["migrate"]:
         return 0
     prepare_metrics_directory(settings.web_concurrency)
+    raise_open_file_limit()
     uvicorn.run(
         "app.main:create_app_from_env",
         factory=True,
@@ -54,6 +56,26 @@ def main(argv: list[str]) -> int:
         backlog=4096,
     )
     return 0
+
+
+def raise_open_file_limit() -> None:
+    """Let the process (and the workers it starts, which inherit it) open as many files as
+    the system allows it, not the shell's usual soft limit of 1,024.
+
+    Every open stream holds two sockets, the client's and its provider's: at the soft limit a
+    worker would stop accepting connections after ~500 streams. Raising the soft limit up to
+    the hard one needs no privilege; servers such as nginx and Go's runtime do the same.
+    """
+    try:
+        import resource  # noqa: PLC0415 - Unix only
+    except ImportError:
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else 1_048_576
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
 def prepare_metrics_directory(workers: int) -> None:

@@ -74,6 +74,11 @@ class Settings(BaseSettings):
     # of a reply (and before the first), per attempt.
     provider_timeout_seconds: float = Field(default=60.0, gt=0, le=600)
     provider_connect_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    # Open connections to each provider, per worker. Each running reply holds one for its
+    # whole length (HTTP/1.1), so this caps the replies a worker runs at once; a reply past
+    # it waits for a free one (up to PROVIDER_TIMEOUT_SECONDS, then retried). The SDKs'
+    # default of 1,000 would queue the rest of thousands of open streams.
+    provider_max_connections: int = Field(default=10_000, ge=1, le=1_000_000)
     # Retries after the first attempt, ours alone (the SDKs' own retries are switched off).
     provider_max_retries: int = Field(default=2, ge=0, le=10)
     provider_retry_max_wait_seconds: float = Field(default=20.0, ge=0, le=300)
