@@ -45,9 +45,11 @@ class Connection:
     headers: bytes
     reader: asyncio.StreamReader | None = None
     writer: asyncio.StreamWriter | None = None
+    last_used: float = 0.0
 
     async def open(self) -> None:
         self.reader, self.writer = await asyncio.open_connection(self.host, self.port, limit=2**20)
+        self.last_used = time.monotonic()
 
     def send(self, method: str, path: str, body: bytes = b"") -> None:
         assert self.writer is not None
@@ -88,13 +90,18 @@ class Connection:
 
     async def request(self, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
         # A keep-alive connection idle past the server's timeout (uvicorn: 5 s) was closed by
-        # it: open a new one rather than send into the closed one, as HTTP clients do.
-        if self.writer is None or (self.reader is not None and self.reader.at_eof()):
+        # it: open a new one rather than send into the closed one, as HTTP clients do. One
+        # idle for nearly that long may be closing while the request goes out (a reset, seen
+        # under load), so it is replaced too, the way pooling clients expire idle ones early.
+        stale = time.monotonic() - self.last_used > 4.0
+        if self.writer is None or stale or (self.reader is not None and self.reader.at_eof()):
             self.close()
             await self.open()
         self.send(method, path, body)
         status, headers = await self.read_head()
-        return status, await self.read_body(headers)
+        body = await self.read_body(headers)
+        self.last_used = time.monotonic()
+        return status, body
 
     def close(self) -> None:
         if self.writer is not None:
@@ -213,6 +220,8 @@ async def open_loop(target: Target, rate: float, turns: int) -> dict[str, object
     free = await target.conversations(setup, max(1, math.ceil(rate)))
     idle: list[Connection] = []
     latencies: list[float] = []
+    # (seconds after the first scheduled start, latency): do slow turns cluster in time?
+    timeline: list[tuple[float, float]] = []
     failures: list[str] = []
 
     async def one(index: int, scheduled: float) -> None:
@@ -222,6 +231,7 @@ async def open_loop(target: Target, rate: float, turns: int) -> dict[str, object
         status, reply = await connection.request("POST", path, body)
         if status in (200, 201):
             latencies.append(time.perf_counter() - scheduled)
+            timeline.append((scheduled - began, latencies[-1]))
         else:
             failures.append(f"{status} {reply[:200]!r}")
         idle.append(connection)
@@ -240,7 +250,7 @@ async def open_loop(target: Target, rate: float, turns: int) -> dict[str, object
     setup.close()
     for connection in idle:
         connection.close()
-    return _turns_result(latencies, failures, elapsed)
+    return {**_turns_result(latencies, failures, elapsed), "timeline": timeline}
 
 
 async def streams(target: Target, clients: int, chunks: int, ramp: float) -> dict[str, object]:
