@@ -12,7 +12,8 @@ Prints, for 1 and 2 workers: non-streaming turns/s and overhead p50/p99 at concu
 5,000 concurrent 50-chunk streams (each verified complete against the upstream's text) with
 time-to-first-token overhead, total stream time, peak server memory and memory per open
 stream; 5,000 twice: with the service's default wait for a database connection (a start that
-waits longer is refused, 503) and with starts allowed to wait 60 s. Every row also gives the
+waits longer is refused, 503) and with starts allowed to wait 60 s; and 5,000 streams held
+open together (starts spread over 40 s, 45 chunks 2 s apart). Every row also gives the
 CPU the service's workers spent per turn (or per completed stream), read from /proc: on a
 shared 2-core machine throughput and latency drift between runs, CPU per turn much less.
 
@@ -156,11 +157,13 @@ class Bench:
         print(row, flush=True)
         self.rows.append(row)
 
-    async def floor(self, upstream: Upstream, load: list[str]) -> dict[str, object]:
-        key = " ".join(load)
+    async def floor(self, upstream: Upstream, load: list[str], runs: int = 2) -> dict[str, object]:
+        """The load straight to the upstream; `runs` - 1 warm-up runs first."""
+        key = " ".join([upstream.url, *load])
         if key not in self.floor_cache:
             base = ["--url", upstream.url, "--target", "upstream"]
-            await run_load([*base, *load])  # warm-up
+            for _ in range(runs - 1):
+                await run_load([*base, *load])  # warm-up
             self.floor_cache[key] = await run_load([*base, *load])
         return self.floor_cache[key]
 
@@ -208,8 +211,18 @@ class Bench:
             finally:
                 server.stop()
 
-    async def streams(self, upstream: Upstream, clients: int, pool_wait_s: str) -> None:
-        o = self.options
+    async def streams(
+        self,
+        upstream: Upstream,
+        clients: int,
+        pool_wait_s: str,
+        *,
+        chunks: int,
+        ramp: float,
+        label: str = "",
+        floor_runs: int = 2,
+        warm_up: bool = True,
+    ) -> None:
         async with fresh_database() as database_url:
             env = service_env(database_url, upstream, 1, True)
             if pool_wait_s:
@@ -219,10 +232,12 @@ class Bench:
                 await server.wait_healthy()
                 key = api_key_for(database_url)
                 base = ["--url", server.base_url, "--target", "service", "--api-key", key]
-                load = ["--mode", "streams", f"--concurrency={clients}", f"--chunks={o.chunks}"]
-                load += [f"--ramp={o.ramp}"]
-                await run_load([*base, "--mode", "streams", "--concurrency=20"])  # warm-up
-                floor = await self.floor(upstream, load)
+                load = ["--mode", "streams", f"--concurrency={clients}", f"--chunks={chunks}"]
+                load += [f"--ramp={ramp}"]
+                if warm_up:
+                    warm = [*base, "--mode", "streams", "--concurrency=20", f"--chunks={chunks}"]
+                    await run_load(warm)
+                floor = await self.floor(upstream, load, runs=floor_runs)
                 await asyncio.sleep(0.5)
                 before = server.rss_bytes()
                 cpu_before = server.cpu_seconds()
@@ -240,7 +255,9 @@ class Bench:
                 f50, f99 = ms(floor["ttft"], 0.5), ms(floor["ttft"], 0.99)
                 d50, d99 = ms(got["total"], 0.5), ms(got["total"], 0.99)
                 g50, g99 = ms(floor["total"], 0.5), ms(floor["total"], 0.99)
-                label = f"{clients}" + (f", pool wait {pool_wait_s} s" if pool_wait_s else "")
+                label = label or (
+                    f"{clients}" + (f", pool wait {pool_wait_s} s" if pool_wait_s else "")
+                )
                 self.emit(
                     f"| {label} | {got['completed']}/{clients} | {sum(lost.values())} "
                     f"| {t50 - f50:.0f} / {t99 - f99:.0f} | {d50:.0f} / {d99:.0f} "
@@ -276,13 +293,26 @@ async def main() -> None:
         "connection (DB_POOL_TIMEOUT_SECONDS; the service's default refuses after 10 s)",
     )
     parser.add_argument("--ramp", type=float, default=0, help="spread stream starts (s)")
+    parser.add_argument(
+        "--held-streams",
+        type=int,
+        default=5000,
+        help="streams held open at once on one worker, 0 for none: starts spread over "
+        "--held-ramp s, --held-chunks chunks a --held-chunk-delay-ms apart, so that every "
+        "one is open together for a while (each its own upstream connection)",
+    )
+    parser.add_argument("--held-ramp", type=float, default=40)
+    parser.add_argument("--held-chunks", type=int, default=45)
+    parser.add_argument("--held-chunk-delay-ms", type=float, default=2000)
     parser.add_argument("--auth-off", action="store_true", help="also 1 worker with auth off")
     parser.add_argument("--no-turns", action="store_true")
     parser.add_argument("--no-streams", action="store_true")
     options = parser.parse_args()
+    o = options
     if options.quick:
         options.seconds = min(options.seconds, 3)
         options.streams = "1000"
+        options.held_streams = 0
     raise_fd_limit(65536)
     print(
         f"chat-api overhead bench: {os.cpu_count()} CPUs ({platform.machine()}, "
@@ -319,9 +349,32 @@ async def main() -> None:
                 "| service CPU per completed stream ms | wall |"
             )
             bench.emit("|---|---|---|---|---|---|---|---|---|---|---|")
-            for entry in options.streams.split(","):
+            for entry in filter(None, options.streams.split(",")):
                 clients, _, pool_wait_s = entry.partition(":")
-                await bench.streams(upstream, int(clients), pool_wait_s)
+                await bench.streams(
+                    upstream, int(clients), pool_wait_s, chunks=o.chunks, ramp=o.ramp
+                )
+        finally:
+            upstream.stop()
+    if not options.no_streams and o.held_streams:
+        delay = o.held_chunk_delay_ms
+        upstream = Upstream.start(options.latency_ms, o.held_chunks, delay)
+        try:
+            label = (
+                f"{o.held_streams} held open: starts over {o.held_ramp:g} s, "
+                f"{o.held_chunks} chunks {delay:g} ms apart"
+            )
+            await bench.streams(
+                upstream,
+                o.held_streams,
+                "",
+                chunks=o.held_chunks,
+                ramp=o.held_ramp,
+                label=label,
+                # Minutes-long runs: the first of 5,000 streams weigh nothing in them.
+                floor_runs=1,
+                warm_up=False,
+            )
         finally:
             upstream.stop()
 
