@@ -41,7 +41,7 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-## bench: the service's overhead over a fake OpenAI upstream: turns/s, latency, streams, memory (~9 min; BENCH_ARGS="--quick" for ~3 min)
+## bench: the service's overhead over a fake OpenAI upstream: turns/s, latency, streams, memory (~14 min; BENCH_ARGS="--quick" for ~3 min)
 bench: $(STAMP)
 	$(BIN)/python bench/overhead.py $(BENCH_ARGS)
 
