@@ -13,7 +13,9 @@ Prints, for 1 and 2 workers: non-streaming turns/s and overhead p50/p99 at concu
 time-to-first-token overhead, total stream time, peak server memory and memory per open
 stream; 5,000 twice: with the service's default wait for a database connection (a start that
 waits longer is refused, 503) and with starts allowed to wait 60 s; and 5,000 streams held
-open together (starts spread over 40 s, 45 chunks 2 s apart). Every row also gives the
+open together (starts spread over 40 s, 45 chunks 2 s apart); and one worker at 1 and 16
+clients in front of an upstream that answers at once (the setting of the issue's yardstick,
+a widely used gateway measured in front of a zero-latency fake). Every row also gives the
 CPU the service's workers spent per turn (or per completed stream), read from /proc: on a
 shared 2-core machine throughput and latency drift between runs, CPU per turn much less.
 
@@ -167,7 +169,16 @@ class Bench:
             self.floor_cache[key] = await run_load([*base, *load])
         return self.floor_cache[key]
 
-    async def turns(self, upstream: Upstream, workers: int, auth: bool, levels: list[int]) -> None:
+    async def turns(
+        self,
+        upstream: Upstream,
+        workers: int,
+        auth: bool,
+        levels: list[int],
+        *,
+        rates: str | None = None,
+        note: str = "",
+    ) -> None:
         o = self.options
         async with fresh_database() as database_url:
             server = Server.start(service_env(database_url, upstream, workers, auth))
@@ -178,12 +189,14 @@ class Bench:
                     base += ["--api-key", api_key_for(database_url)]
                 label = (
                     f"{workers} worker{'s' if workers > 1 else ''}, auth {'on' if auth else 'off'}"
+                    + note
                 )
                 loads = [
                     (f"c={c}", ["--mode", "closed", f"--concurrency={c}", f"--seconds={o.seconds}"])
                     for c in levels
                 ]
-                for rate in (float(r) for r in o.rates.split(",")):
+                chosen_rates = o.rates if rates is None else rates
+                for rate in (float(r) for r in filter(None, chosen_rates.split(","))):
                     loads.append((f"{rate:g}/s", ["--mode", "open", f"--rate={rate}"]))
                 for name, load in loads:
                     rate = float(name[:-2]) if "open" in load else 0
@@ -305,6 +318,11 @@ async def main() -> None:
     parser.add_argument("--held-chunks", type=int, default=45)
     parser.add_argument("--held-chunk-delay-ms", type=float, default=2000)
     parser.add_argument("--auth-off", action="store_true", help="also 1 worker with auth off")
+    parser.add_argument(
+        "--zero-latency-levels",
+        default="1,16",
+        help="also these concurrencies, 1 worker, against an upstream that answers at once",
+    )
     parser.add_argument("--no-turns", action="store_true")
     parser.add_argument("--no-streams", action="store_true")
     options = parser.parse_args()
@@ -338,6 +356,14 @@ async def main() -> None:
                 await bench.turns(upstream, 1, False, [16])
         finally:
             upstream.stop()
+        if o.zero_latency_levels:
+            # The yardstick: a gateway measured in front of a zero-latency fake.
+            upstream = Upstream.start(0, options.chunks, 0)
+            try:
+                levels = [int(x) for x in o.zero_latency_levels.split(",")]
+                await bench.turns(upstream, 1, True, levels, rates="", note=", upstream 0 ms")
+            finally:
+                upstream.stop()
     if not options.no_streams:
         upstream = Upstream.start(options.latency_ms, options.chunks, options.chunk_delay_ms)
         try:

@@ -13,9 +13,8 @@ import argparse
 import asyncio
 import os
 import statistics
-import time
 
-import httpx
+from load import Target, closed_loop
 from server import Server, fresh_database, percentile
 
 
@@ -23,35 +22,21 @@ async def run_level(
     base_url: str, concurrency: int, turns: int, turns_per_conversation: int
 ) -> tuple[float, list[float]]:
     """Time `turns` turns from `concurrency` clients; each starts a new conversation every
-    `turns_per_conversation` turns, so the history a turn reads stays chat-sized."""
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=60) as http:
-        latencies: list[float] = []
-        remaining = turns
+    `turns_per_conversation` turns, so the history a turn reads stays chat-sized.
 
-        async def worker() -> None:
-            nonlocal remaining
-            conversation_id = ""
-            done = 0
-            while remaining > 0:
-                remaining -= 1
-                if done % turns_per_conversation == 0:
-                    created = await http.post("/api/v1/conversations", json={"title": "bench"})
-                    conversation_id = created.json()["id"]
-                done += 1
-                started = time.perf_counter()
-                response = await http.post(
-                    f"/api/v1/conversations/{conversation_id}/messages",
-                    json={"content": f"benchmark turn {remaining}"},
-                )
-                latencies.append(time.perf_counter() - started)
-                if response.status_code != 201:
-                    raise SystemExit(f"turn failed: {response.status_code} {response.text}")
-
-        began = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - began
-    return turns / elapsed, latencies
+    The clients are bench/load.py's raw asyncio HTTP/1.1 ones: an httpx client in this
+    process spent more CPU per request than the server, and at 64 clients it, not the
+    server, set the rate (101 turns/s against 431-458 with these).
+    """
+    target = Target(base_url, "service", None, turns_per_conversation)
+    result = await closed_loop(target, concurrency, turns, seconds=3600)
+    if result["failed"]:
+        raise SystemExit(f"turn failed: {result['failure']}")
+    latencies = result["latencies"]
+    assert isinstance(latencies, list)
+    rate = result["rate"]
+    assert isinstance(rate, float)
+    return rate, latencies
 
 
 async def main() -> None:
