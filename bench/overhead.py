@@ -350,7 +350,7 @@ async def main() -> None:
             )
             bench.emit("|---|---|---|---|---|---|---|---|")
             levels = [int(x) for x in options.levels.split(",")]
-            for workers in (int(x) for x in options.workers.split(",")):
+            for workers in (int(x) for x in filter(None, options.workers.split(","))):
                 await bench.turns(upstream, workers, True, levels)
             if options.auth_off:
                 await bench.turns(upstream, 1, False, [16])
