@@ -88,6 +88,14 @@ OPEN_STREAMS = Gauge(
     "Server-sent event streams being written to clients",
     multiprocess_mode="livesum",
 )
+# A streamed reply holds an upstream connection for its whole length: against
+# PROVIDER_MAX_CONNECTIONS (per worker), this shows how close a provider's pool is to full.
+PROVIDER_CALLS_IN_FLIGHT = Gauge(
+    "chat_api_provider_calls_in_flight",
+    "Provider calls running (retries and their waits included), by provider",
+    ["provider"],
+    multiprocess_mode="livesum",
+)
 DB_POOL_IN_USE = Gauge(
     "chat_api_db_pool_connections_in_use",
     "Database connections checked out of the pool",

@@ -75,6 +75,10 @@ class InstrumentedProvider(WrappingProvider):
     tracer: trace.Tracer | None = None
     clock: Callable[[], float] = field(default=time.perf_counter, repr=False)
 
+    def __post_init__(self) -> None:
+        # The gauge's child for this provider, looked up once rather than on every call.
+        self.in_flight = metrics.PROVIDER_CALLS_IN_FLIGHT.labels(self.name)
+
     async def complete(self, request: ChatRequest) -> WholeReply:
         """One call, measured as a stream is. The first token arrives with the whole reply,
         so the time to first token is the call's latency (none for an empty reply)."""
@@ -131,6 +135,7 @@ class _Call:
         self.started = owner.clock()
         self.first_token_at: float | None = None
         self.recorded = False
+        owner.in_flight.inc()  # given back when the call is recorded, however it ends
         self.retries = _CallRetries()
         _current_retries.set(self.retries)
         self.span = (
@@ -208,6 +213,7 @@ class _Call:
         finish_reason: str | None = None,
     ) -> None:
         self.recorded = True
+        self.owner.in_flight.dec()
         ended = self.clock()
         duration_s = ended - self.started
         ttft_s = None if self.first_token_at is None else self.first_token_at - self.started

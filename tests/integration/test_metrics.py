@@ -189,6 +189,42 @@ class TestOpenStreams:
         assert value(await scrape(client), "chat_api_open_streams") == start
 
 
+class TestProviderCallsInFlight:
+    async def test_a_running_call_is_counted_until_it_ends(
+        self, start_app: StartApp, settings: Settings
+    ) -> None:
+        provider = StallingProvider()
+        client = await start_app(settings, providers=registry_with(provider))
+        conversation = await create_conversation(client, provider=FAKE_PROVIDER, model=FAKE_MODEL)
+        name = "chat_api_provider_calls_in_flight"
+        start = value(await scrape(client), name, provider=FAKE_PROVIDER)
+
+        turn = asyncio.create_task(send_message(client, conversation["id"], "Hold on"))
+        await asyncio.wait_for(provider.wait_until_entered(1), 5)
+        assert value(await scrape(client), name, provider=FAKE_PROVIDER) == start + 1
+        provider.release()
+        await turn
+
+        assert value(await scrape(client), name, provider=FAKE_PROVIDER) == start
+
+    async def test_a_failed_call_gives_its_place_back(
+        self, start_app: StartApp, settings: Settings
+    ) -> None:
+        client = await start_app(
+            settings, providers=registry_with(FailingProvider(UpstreamError("down")))
+        )
+        conversation = await create_conversation(client, provider=FAKE_PROVIDER, model=FAKE_MODEL)
+        name = "chat_api_provider_calls_in_flight"
+        start = value(await scrape(client), name, provider=FAKE_PROVIDER)
+
+        response = await client.post(
+            f"/api/v1/conversations/{conversation['id']}/messages", json={"content": "Hi"}
+        )
+
+        assert response.status_code == 502
+        assert value(await scrape(client), name, provider=FAKE_PROVIDER) == start
+
+
 class TestDatabasePool:
     async def test_connections_in_use_follow_checkouts_and_returns(
         self, make_settings: MakeSettings
