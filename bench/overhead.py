@@ -326,7 +326,6 @@ async def main() -> None:
     parser.add_argument("--no-turns", action="store_true")
     parser.add_argument("--no-streams", action="store_true")
     options = parser.parse_args()
-    o = options
     if options.quick:
         options.seconds = min(options.seconds, 3)
         options.streams = "1000"
@@ -356,11 +355,11 @@ async def main() -> None:
                 await bench.turns(upstream, 1, False, [16])
         finally:
             upstream.stop()
-        if o.zero_latency_levels:
+        if options.zero_latency_levels:
             # The yardstick: a gateway measured in front of a zero-latency fake.
             upstream = Upstream.start(0, options.chunks, 0)
             try:
-                levels = [int(x) for x in o.zero_latency_levels.split(",")]
+                levels = [int(x) for x in options.zero_latency_levels.split(",")]
                 await bench.turns(upstream, 1, True, levels, rates="", note=", upstream 0 ms")
             finally:
                 upstream.stop()
@@ -378,24 +377,24 @@ async def main() -> None:
             for entry in filter(None, options.streams.split(",")):
                 clients, _, pool_wait_s = entry.partition(":")
                 await bench.streams(
-                    upstream, int(clients), pool_wait_s, chunks=o.chunks, ramp=o.ramp
+                    upstream, int(clients), pool_wait_s, chunks=options.chunks, ramp=options.ramp
                 )
         finally:
             upstream.stop()
-    if not options.no_streams and o.held_streams:
-        delay = o.held_chunk_delay_ms
-        upstream = Upstream.start(options.latency_ms, o.held_chunks, delay)
+    if not options.no_streams and options.held_streams:
+        delay = options.held_chunk_delay_ms
+        upstream = Upstream.start(options.latency_ms, options.held_chunks, delay)
         try:
             label = (
-                f"{o.held_streams} held open: starts over {o.held_ramp:g} s, "
-                f"{o.held_chunks} chunks {delay:g} ms apart"
+                f"{options.held_streams} held open: starts over {options.held_ramp:g} s, "
+                f"{options.held_chunks} chunks {delay:g} ms apart"
             )
             await bench.streams(
                 upstream,
-                o.held_streams,
+                options.held_streams,
                 "",
-                chunks=o.held_chunks,
-                ramp=o.held_ramp,
+                chunks=options.held_chunks,
+                ramp=options.held_ramp,
                 label=label,
                 # Minutes-long runs: the first of 5,000 streams weigh nothing in them.
                 floor_runs=1,

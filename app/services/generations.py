@@ -74,7 +74,6 @@ class Generations:
     ) -> None:
         self._ctx = ctx
         self._events = events
-        self.partials = ctx.partials
         self._redis = redis
         self._running: dict[UUID, _Running] = {}
 
@@ -174,7 +173,7 @@ class Generations:
         reply_id = reply.id
         generation = Generation()
         started = monotonic_ms()
-        self.partials.track(reply_id, generation)
+        self._ctx.partials.track(reply_id, generation)
         failure: ChatAPIError
         try:
             async with asyncio.timeout(self._ctx.generation_timeout_s):
@@ -230,7 +229,7 @@ class Generations:
 
     def _storing(self, reply_id: UUID) -> _Running | None:
         """From here on the generation only stores its outcome: cancels wait for it instead."""
-        self.partials.forget(reply_id)
+        self._ctx.partials.forget(reply_id)
         running = self._running.get(reply_id)
         if running is not None:
             running.storing = True

@@ -171,8 +171,7 @@ class _Listener:
                 if not lost.is_set():
                     await connection.fetchval("SELECT 1", timeout=5)
         finally:
-            self.keys.trust(False)
-            connection.terminate()
+            connection.terminate()  # `run` stops trusting the cache, whatever ended this
 
 
 async def _connect(engine: AsyncEngine) -> Any:

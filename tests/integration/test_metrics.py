@@ -164,16 +164,24 @@ class TestRejections:
         assert delta(before, after, "chat_api_rejections_total", code="rate_limited") == 0
 
 
+async def stalling_app(
+    start_app: StartApp, settings: Settings
+) -> tuple[httpx.AsyncClient, StallingProvider, str]:
+    """An app whose one provider holds every call until released, and a conversation on it."""
+    provider = StallingProvider()
+    client = await start_app(settings, providers=registry_with(provider))
+    conversation = await create_conversation(client, provider=FAKE_PROVIDER, model=FAKE_MODEL)
+    return client, provider, conversation["id"]
+
+
 class TestOpenStreams:
     async def test_a_stream_holds_the_gauge_up_while_open_and_gives_it_back_when_done(
         self, start_app: StartApp, settings: Settings
     ) -> None:
-        provider = StallingProvider()
-        client = await start_app(settings, providers=registry_with(provider))
-        conversation = await create_conversation(client, provider=FAKE_PROVIDER, model=FAKE_MODEL)
+        client, provider, conversation_id = await stalling_app(start_app, settings)
         start = value(await scrape(client), "chat_api_open_streams")
 
-        reading = asyncio.create_task(stream_message(client, conversation["id"], "Stream me"))
+        reading = asyncio.create_task(stream_message(client, conversation_id, "Stream me"))
         await asyncio.wait_for(provider.wait_until_entered(1), 5)
         # The body starts just after the provider is called: poll until it has.
         for _ in range(500):
@@ -193,13 +201,11 @@ class TestProviderCallsInFlight:
     async def test_a_running_call_is_counted_until_it_ends(
         self, start_app: StartApp, settings: Settings
     ) -> None:
-        provider = StallingProvider()
-        client = await start_app(settings, providers=registry_with(provider))
-        conversation = await create_conversation(client, provider=FAKE_PROVIDER, model=FAKE_MODEL)
+        client, provider, conversation_id = await stalling_app(start_app, settings)
         name = "chat_api_provider_calls_in_flight"
         start = value(await scrape(client), name, provider=FAKE_PROVIDER)
 
-        turn = asyncio.create_task(send_message(client, conversation["id"], "Hold on"))
+        turn = asyncio.create_task(send_message(client, conversation_id, "Hold on"))
         await asyncio.wait_for(provider.wait_until_entered(1), 5)
         assert value(await scrape(client), name, provider=FAKE_PROVIDER) == start + 1
         provider.release()
