@@ -50,9 +50,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db.base import utcnow
 from app.db.driver import Statements
 from app.db.models import Conversation, Message, MessageRole, MessageStatus, UserMonthlyUsage
-from app.db.rows import column_values, columns_of, with_defaults
+from app.db.rows import column_values, with_defaults
 from app.providers.base import Usage
-from app.repositories.conversations import CHARGE_TOTALS, ConversationRepo, TurnConversation
+from app.repositories.conversations import (
+    CHARGE_TOTALS,
+    INSERT_CONVERSATION,
+    ConversationRepo,
+    TurnConversation,
+    conversation_params,
+)
 from app.repositories.messages import (
     COLUMN_OF,
     MUTABLE_COLUMNS,
@@ -176,7 +182,7 @@ class TurnRepo:
             if not await MessageRepo(self.session).claim_generation(*messages):
                 raise RuntimeError("a new conversation cannot have a running reply")
             return
-        params = {f"c_{column}": value for column, value in column_values(conversation).items()}
+        params = conversation_params(conversation)
         params.update(_message_params(messages))
         await self.statements.rows(_START, params)
 
@@ -357,17 +363,7 @@ _CLAIM = _inserted_messages(_COUNT_IF_UNCHANGED.returning(_c.id).cte("counted"))
 
 # Postgres: a new conversation and its first messages, `WITH started AS (INSERT INTO
 # conversations ... RETURNING id) INSERT INTO messages SELECT ... FROM started, unnest(...)`.
-_START = _inserted_messages(
-    insert(_CONVERSATIONS)
-    .values(
-        {
-            column: bindparam(f"c_{column}", type_=_c[column].type)
-            for column in columns_of(Conversation).values()
-        }
-    )
-    .returning(_c.id)
-    .cte("started")
-)
+_START = _inserted_messages(INSERT_CONVERSATION.returning(_c.id).cte("started"))
 
 
 def _complete_statement() -> Select[Any]:

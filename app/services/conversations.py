@@ -9,10 +9,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.security import Principal
 from app.db.base import utcnow
+from app.db.driver import Statements
 from app.db.models import Conversation, Message
 from app.errors import ConversationNotFound
 from app.providers.registry import ProviderRegistry
-from app.repositories.conversations import ConversationRepo
+from app.repositories.conversations import ConversationRepo, insert_conversation
 from app.repositories.messages import MessageRepo
 from app.schemas.conversations import ConversationCreate, ConversationUpdate
 
@@ -28,12 +29,15 @@ async def get_owned(
 
 
 async def create(
-    session: AsyncSession,
+    run: Statements,
     principal: Principal,
     body: ConversationCreate,
     registry: ProviderRegistry,
 ) -> Conversation:
-    """Store a new conversation; its provider and model defaults must be ones we can serve."""
+    """Store a new conversation; its provider and model defaults must be ones we can serve.
+
+    `run`: the driver for a lone insert (one statement), or a session whose transaction
+    also holds an `Idempotency-Key`'s claim and response."""
     if body.provider is not None or body.model is not None:
         registry.resolve(body.provider, body.model)
     now = utcnow()
@@ -47,7 +51,8 @@ async def create(
         created_at=now,
         updated_at=now,
     )
-    return await ConversationRepo(session).add(conversation)
+    await insert_conversation(run, conversation)
+    return conversation
 
 
 async def list_page(

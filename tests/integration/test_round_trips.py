@@ -216,3 +216,33 @@ class TestRoundTrips:
             claiming = ["SELECT conversations", "UPDATE conversations + INSERT messages"]
         assert started == [*creating, *completing]
         assert appended == [*claiming, *completing]
+
+    async def test_a_conversation_is_created_by_one_statement(
+        self, client: httpx.AsyncClient, settings: Settings, state_of: StateOf
+    ) -> None:
+        with counted_round_trips(client, state_of) as sent:
+            response = await client.post("/api/v1/conversations", json={"title": "count me"})
+
+        assert response.status_code == 201, response.text
+        created = await client.get(f"/api/v1/conversations/{response.json()['id']}")
+        assert created.json()["title"] == "count me"
+        assert created.json()["message_count"] == 0
+        # Atomic alone: on Postgres no transaction around it.
+        insert = ["INSERT conversations"]
+        assert sent == (["BEGIN", *insert, "COMMIT"] if settings.is_sqlite else insert)
+
+    async def test_a_keyed_conversation_commits_with_its_key_in_one_transaction(
+        self, client: httpx.AsyncClient, state_of: StateOf
+    ) -> None:
+        with counted_round_trips(client, state_of) as sent:
+            response = await client.post(
+                "/api/v1/conversations",
+                json={"title": "count me"},
+                headers={"Idempotency-Key": "round-trips-conversation"},
+            )
+
+        assert response.status_code == 201, response.text
+        assert sent == [
+            *("BEGIN", "INSERT idempotency_keys", "INSERT conversations"),
+            *("UPDATE idempotency_keys", "COMMIT"),
+        ]

@@ -7,9 +7,17 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 from fastapi.responses import JSONResponse
 
-from app.api.deps import CurrentUser, OwnedConversation, ProvidersDep, SessionDep
+from app.api.deps import (
+    CurrentUser,
+    OwnedConversation,
+    ProvidersDep,
+    SessionDep,
+    SessionFactoryDep,
+)
 from app.api.idempotency import IdempotencyDep, replayed
 from app.api.v1.openapi import problems
+from app.db.driver import SessionStatements, Statements, statements
+from app.db.session import unit_of_work
 from app.schemas.common import Page, StorableText
 from app.schemas.conversations import (
     ConversationCreate,
@@ -28,20 +36,27 @@ router = APIRouter(prefix="/conversations", tags=["conversations"])
 )
 async def create_conversation(
     idempotency: IdempotencyDep,
-    session: SessionDep,
+    sessionmaker: SessionFactoryDep,
     principal: CurrentUser,
     registry: ProvidersDep,
     body: ConversationCreate | None = None,
 ) -> ConversationRead | JSONResponse:
     """`Idempotency-Key` makes a retry return the first response instead of a second row."""
 
-    async def create() -> ConversationRead:
-        conversation = await service.create(
-            session, principal, body or ConversationCreate(), registry
-        )
+    async def create(run: Statements) -> ConversationRead:
+        conversation = await service.create(run, principal, body or ConversationCreate(), registry)
         return ConversationRead.model_validate(conversation)
 
-    return replayed(await idempotency.run(create, status=201, session=session))
+    if idempotency.key is None:
+        # One INSERT, atomic alone: on Postgres no session and no BEGIN/COMMIT around it.
+        async with statements(sessionmaker, single_statements=True) as run:
+            return await create(run)
+    # The key's claim, the row and the stored response commit together, before the 201.
+    async with unit_of_work(sessionmaker) as session:
+        created = await idempotency.run(
+            lambda: create(SessionStatements(session)), status=201, session=session
+        )
+    return replayed(created)
 
 
 @router.get("", response_model=Page[ConversationRead], responses=problems(422))
