@@ -19,7 +19,9 @@ from app.providers.base import Usage
 
 def month_of(moment: datetime) -> str:
     """The calendar month (UTC) a charge belongs to, as stored: `2026-11`."""
-    return moment.strftime("%Y-%m")
+    # Not strftime: it goes through a time tuple and the C library (~2 us a call, twice a
+    # turn, 1 % of a turn's CPU in the profile); this is a quarter of that.
+    return f"{moment.year:04d}-{moment.month:02d}"
 
 
 class UserUsageRepo:
