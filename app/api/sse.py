@@ -15,7 +15,7 @@ from app.services.streams import RETRY_MS, StreamItem
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-class _EventStreamResponse(StreamingResponse):
+class EventStreamResponse(StreamingResponse):
     """A StreamingResponse that stops when the client leaves, at less cost per open stream.
 
     Under uvicorn (ASGI spec 2.3) Starlette runs the body in an anyio task group beside a
@@ -79,4 +79,4 @@ def event_stream(items: AsyncIterator[StreamItem]) -> StreamingResponse:
             # Also when the body is cancelled because the client left.
             metrics.OPEN_STREAMS.dec()
 
-    return _EventStreamResponse(frames(), media_type="text/event-stream", headers=SSE_HEADERS)
+    return EventStreamResponse(frames(), media_type="text/event-stream", headers=SSE_HEADERS)

@@ -8,20 +8,11 @@ from uuid import UUID
 from fastapi import APIRouter, Header, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from app.api.deps import (
-    CurrentUser,
-    GenerationsDep,
-    PricesDep,
-    ProvidersDep,
-    QuotasDep,
-    SessionFactoryDep,
-    SettingsDep,
-    TurnsDep,
-)
+from app.api.deps import CurrentUser, TurnServicesDep
 from app.api.idempotency import REPLAYED_HEADER, IdempotencyDep
 from app.api.openai_compat.openapi import openai_errors
 from app.api.openai_compat.streaming import completion_chunks
-from app.api.sse import SSE_HEADERS
+from app.api.sse import SSE_HEADERS, EventStreamResponse
 from app.schemas.openai_compat import ChatCompletion, ChatCompletionCreate
 from app.services import streams
 from app.services.chat_completions import (
@@ -60,13 +51,7 @@ async def create_chat_completion(
     response: Response,
     idempotency: IdempotencyDep,
     principal: CurrentUser,
-    turns: TurnsDep,
-    generations: GenerationsDep,
-    registry: ProvidersDep,
-    prices: PricesDep,
-    sessionmaker: SessionFactoryDep,
-    settings: SettingsDep,
-    quotas: QuotasDep,
+    services: TurnServicesDep,
     conversation_id: Annotated[UUID | None, Header(alias=CONVERSATION_HEADER)] = None,
 ) -> ChatCompletion | JSONResponse | StreamingResponse:
     """Answer with the model the name routes to; store and charge the call as a turn.
@@ -77,7 +62,10 @@ async def create_chat_completion(
     `chat.completion.chunk` events ending with `data: [DONE]`; it is stored and charged even
     if the client leaves.
     """
-    turn = plan_turn(route_model(registry, prices, body.model), body, conversation_id)
+    turn = plan_turn(
+        route_model(services.registry, services.prices, body.model), body, conversation_id
+    )
+    turns, generations, quotas = services.turns, services.generations, services.quotas
     if body.stream:
         async with quotas.opening_stream(principal.user_id) as slot:
             started = await quotas.start_generation(
@@ -99,13 +87,13 @@ async def create_chat_completion(
             )
             items = streams.read_reply(
                 generations.events,
-                sessionmaker,
+                services.sessionmaker,
                 reply_id,
                 after=0,
-                heartbeat_s=settings.stream_heartbeat_seconds,
+                heartbeat_s=services.settings.stream_heartbeat_seconds,
             )
         include_usage = body.stream_options is not None and body.stream_options.include_usage
-        return StreamingResponse(
+        return EventStreamResponse(
             completion_chunks(released_after(items, slot), reply_id, include_usage=include_usage),
             media_type="text/event-stream",
             headers={**SSE_HEADERS, CONVERSATION_HEADER: str(into)},

@@ -8,16 +8,7 @@ from uuid import UUID
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from app.api.deps import (
-    CurrentUser,
-    GenerationsDep,
-    OwnedConversation,
-    QuotasDep,
-    SessionDep,
-    SessionFactoryDep,
-    SettingsDep,
-    TurnsDep,
-)
+from app.api.deps import CurrentUser, OwnedConversation, SessionDep, TurnServicesDep
 from app.api.idempotency import IdempotencyDep, replayed
 from app.api.sse import event_stream
 from app.api.v1.openapi import problems
@@ -42,11 +33,7 @@ async def send_message(
     body: MessageCreate,
     idempotency: IdempotencyDep,
     principal: CurrentUser,
-    turns: TurnsDep,
-    generations: GenerationsDep,
-    sessionmaker: SessionFactoryDep,
-    settings: SettingsDep,
-    quotas: QuotasDep,
+    services: TurnServicesDep,
     accept: Annotated[str, Header()] = "",
 ) -> TurnResult | StreamingResponse | JSONResponse:
     """Store the message, get the reply from the model, store and charge it, return both.
@@ -57,6 +44,7 @@ async def send_message(
     """
     # No request session here: the turn opens its own short transactions so that no
     # connection is held while the provider is thinking.
+    quotas, generations = services.quotas, services.generations
     if body.stream or "text/event-stream" in accept:
         async with quotas.opening_stream(principal.user_id) as slot:
             started = await quotas.start_generation(
@@ -72,15 +60,17 @@ async def send_message(
             )
             items = streams.read_reply(
                 generations.events,
-                sessionmaker,
+                services.sessionmaker,
                 streams.started_reply_id(started),
                 after=0,
-                heartbeat_s=settings.stream_heartbeat_seconds,
+                heartbeat_s=services.settings.stream_heartbeat_seconds,
             )
         return event_stream(released_after(items, slot))
     async with quotas.generations.holding(principal.user_id):
         turn = await idempotency.run_durably(
-            lambda record: take_turn(turns, principal, conversation_id, body, record=record),
+            lambda record: take_turn(
+                services.turns, principal, conversation_id, body, record=record
+            ),
             status=201,
         )
     return replayed(turn)
