@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.core import metrics
+from app.db.unavailable import is_unavailable
 from app.errors import ChatAPIError
 
 log = structlog.get_logger(__name__)
@@ -161,12 +162,16 @@ async def _database_unavailable(request: Request, exc: Exception) -> JSONRespons
 
 
 async def _database_error(request: Request, exc: Exception) -> JSONResponse:
-    """Any other driver error: a lost connection is a 503 like the rest, anything else a 500.
+    """Any other driver error: a lost connection or a database that turns work away is a
+    503 like the rest, anything else a 500.
 
     asyncpg reports some connection failures as plain server errors (class 08, an admin
-    shutdown), which SQLAlchemy wraps as a bare `DBAPIError` marked `connection_invalidated`.
+    shutdown), which SQLAlchemy wraps as a bare `DBAPIError` marked `connection_invalidated`;
+    a refused new connection (too many clients, starting up) as one with that SQLSTATE.
     """
-    if isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.connection_invalidated:
+    if isinstance(exc, sqlalchemy.exc.DBAPIError) and (
+        exc.connection_invalidated or is_unavailable(exc)
+    ):
         return await _database_unavailable(request, exc)
     raise exc
 

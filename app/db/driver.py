@@ -174,6 +174,29 @@ def runs_on_driver(sessionmaker: async_sessionmaker[AsyncSession]) -> bool:
     return engine_of(sessionmaker).dialect.name == "postgresql"
 
 
+async def checkout(engine: AsyncEngine) -> PoolProxiedConnection:
+    """A pooled connection; if the database refuses a new one, the error a session raises.
+
+    `raw_connection()` lets the driver's own error through when the database turns a new
+    connection away (too many clients, starting up): a bare DBAPI error the API would answer
+    with a 500, and that a reply's outcome would not wait out. A session's checkout wraps it
+    as a `sqlalchemy.exc.DBAPIError`; so does this, the same way.
+    """
+    try:
+        return await engine.raw_connection()
+    except engine.dialect.loaded_dbapi.Error as error:
+        dialect = engine.dialect
+        raise sqlalchemy.exc.DBAPIError.instance(
+            None,
+            None,
+            error,
+            dialect.loaded_dbapi.Error,
+            hide_parameters=True,
+            connection_invalidated=dialect.is_disconnect(error, None, None),
+            dialect=dialect,
+        ) from error
+
+
 @asynccontextmanager
 async def driver_connection(
     engine: AsyncEngine, pooled: PoolProxiedConnection | None = None
@@ -185,7 +208,7 @@ async def driver_connection(
     discarded rather than reused.
     """
     if pooled is None:
-        pooled = await engine.raw_connection()
+        pooled = await checkout(engine)
     try:
         yield DriverConnection(pooled, engine)
     except BaseException as error:

@@ -21,10 +21,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.db.driver import (
     SessionStatements,
     Statements,
+    checkout,
     driver_connection,
     engine_of,
     runs_on_driver,
 )
+from app.db.unavailable import is_unavailable
 
 log = structlog.get_logger(__name__)
 
@@ -43,6 +45,12 @@ _NOT_CONNECTED: tuple[type[Exception], ...] = (
 )
 
 
+def _not_connected(error: Exception) -> bool:
+    # Postgres turning a connection away (too many clients: SQLSTATE 53300, starting up:
+    # 57P03) arrives as a plain DBAPIError: its SQLSTATE says it is the database's moment.
+    return isinstance(error, _NOT_CONNECTED) or is_unavailable(error)
+
+
 @asynccontextmanager
 async def durable_statements(
     sessionmaker: async_sessionmaker[AsyncSession],
@@ -53,7 +61,7 @@ async def durable_statements(
     """`app.db.driver.statements`, waiting out a busy pool or outage the same way."""
     if single_statements and runs_on_driver(sessionmaker):
         engine = engine_of(sessionmaker)
-        pooled = await _retrying(engine.raw_connection, retry_delays_s)
+        pooled = await _retrying(lambda: checkout(engine), retry_delays_s)
         async with driver_connection(engine, pooled) as connection:
             yield connection
     else:
@@ -93,8 +101,8 @@ async def _retrying(connect: Callable[[], Awaitable[T]], retry_delays_s: tuple[f
     while True:
         try:
             return await connect()
-        except _NOT_CONNECTED as error:
-            delay = next(delays, None)
+        except Exception as error:
+            delay = next(delays, None) if _not_connected(error) else None
             if delay is None:
                 raise
             log.warning(

@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-from collections.abc import Callable
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
 
+import asyncpg
 import httpx
 import pytest
 import sqlalchemy.exc
 from asgi_lifespan import LifespanManager
+from sqlalchemy import literal, select
 
 from app.core.config import Settings
+from app.db.durable import durable_statements
+from app.db.session import create_engine, make_sessionmaker
 from app.main import create_app
+from tests.databases import POSTGRES_ADMIN_DSN, unavailable
 
 
 class CapturedLines(logging.Handler):
@@ -125,3 +133,89 @@ class TestDatabaseOutage:
         assert response.status_code == 503
         assert response.json()["code"] == "not_ready"
         assert response.headers["retry-after"] == "5"
+
+
+@pytest.fixture
+async def refused_url() -> AsyncIterator[tuple[str, str]]:
+    """A Postgres URL whose every new connection is turned away by the server itself
+    (SQLSTATE 53300, as `too many clients`): a role allowed no connections at all.
+    Yields the URL and the role, so a test may let it in again."""
+    role = f"chat_api_refused_{uuid.uuid4().hex[:8]}"
+    try:
+        admin = await asyncpg.connect(POSTGRES_ADMIN_DSN, timeout=5)
+    except (OSError, asyncpg.PostgresError) as error:
+        unavailable("Postgres", error)
+        raise
+    try:
+        await admin.execute(f'CREATE ROLE "{role}" LOGIN CONNECTION LIMIT 0')
+        base = POSTGRES_ADMIN_DSN.rsplit("/", 1)[0].split("@", 1)[1]
+        yield f"postgresql+asyncpg://{role}@{base}/postgres", role
+    finally:
+        await admin.execute(f'DROP ROLE IF EXISTS "{role}"')
+        await admin.close()
+
+
+def _settings_for(url: str) -> Settings:
+    return Settings(
+        _env_file=None, database_url=url, app_env="test", log_format="json", auth_enabled=False
+    )
+
+
+class TestDatabaseRefusingConnections:
+    @pytest.mark.parametrize(
+        ("method", "path"),
+        [
+            ("GET", "/api/v1/conversations"),  # a session
+            ("POST", "/api/v1/conversations"),  # the driver: one statement
+            ("POST", "/api/v1/conversations/0192f5b0-0000-7000-8000-000000000000/messages"),
+        ],
+    )
+    async def test_a_database_turning_connections_away_is_a_quick_503_not_a_500(
+        self, refused_url: tuple[str, str], method: str, path: str
+    ) -> None:
+        url, _ = refused_url
+        app = create_app(_settings_for(url))
+        body = {"content": "hello"} if path.endswith("messages") else {}
+        async with (
+            LifespanManager(app) as manager,
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=manager.app, raise_app_exceptions=False),
+                base_url="http://testserver",
+            ) as client,
+        ):
+            response = await client.request(method, path, json=body)
+
+        assert response.status_code == 503, response.text
+        assert response.json()["code"] == "not_ready"
+        assert response.headers["retry-after"] == "5"
+
+    @pytest.mark.parametrize("single_statements", [True, False], ids=["driver", "session"])
+    async def test_storing_an_outcome_waits_until_the_database_lets_it_in(
+        self, refused_url: tuple[str, str], single_statements: bool
+    ) -> None:
+        url, role = refused_url
+        engine = create_engine(_settings_for(url))
+        refused_for_s = 1.0
+
+        async def let_in_later() -> None:
+            await asyncio.sleep(refused_for_s)
+            admin = await asyncpg.connect(POSTGRES_ADMIN_DSN, timeout=5)
+            try:
+                await admin.execute(f'ALTER ROLE "{role}" CONNECTION LIMIT -1')
+            finally:
+                await admin.close()
+
+        letting_in = asyncio.create_task(let_in_later())
+        started = time.monotonic()
+        try:
+            async with durable_statements(
+                make_sessionmaker(engine), (0.2,) * 50, single_statements=single_statements
+            ) as run:
+                rows = await run.rows(select(literal(42)), {})
+        finally:
+            await letting_in
+            await engine.dispose()
+
+        assert [tuple(row) for row in rows] == [(42,)]
+        # It waited for the role to be let in, rather than failing at the first refusal.
+        assert time.monotonic() - started >= refused_for_s
