@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from app.core.config import Settings
+from app.db.fair_pool import FairAsyncQueuePool
 
 
 def create_engine(settings: Settings, **overrides: Any) -> AsyncEngine:
@@ -29,6 +30,8 @@ def create_engine(settings: Settings, **overrides: Any) -> AsyncEngine:
         "pool_recycle": 1800,
         # A busy pool refuses a request (503) after this, rather than queueing it for long.
         "pool_timeout": settings.db_pool_timeout_seconds,
+        # ...and serves the requests waiting for it in the order they came.
+        "poolclass": FairAsyncQueuePool,
         "connect_args": {"timeout": 5, "command_timeout": 30},
     }
     options.update(overrides)
@@ -44,6 +47,7 @@ def _sqlite_engine(settings: Settings, **overrides: Any) -> AsyncEngine:
             pool_size=settings.db_pool_size,
             max_overflow=settings.db_max_overflow,
             pool_timeout=settings.db_pool_timeout_seconds,
+            poolclass=FairAsyncQueuePool,
         )
     options.update(overrides)
     engine = create_async_engine(settings.database_url, **options)
