@@ -41,6 +41,8 @@ class EventStreamResponse(StreamingResponse):
                 task.cancel()
 
         watcher = asyncio.create_task(watch())
+        # Every SSE response counts, /api/v1's and /v1/chat/completions' alike.
+        metrics.OPEN_STREAMS.inc()
         try:
             await self.stream_response(send)
         except asyncio.CancelledError:
@@ -51,6 +53,7 @@ class EventStreamResponse(StreamingResponse):
         finally:
             streaming = False
             watcher.cancel()
+            metrics.OPEN_STREAMS.dec()
         if cut:
             task.uncancel()  # the body absorbed our cancel and ended anyway
 
@@ -59,24 +62,19 @@ def event_stream(items: AsyncIterator[StreamItem]) -> StreamingResponse:
     """A `text/event-stream` response that opens with `retry:` and then relays `items`."""
 
     async def frames() -> AsyncIterator[bytes]:
-        metrics.OPEN_STREAMS.inc()
-        try:
-            yield format_sse_event(retry=RETRY_MS)
-            # Events already at hand go out in one write: a busy server reads several chunks
-            # of a reply at once, and one socket write each was most of relaying them.
-            held: list[bytes] = []
-            async for item in items:
-                if item.comment is not None:
-                    held.append(format_sse_event(comment=item.comment))
-                else:
-                    held.append(format_sse_event(data_str=item.data, event=item.event, id=item.id))
-                if not item.more:
-                    yield b"".join(held)
-                    held.clear()
-            if held:
+        yield format_sse_event(retry=RETRY_MS)
+        # Events already at hand go out in one write: a busy server reads several chunks of a
+        # reply at once, and one socket write each was most of relaying them.
+        held: list[bytes] = []
+        async for item in items:
+            if item.comment is not None:
+                held.append(format_sse_event(comment=item.comment))
+            else:
+                held.append(format_sse_event(data_str=item.data, event=item.event, id=item.id))
+            if not item.more:
                 yield b"".join(held)
-        finally:
-            # Also when the body is cancelled because the client left.
-            metrics.OPEN_STREAMS.dec()
+                held.clear()
+        if held:
+            yield b"".join(held)
 
     return EventStreamResponse(frames(), media_type="text/event-stream", headers=SSE_HEADERS)

@@ -19,6 +19,8 @@ from app.core import metrics
 from app.core.config import Settings
 from app.db.session import create_engine
 from app.errors import UpstreamError
+from app.providers.mock import MockProvider
+from app.providers.registry import ProviderRegistry
 from tests.factories import create_conversation, send_message
 from tests.fakes.providers import (
     FAKE_MODEL,
@@ -174,6 +176,15 @@ async def stalling_app(
     return client, provider, conversation["id"]
 
 
+async def open_streams_reach(client: httpx.AsyncClient, wanted: float) -> None:
+    """Poll: the body starts just after the provider is called."""
+    for _ in range(500):
+        if value(await scrape(client), "chat_api_open_streams") == wanted:
+            return
+        await asyncio.sleep(0.01)
+    pytest.fail(f"chat_api_open_streams never reached {wanted}")
+
+
 class TestOpenStreams:
     async def test_a_stream_holds_the_gauge_up_while_open_and_gives_it_back_when_done(
         self, start_app: StartApp, settings: Settings
@@ -183,17 +194,38 @@ class TestOpenStreams:
 
         reading = asyncio.create_task(stream_message(client, conversation_id, "Stream me"))
         await asyncio.wait_for(provider.wait_until_entered(1), 5)
-        # The body starts just after the provider is called: poll until it has.
-        for _ in range(500):
-            if value(await scrape(client), "chat_api_open_streams") == start + 1:
-                break
-            await asyncio.sleep(0.01)
-        else:
-            pytest.fail("the open stream never showed in chat_api_open_streams")
+        await open_streams_reach(client, start + 1)
         provider.release()
         stream = await reading
 
         assert stream.terminal.event == "done"
+        assert value(await scrape(client), "chat_api_open_streams") == start
+
+    async def test_an_openai_style_stream_counts_as_well(
+        self, start_app: StartApp, settings: Settings
+    ) -> None:
+        provider = StallingProvider()
+        # The fake as the default provider: an OpenAI-style model name routes to it.
+        providers = {"mock": MockProvider(), FAKE_PROVIDER: provider}
+        registry = ProviderRegistry(providers, FAKE_PROVIDER)
+        client = await start_app(settings, providers=registry)
+        start = value(await scrape(client), "chat_api_open_streams")
+        ask = {"model": FAKE_MODEL, "messages": [{"role": "user", "content": "Hi"}]}
+
+        async def read() -> str:
+            async with client.stream(
+                "POST", "/v1/chat/completions", json={**ask, "stream": True}
+            ) as response:
+                assert response.status_code == 200
+                return (await response.aread()).decode()
+
+        reading = asyncio.create_task(read())
+        await asyncio.wait_for(provider.wait_until_entered(1), 5)
+        await open_streams_reach(client, start + 1)
+        provider.release()
+        body = await reading
+
+        assert body.rstrip().endswith("data: [DONE]")
         assert value(await scrape(client), "chat_api_open_streams") == start
 
 
