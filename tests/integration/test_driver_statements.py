@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core.config import Settings
 from app.db.base import utcnow
-from app.db.driver import driver_connection
+from app.db.driver import checkout, driver_connection
 from app.db.models import ApiKey
 from app.db.session import create_engine
 from tests.databases import postgres_database
@@ -130,3 +130,26 @@ class TestDriverStatements:
         handed_out = {await asyncio.wait_for(backend_pid(engine), timeout=2) for _ in range(4)}
         assert sleeper
         assert sleeper[0] not in handed_out
+
+
+class TestReturningConnections:
+    async def test_an_overflow_connection_the_pool_has_no_room_for_is_closed(self) -> None:
+        async with postgres_database() as url:
+            engine = create_engine(
+                Settings(_env_file=None, database_url=url), pool_size=1, max_overflow=1
+            )
+            try:
+                kept, overflow = await checkout(engine), await checkout(engine)
+                kept_driver, overflow_driver = kept.driver_connection, overflow.driver_connection
+                async with driver_connection(engine, kept):
+                    pass
+                # The pool's one place is taken again: this one must really be closed, not
+                # dropped open (its server backend would linger).
+                async with driver_connection(engine, overflow):
+                    pass
+
+                assert overflow_driver.is_closed()
+                assert not kept_driver.is_closed()
+                assert engine.sync_engine.pool.checkedin() == 1
+            finally:
+                await engine.dispose()
