@@ -37,29 +37,33 @@ def _async_url(dsn: str, database: str) -> str:
 
 
 @asynccontextmanager
-async def postgres_database(*, migrated: bool = True) -> AsyncIterator[str]:
-    """A new Postgres database (migrated unless asked not to), dropped afterwards."""
-    name = f"chat_api_test_{uuid.uuid4().hex[:12]}"
+async def admin_connection() -> AsyncIterator[asyncpg.Connection]:
+    """A connection to the test server as its administrator (databases, roles)."""
     try:
         admin = await asyncpg.connect(POSTGRES_ADMIN_DSN, timeout=5)
     except (OSError, asyncpg.PostgresError) as error:
         unavailable("Postgres", error)
         raise
     try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
+        yield admin
     finally:
         await admin.close()
+
+
+@asynccontextmanager
+async def postgres_database(*, migrated: bool = True) -> AsyncIterator[str]:
+    """A new Postgres database (migrated unless asked not to), dropped afterwards."""
+    name = f"chat_api_test_{uuid.uuid4().hex[:12]}"
+    async with admin_connection() as admin:
+        await admin.execute(f'CREATE DATABASE "{name}"')
     url = _async_url(POSTGRES_ADMIN_DSN, name)
     try:
         if migrated:
             await migrate(url)
         yield url
     finally:
-        admin = await asyncpg.connect(POSTGRES_ADMIN_DSN, timeout=5)
-        try:
+        async with admin_connection() as admin:
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
 
 
 @asynccontextmanager

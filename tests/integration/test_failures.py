@@ -8,19 +8,34 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 
-import asyncpg
 import httpx
 import pytest
 import sqlalchemy.exc
 from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
 from sqlalchemy import literal, select
 
 from app.core.config import Settings
 from app.db.durable import durable_statements
 from app.db.session import create_engine, make_sessionmaker
 from app.main import create_app
-from tests.databases import POSTGRES_ADMIN_DSN, unavailable
+from tests.databases import POSTGRES_ADMIN_DSN, admin_connection
+
+
+@asynccontextmanager
+async def served(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of `app` run through its lifespan; an unhandled error is answered, as a
+    server answers it (500), rather than raised into the test."""
+    async with (
+        LifespanManager(app) as manager,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=manager.app, raise_app_exceptions=False),
+            base_url="http://testserver",
+        ) as client,
+    ):
+        yield client
 
 
 class CapturedLines(logging.Handler):
@@ -47,13 +62,7 @@ class TestUnexpectedError:
         capture.setFormatter(root.handlers[0].formatter)
         root.addHandler(capture)
         try:
-            async with (
-                LifespanManager(app) as manager,
-                httpx.AsyncClient(
-                    transport=httpx.ASGITransport(app=manager.app, raise_app_exceptions=False),
-                    base_url="http://testserver",
-                ) as client,
-            ):
+            async with served(app) as client:
                 response = await client.get("/explode", headers={"X-Request-ID": "crash-1"})
         finally:
             root.removeHandler(capture)
@@ -91,13 +100,7 @@ class TestDriverErrors:
             )
 
         app.add_api_route("/driver-error", fail)
-        async with (
-            LifespanManager(app) as manager,
-            httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=manager.app, raise_app_exceptions=False),
-                base_url="http://testserver",
-            ) as client,
-        ):
+        async with served(app) as client:
             response = await client.get("/driver-error", headers={"X-Request-ID": "db-1"})
 
         assert response.status_code == status
@@ -122,12 +125,7 @@ class TestDatabaseOutage:
         settings = make_settings(database_url="postgresql+asyncpg://postgres@127.0.0.1:1/gone")
         app = create_app(settings)
         body = {"content": "hello"} if path.endswith("messages") else {}
-        async with (
-            LifespanManager(app) as manager,
-            httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=manager.app), base_url="http://testserver"
-            ) as client,
-        ):
+        async with served(app) as client:
             response = await client.request(method, path, json=body)
 
         assert response.status_code == 503
@@ -141,18 +139,13 @@ async def refused_url() -> AsyncIterator[tuple[str, str]]:
     (SQLSTATE 53300, as `too many clients`): a role allowed no connections at all.
     Yields the URL and the role, so a test may let it in again."""
     role = f"chat_api_refused_{uuid.uuid4().hex[:8]}"
-    try:
-        admin = await asyncpg.connect(POSTGRES_ADMIN_DSN, timeout=5)
-    except (OSError, asyncpg.PostgresError) as error:
-        unavailable("Postgres", error)
-        raise
-    try:
+    async with admin_connection() as admin:
         await admin.execute(f'CREATE ROLE "{role}" LOGIN CONNECTION LIMIT 0')
-        base = POSTGRES_ADMIN_DSN.rsplit("/", 1)[0].split("@", 1)[1]
-        yield f"postgresql+asyncpg://{role}@{base}/postgres", role
-    finally:
-        await admin.execute(f'DROP ROLE IF EXISTS "{role}"')
-        await admin.close()
+        try:
+            base = POSTGRES_ADMIN_DSN.rsplit("/", 1)[0].split("@", 1)[1]
+            yield f"postgresql+asyncpg://{role}@{base}/postgres", role
+        finally:
+            await admin.execute(f'DROP ROLE IF EXISTS "{role}"')
 
 
 def _settings_for(url: str) -> Settings:
@@ -176,13 +169,7 @@ class TestDatabaseRefusingConnections:
         url, _ = refused_url
         app = create_app(_settings_for(url))
         body = {"content": "hello"} if path.endswith("messages") else {}
-        async with (
-            LifespanManager(app) as manager,
-            httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=manager.app, raise_app_exceptions=False),
-                base_url="http://testserver",
-            ) as client,
-        ):
+        async with served(app) as client:
             response = await client.request(method, path, json=body)
 
         assert response.status_code == 503, response.text
@@ -199,11 +186,8 @@ class TestDatabaseRefusingConnections:
 
         async def let_in_later() -> None:
             await asyncio.sleep(refused_for_s)
-            admin = await asyncpg.connect(POSTGRES_ADMIN_DSN, timeout=5)
-            try:
+            async with admin_connection() as admin:
                 await admin.execute(f'ALTER ROLE "{role}" CONNECTION LIMIT -1')
-            finally:
-                await admin.close()
 
         letting_in = asyncio.create_task(let_in_later())
         started = time.monotonic()
