@@ -101,6 +101,13 @@ DB_POOL_IN_USE = Gauge(
     "Database connections checked out of the pool",
     multiprocess_mode="livesum",
 )
+# Observed only when a request had to wait: pressure on the pool shows here before the
+# 503s that DB_POOL_TIMEOUT_SECONDS ends such waits with.
+DB_POOL_WAIT = Histogram(
+    "chat_api_db_pool_wait_seconds",
+    "Time a request waited for a pooled database connection, when none was free",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
 # livesum: the workers alive and listening for API-key changes, so using their key cache;
 # fewer than the workers running means the others read every request's key from the database.
 KEY_CHANGE_LISTENERS = Gauge(

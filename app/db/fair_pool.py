@@ -16,12 +16,15 @@ the pool timeout.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from typing import Any, TypeVar
 
 from sqlalchemy.pool import AsyncAdaptedQueuePool
 from sqlalchemy.util.concurrency import await_
 from sqlalchemy.util.queue import AsyncAdaptedQueue, Empty
+
+from app.core import metrics
 
 T = TypeVar("T")
 
@@ -59,6 +62,7 @@ class FairAsyncQueue(AsyncAdaptedQueue[T]):
         return await_(self._wait(waiter, timeout))
 
     async def _wait(self, waiter: asyncio.Future[T], within_s: float | None) -> T:
+        started = time.monotonic()
         try:
             async with asyncio.timeout(within_s):
                 # Shielded: giving up must not lose a connection handed over meanwhile.
@@ -69,6 +73,8 @@ class FairAsyncQueue(AsyncAdaptedQueue[T]):
         except BaseException:
             self._give_up(waiter)
             raise
+        finally:
+            metrics.DB_POOL_WAIT.observe(time.monotonic() - started)
 
     def _give_up(self, waiter: asyncio.Future[T]) -> None:
         if waiter.done():

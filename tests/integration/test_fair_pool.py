@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 import sqlalchemy.exc
+from prometheus_client import REGISTRY
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core.config import Settings
@@ -32,6 +33,13 @@ async def one_connection(make_settings: MakeSettings) -> AsyncIterator[AsyncEngi
         yield engine
     finally:
         await engine.dispose()
+
+
+def waits() -> tuple[float, float]:
+    """`chat_api_db_pool_wait_seconds` in this process: (waits, seconds waited in all)."""
+    count = REGISTRY.get_sample_value("chat_api_db_pool_wait_seconds_count") or 0.0
+    total = REGISTRY.get_sample_value("chat_api_db_pool_wait_seconds_sum") or 0.0
+    return count, total
 
 
 def checked_in(engine: AsyncEngine) -> int:
@@ -68,6 +76,23 @@ class TestFairPool:
 
         assert served == ["first", "second", "third", "returned and asked again"]
         assert checked_in(engine) == 1
+
+    async def test_a_wait_is_measured_and_no_wait_is_not(self, one_connection: AsyncEngine) -> None:
+        engine = one_connection
+        before = waits()
+        free = await engine.raw_connection()  # nobody waits for a free connection
+        free.close()
+        assert waits() == before
+
+        held = await engine.raw_connection()
+        waiting = asyncio.create_task(engine.raw_connection())
+        await asyncio.sleep(0.2)
+        held.close()
+        (await waiting).close()
+
+        count, seconds = waits()
+        assert count == before[0] + 1
+        assert seconds - before[1] >= 0.15
 
     async def test_a_wait_past_the_pool_timeout_is_refused_and_loses_nothing(
         self, one_connection: AsyncEngine
