@@ -25,6 +25,23 @@ from app.providers.base import (
 )
 from app.providers.upstream_errors import translate_upstream_error
 
+# The SDK's platform telemetry: seven headers merged, encoded, sent and kept on every request
+# and open stream (~3 KiB of a stream's memory with the rest), describing the SDK's host, not
+# the request. Its retry count and read timeout, which do describe the request, still go.
+# `Omit()` is the SDK's own way to leave a header out.
+_UNSENT_SDK_HEADERS: Mapping[str, openai.Omit] = {
+    name: openai.Omit()
+    for name in (
+        "X-Stainless-Lang",
+        "X-Stainless-Package-Version",
+        "X-Stainless-OS",
+        "X-Stainless-Arch",
+        "X-Stainless-Runtime",
+        "X-Stainless-Runtime-Version",
+        "X-Stainless-Async",
+    )
+}
+
 _FINISH_REASONS: Mapping[str, FinishReason] = {
     "stop": "stop",
     "length": "length",
@@ -73,7 +90,7 @@ class OpenAIChatProvider:
         # left out, the SDK deep-copies a `NotGiven` default for each on every request.
         self._options = {
             "security": {"bearer_auth": True},
-            "headers": {},
+            "headers": dict(_UNSENT_SDK_HEADERS),
             "max_retries": self.client.max_retries,
             "timeout": self.client.timeout,
         }

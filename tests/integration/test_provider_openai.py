@@ -62,6 +62,23 @@ class TestTheRequestSent:
         assert "top_p" not in request.json
         assert "stop" not in request.json
 
+    async def test_it_sends_the_headers_that_matter_and_not_the_sdks_telemetry(
+        self, client: httpx.AsyncClient, upstream: FakeUpstream
+    ) -> None:
+        conversation = await create_conversation(client, provider="openai", model="gpt-4o")
+
+        await send_message(client, conversation["id"], "Hi")
+        await stream_message(client, conversation["id"], "Again")
+
+        for request in upstream.requests:
+            assert request.headers["content-type"] == "application/json"
+            assert request.headers["authorization"] == f"Bearer {upstream.api_key}"
+            assert request.headers["user-agent"].startswith("AsyncOpenAI/Python")
+            assert request.headers["x-stainless-retry-count"] == "0"  # about this request
+            # The SDK's platform telemetry, kept with every open stream, is not sent.
+            platform = [name for name in request.headers if name.startswith("x-stainless")]
+            assert sorted(platform) == ["x-stainless-read-timeout", "x-stainless-retry-count"]
+
     async def test_a_streamed_turn_asks_for_a_stream_with_usage(
         self, client: httpx.AsyncClient, upstream: FakeUpstream
     ) -> None:
