@@ -95,12 +95,16 @@ class IdempotentRequest:
         call: Callable[[], Awaitable[T]],
         *,
         status: int,
-        session: AsyncSession,
+        session: AsyncSession | None,
         encode: Callable[[T], dict[str, Any]] = _model_body,
     ) -> T | StoredResponse:
-        """Run `call` once per key in the request's `session`: its result, or the stored one."""
+        """Run `call` once per key in the request's `session`: its result, or the stored one.
+
+        Without a key no session is needed (`None`: the work may run on the driver)."""
         if self.key is None:
             return await call()
+        if session is None:
+            raise ValueError("a request with an Idempotency-Key runs in a session's transaction")
         return await self._run_in(session, call, status, encode)
 
     async def run_durably(

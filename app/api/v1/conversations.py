@@ -16,8 +16,7 @@ from app.api.deps import (
 )
 from app.api.idempotency import IdempotencyDep, replayed
 from app.api.v1.openapi import problems
-from app.db.driver import SessionStatements, Statements, statements
-from app.db.session import unit_of_work
+from app.db.driver import Statements, statements
 from app.schemas.common import Page, StorableText
 from app.schemas.conversations import (
     ConversationCreate,
@@ -47,15 +46,10 @@ async def create_conversation(
         conversation = await service.create(run, principal, body or ConversationCreate(), registry)
         return ConversationRead.model_validate(conversation)
 
-    if idempotency.key is None:
-        # One INSERT, atomic alone: on Postgres no session and no BEGIN/COMMIT around it.
-        async with statements(sessionmaker, single_statements=True) as run:
-            return await create(run)
-    # The key's claim, the row and the stored response commit together, before the 201.
-    async with unit_of_work(sessionmaker) as session:
-        created = await idempotency.run(
-            lambda: create(SessionStatements(session)), status=201, session=session
-        )
+    # Without a key the INSERT is atomic alone: on Postgres one statement, no BEGIN/COMMIT.
+    # With one, the key's claim, the row and the stored response commit together.
+    async with statements(sessionmaker, single_statements=idempotency.key is None) as run:
+        created = await idempotency.run(lambda: create(run), status=201, session=run.session)
     return replayed(created)
 
 
