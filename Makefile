@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run migrate test test-slow lint format bench bench-turns bench-streams clean
+.PHONY: install run migrate test test-slow lint format bench bench-skeleton bench-turns bench-streams clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,10 @@ format: $(STAMP)
 ## bench: the service's overhead over a fake OpenAI upstream: turns/s, latency, streams, memory (~14 min; BENCH_ARGS="--quick" for ~3 min)
 bench: $(STAMP)
 	$(BIN)/python bench/overhead.py $(BENCH_ARGS)
+
+## bench-skeleton: the service beside a bare FastAPI + SDK + asyncpg skeleton, same loads (~4 min)
+bench-skeleton: $(STAMP)
+	$(BIN)/python bench/skeleton.py $(BENCH_SKELETON_ARGS)
 
 ## bench-turns: turn throughput and latency with the mock provider (BENCH_TURNS_ARGS="--sqlite" etc.)
 bench-turns: $(STAMP)

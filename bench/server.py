@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -119,7 +119,14 @@ class Server:
     port: int
 
     @classmethod
-    def start(cls, env: Mapping[str, str], *, port: int | None = None) -> Server:
+    def start(
+        cls,
+        env: Mapping[str, str],
+        *,
+        port: int | None = None,
+        command: Sequence[str] = (sys.executable, "-m", "app"),
+    ) -> Server:
+        """Start `command` (the service, or bench/skeleton_app.py) on `port` (HOST, PORT)."""
         port = port or free_port()
         full_env = {
             **os.environ,
@@ -133,9 +140,7 @@ class Server:
         # BENCH_SERVER_LOG=<file> keeps the server's log lines (errors, with LOG_LEVEL=ERROR).
         log_path = os.environ.get("BENCH_SERVER_LOG")
         stdout = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
-        process = subprocess.Popen(
-            [sys.executable, "-m", "app"], cwd=ROOT, env=full_env, stdout=stdout
-        )
+        process = subprocess.Popen(list(command), cwd=ROOT, env=full_env, stdout=stdout)
         return cls(process, f"http://127.0.0.1:{port}", port)
 
     @property
