@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+import overhead
 from overhead import BENCH, MIB, Upstream, api_key_for, ms, run_load, service_env
 from server import Server, fresh_database, raise_fd_limit
 
@@ -72,21 +73,11 @@ async def serving(
             server.stop()
 
 
-class Bench:
-    def __init__(self, options: argparse.Namespace) -> None:
-        self.options = options
-        self.floors: dict[str, dict[str, object]] = {}
+class Bench(overhead.Bench):
+    """`make bench`'s floors (the same load straight to the upstream, once per load) and
+    rows, for the service and the skeleton one after the other."""
 
-    async def floor(self, upstream: Upstream, load: list[str]) -> dict[str, object]:
-        """The same load straight to the upstream (after a warm-up run), once per load."""
-        key = " ".join([upstream.url, *load])
-        if key not in self.floors:
-            base = ["--url", upstream.url, "--target", "upstream"]
-            await run_load([*base, *load])
-            self.floors[key] = await run_load([*base, *load])
-        return self.floors[key]
-
-    async def turns(
+    async def subject_turns(
         self, upstream: Upstream, subject: Subject, workers: int, name: str, load: list[str]
     ) -> None:
         turns = int(next(a for a in load if a.startswith("--turns=")).split("=")[1])
@@ -103,15 +94,16 @@ class Bench:
         l50, l99 = ms(latencies, 0.5), ms(latencies, 0.99)
         f50, f99 = ms(floor["latencies"], 0.5), ms(floor["latencies"], 0.99)
         # Without an upstream call there is nothing to subtract the upstream's latency from.
-        overhead = f"**{l50 - f50:.1f} / {l99 - f99:.1f}**" if subject.calls_upstream else "-"
+        upstream_overhead = (
+            f"**{l50 - f50:.1f} / {l99 - f99:.1f}**" if subject.calls_upstream else "-"
+        )
         failed = f" ({got['failed']} failed)" if got["failed"] else ""
-        print(
+        self.emit(
             f"| {subject.label} | {workers} | {name} | {got['rate']:.0f}{failed} "
-            f"| {l50:.1f} / {l99:.1f} | {overhead} | {cpu_ms:.2f} |",
-            flush=True,
+            f"| {l50:.1f} / {l99:.1f} | {upstream_overhead} | {cpu_ms:.2f} |"
         )
 
-    async def streams(self, upstream: Upstream, subject: Subject, clients: int) -> None:
+    async def subject_streams(self, upstream: Upstream, subject: Subject, clients: int) -> None:
         o = self.options
         load = ["--mode", "streams", f"--concurrency={clients}", f"--chunks={o.stream_chunks}"]
         load += [f"--ramp={o.stream_ramp}"]
@@ -128,10 +120,9 @@ class Bench:
         assert isinstance(lost, dict)
         most_open = int(str(got["most_open"]))
         per_stream = (int(str(got["rss_at_most_open"])) - before) / max(1, most_open)
-        print(
+        self.emit(
             f"| {subject.label} | {got['completed']}/{clients} | {sum(lost.values())} "
-            f"| {most_open} | {before / MIB:.0f} MiB | **{per_stream / 1024:.1f} KiB** |",
-            flush=True,
+            f"| {most_open} | {before / MIB:.0f} MiB | **{per_stream / 1024:.1f} KiB** |"
         )
 
 
@@ -160,10 +151,10 @@ async def main() -> None:
         print("| overhead p50 / p99 ms | worker CPU per turn ms |\n|---|---|---|---|---|---|---|")
         rated = ["--mode", "open", f"--rate={o.rate}", f"--turns={int(o.rate * o.seconds)}"]
         for subject in (SERVICE, *SKELETONS):
-            await bench.turns(upstream, subject, 1, "c=16", [*closed, "--concurrency=16"])
-            await bench.turns(upstream, subject, 1, f"{o.rate:g}/s", rated)
+            await bench.subject_turns(upstream, subject, 1, "c=16", [*closed, "--concurrency=16"])
+            await bench.subject_turns(upstream, subject, 1, f"{o.rate:g}/s", rated)
         for subject in (SERVICE, SKELETONS[0]):
-            await bench.turns(upstream, subject, 2, "c=256", [*closed, "--concurrency=256"])
+            await bench.subject_turns(upstream, subject, 2, "c=256", [*closed, "--concurrency=256"])
     finally:
         upstream.stop()
     upstream = Upstream.start(o.latency_ms, o.stream_chunks, o.stream_chunk_delay_ms)
@@ -175,7 +166,7 @@ async def main() -> None:
         )
         print("|---|---|---|---|---|---|")
         for subject in (SERVICE, *SKELETONS[:2]):
-            await bench.streams(upstream, subject, o.streams)
+            await bench.subject_streams(upstream, subject, o.streams)
     finally:
         upstream.stop()
 
