@@ -208,3 +208,37 @@ class IdempotencyInProgress(ChatAPIError):
             "a request with this Idempotency-Key is still being processed; retry shortly",
             headers={"Retry-After": "1"},
         )
+
+
+class TurnNotStored(ChatAPIError):
+    """The database went away in the middle of a turn: what of it is stored, and what will be.
+
+    A 503 like any database outage, but one that may have stored the caller's message: the
+    body names the turn's conversation and reply (`conversation_id`, `reply_id`), so a client
+    can look before sending the message again. The reply's end is written when the database
+    returns (or, if its process stops first, the reply is failed as abandoned).
+    """
+
+    status = HTTPStatus.SERVICE_UNAVAILABLE
+    code = "not_ready"
+
+    def __init__(self, conversation_id: UUID, reply_id: UUID, detail: str) -> None:
+        super().__init__(
+            detail,
+            headers={"Retry-After": "5"},
+            extra={"conversation_id": str(conversation_id), "reply_id": str(reply_id)},
+        )
+
+
+class ReplyEndedElsewhere(ChatAPIError):
+    """A reply's outcome arrived after the reply had been ended by someone else: cancelled, or
+    failed as abandoned while this process could not reach the database."""
+
+    status = HTTPStatus.CONFLICT
+    code = "generation_abandoned"
+
+    def __init__(self, reply_id: UUID, stored_status: str) -> None:
+        super().__init__(
+            f"reply {reply_id} was ended ({stored_status}) before its outcome could be stored",
+            extra={"reply_id": str(reply_id)},
+        )

@@ -33,6 +33,8 @@ from app.providers.setup import build_registry
 from app.services.event_log import EventLog, InProcessEventLog, RedisEventLog
 from app.services.generations import Generations
 from app.services.known_keys import KnownKeys, listen_for_key_changes
+from app.services.leases import GenerationLease
+from app.services.outcomes import OutcomeWriter
 from app.services.partial_text import PartialTextSaver
 from app.services.pricing import PriceBook, build_price_book
 from app.services.rate_limits import RateLimiter
@@ -112,12 +114,16 @@ def create_app(
             tpm=settings.rate_limit_tpm,
             redis_url=settings.redis_url,
         )
+        lease = GenerationLease(sessionmaker, settings.generation_lease_seconds)
+        outcomes = OutcomeWriter(sessionmaker, settings.generation_timeout_seconds)
         turns = TurnContext(
             sessionmaker=sessionmaker,
             registry=registry,
             prices=price_book,
             generation_timeout_s=settings.generation_timeout_seconds,
             partials=PartialTextSaver(sessionmaker, settings.stream_flush_seconds),
+            outcomes=outcomes,
+            generation_owner=lease.owner_id,
             budget_usd=settings.user_budget_usd,
             limiter=limiter,
             redact_provider_text=settings.pii_redaction == "provider",
@@ -130,12 +136,24 @@ def create_app(
         # Trusted, so used, only while a change can be heard at once (see known_keys): never
         # on SQLite, nor with auth off.
         known_keys = KnownKeys()
+        # Taken before the first reply is started: a reply's owner always has a lease row.
+        try:
+            await lease.renew()
+        except Exception as error:  # the database is away: the renewals go on trying
+            log.warning("could not take the generation lease", error=type(error).__name__)
         background = [
             asyncio.create_task(generations.listen_for_cancels()),
             asyncio.create_task(turns.partials.save_forever()),
+            asyncio.create_task(lease.renew_forever()),
             asyncio.create_task(
                 sweep_forever(
-                    sessionmaker, stale_after_s=stale_after_s, every_s=min(30, stale_after_s)
+                    sessionmaker,
+                    stale_after_s=stale_after_s,
+                    # As often as a lease is renewed: a dead owner's replies end within about
+                    # a lease and a quarter of its last renewal.
+                    every_s=min(lease.renew_every_s, stale_after_s),
+                    lease=lease,
+                    events=events,
                 )
             ),
         ]
@@ -163,9 +181,12 @@ def create_app(
             )
         finally:
             await generations.drain(grace_s=settings.shutdown_grace_seconds)
+            await outcomes.aclose()
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
+            # Nothing runs here any more: what is left `in_progress` is another's to end now.
+            await lease.release()
             if redis_log is not None:
                 await redis_log.aclose()
             if stream_redis is not None:
@@ -217,7 +238,11 @@ def create_app(
                 "X-Conversation-ID",
             ],
         )
-    app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        read_timeout_s=settings.body_read_timeout_seconds,
+    )
     app.add_middleware(RequestContextMiddleware)
     # Outside RequestContextMiddleware: its 415s and 500s under /v1 get OpenAI's format too.
     app.add_middleware(OpenAIErrorMiddleware)

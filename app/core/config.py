@@ -125,6 +125,10 @@ class Settings(BaseSettings):
     # A running reply untouched this long was left by a dead process and is ended as failed.
     # Unset: longer than any live generation can be silent (provider timeout, flushes, margin).
     abandoned_reply_seconds: float | None = Field(default=None, gt=0, le=86_400)
+    # Each process renews its lease on the replies it generates every quarter of this; a
+    # reply whose owner's lease is older than this (killed, restarted, cut off from the
+    # database) is failed as `generation_abandoned` within about 1.25 times this.
+    generation_lease_seconds: float = Field(default=8.0, ge=0.4, le=600)
     # At shutdown, running generations get this long to finish before they are ended.
     shutdown_grace_seconds: float = Field(default=20.0, ge=0, le=600)
 
@@ -135,6 +139,8 @@ class Settings(BaseSettings):
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
     max_body_bytes: int = Field(default=1_048_576, ge=1_024, le=64 * 1_048_576)
+    # From a request's start until its whole body is in; later is a 408, connection closed.
+    body_read_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # Masks emails, phones, cards, IBANs and keys: in log lines (`logs`), and also in the text
     # sent to providers (`provider`); stored messages always keep what the user wrote.

@@ -1,113 +1,99 @@
-"""A transaction for a reply's outcome that waits out a busy pool or a short database outage.
+"""Writing a reply's outcome through a busy pool, dropped connections and database outages.
 
-A finished reply has been paid for upstream and already shown to its listeners; refusing to
-store it because the pool was busy for `DB_POOL_TIMEOUT_SECONDS` would leave it `in_progress`
-and uncharged until the abandoned-reply sweep fails it. So getting the connection is retried
-for about a minute. Only that is retried, never a statement: nothing has been sent before the
-connection is ours, so a retry can never store or charge a reply twice.
+A finished reply has been paid for upstream and already shown to its listeners: refusing to
+store it because the pool was busy, a pooled connection had died with a database restart, or
+the database was away for a while would leave it `in_progress`, uncharged, and its
+conversation blocked. So the whole write (checkout, statements, commit) is retried on a fresh
+connection whenever it failed for the database's reasons, until `deadline_s` has passed.
+
+Retrying a write whose statement may already have been applied (the connection dropped after
+it was sent) is safe only because every write given here is conditional on the reply still
+being `in_progress`: a second attempt finds it ended and changes nothing, so a reply is never
+stored or charged twice. The retry policy is tenacity's.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import sqlalchemy.exc
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
-from app.db.driver import (
-    SessionStatements,
-    Statements,
-    checkout,
-    driver_connection,
-    engine_of,
-    runs_on_driver,
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_delay,
+    wait_exponential,
 )
+
+from app.db.driver import Statements, statements
 from app.db.unavailable import is_unavailable
 
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 
-# Pauses between attempts to get a connection: about a minute in all, on top of each
-# attempt's own pool timeout.
-RETRY_DELAYS_S = (0.2, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
+# The longest pause between attempts: once the database is back, a waiting outcome is
+# written within about this long.
+MAX_RETRY_WAIT_S = 2.0
 
-# Failures of getting a connection, before any statement of the transaction was sent.
-_NOT_CONNECTED: tuple[type[Exception], ...] = (
-    sqlalchemy.exc.TimeoutError,  # the pool had no connection free in time
-    sqlalchemy.exc.OperationalError,  # the database refused or dropped a new connection
+# The database's failures, not the statement's: the pool had no connection in time, the
+# database refused or dropped a connection, or a pooled connection was already closed.
+_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    sqlalchemy.exc.TimeoutError,
+    sqlalchemy.exc.OperationalError,
     sqlalchemy.exc.InterfaceError,
+    ConnectionError,
     OSError,
+    TimeoutError,
 )
 
 
-def _not_connected(error: Exception) -> bool:
-    # Postgres turning a connection away (too many clients: SQLSTATE 53300, starting up:
-    # 57P03) arrives as a plain DBAPIError: its SQLSTATE says it is the database's moment.
-    return isinstance(error, _NOT_CONNECTED) or is_unavailable(error)
+def is_connection_failure(error: BaseException) -> bool:
+    """Whether the database (not the statement) failed: worth another attempt elsewhere."""
+    if isinstance(error, _CONNECTION_ERRORS):
+        return True
+    if isinstance(error, sqlalchemy.exc.DBAPIError) and error.connection_invalidated:
+        return True
+    # Postgres turning work away (too many clients: 53300, shutting down: 57P01) arrives as
+    # a plain DBAPIError: its SQLSTATE says it is the database's moment.
+    return is_unavailable(error)
 
 
-@asynccontextmanager
-async def durable_statements(
+def _log_retry(state: RetryCallState) -> None:
+    error = state.outcome.exception() if state.outcome is not None else None
+    log.warning(
+        "database unavailable while storing a reply's outcome; retrying",
+        error=type(error).__name__,
+        attempt=state.attempt_number,
+        retry_in_s=round(state.upcoming_sleep, 2),
+    )
+
+
+async def durably(
     sessionmaker: async_sessionmaker[AsyncSession],
-    retry_delays_s: tuple[float, ...] = RETRY_DELAYS_S,
+    write: Callable[[Statements], Awaitable[T]],
     *,
+    deadline_s: float,
     single_statements: bool = False,
-) -> AsyncIterator[Statements]:
-    """`app.db.driver.statements`, waiting out a busy pool or outage the same way."""
-    if single_statements and runs_on_driver(sessionmaker):
-        engine = engine_of(sessionmaker)
-        pooled = await _retrying(lambda: checkout(engine), retry_delays_s)
-        async with driver_connection(engine, pooled) as connection:
-            yield connection
-    else:
-        async with durable_transaction(sessionmaker, retry_delays_s) as session:
-            yield SessionStatements(session)
+) -> T:
+    """`write` in `app.db.driver.statements`, retried on a fresh connection for as long as
+    `deadline_s` while the database cannot take it; then its last error is raised.
 
-
-@asynccontextmanager
-async def durable_transaction(
-    sessionmaker: async_sessionmaker[AsyncSession],
-    retry_delays_s: tuple[float, ...] = RETRY_DELAYS_S,
-) -> AsyncIterator[AsyncSession]:
-    """A session in a transaction, committed when the block ends (rolled back if it raises)."""
-    session = await _connected(sessionmaker, retry_delays_s)
-    async with session:
-        yield session
-        await session.commit()
-
-
-async def _connected(
-    sessionmaker: async_sessionmaker[AsyncSession], retry_delays_s: tuple[float, ...]
-) -> AsyncSession:
-    async def begun() -> AsyncSession:
-        session = sessionmaker()
-        try:
-            await session.connection()  # checks a connection out and begins the transaction
-        except BaseException:
-            await session.close()
-            raise
-        return session
-
-    return await _retrying(begun, retry_delays_s)
-
-
-async def _retrying(connect: Callable[[], Awaitable[T]], retry_delays_s: tuple[float, ...]) -> T:
-    delays = iter(retry_delays_s)
-    while True:
-        try:
-            return await connect()
-        except Exception as error:
-            delay = next(delays, None) if _not_connected(error) else None
-            if delay is None:
-                raise
-            log.warning(
-                "waiting for a database connection to store a reply",
-                error=type(error).__name__,
-                retry_in_s=delay,
-            )
-            await asyncio.sleep(delay)
+    `write` must be safe to run again after a failed attempt, even one whose statements were
+    applied before the connection dropped: make it conditional on the state it changes.
+    """
+    retrying = AsyncRetrying(
+        retry=retry_if_exception(is_connection_failure),
+        stop=stop_after_delay(deadline_s),
+        wait=wait_exponential(multiplier=0.1, max=MAX_RETRY_WAIT_S),
+        before_sleep=_log_retry,
+        reraise=True,
+    )
+    async for attempt in retrying:
+        with attempt:
+            async with statements(sessionmaker, single_statements=single_statements) as run:
+                return await write(run)
+    raise AssertionError("unreachable: tenacity reraises the last error")  # pragma: no cover

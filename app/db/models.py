@@ -133,6 +133,10 @@ class Message(IdMixin, CreatedAtMixin, Base):
     # Touched whenever a generation flushes its partial text: an `in_progress` reply that has
     # not been touched for a while belongs to a process that died.
     updated_at: Mapped[datetime | None] = mapped_column(default=utcnow, onupdate=utcnow)
+    # The process generating an `in_progress` reply (its `GenerationLease`): once that lease
+    # lapses, no live process owns the reply and the sweep ends it. Null for rows written
+    # before leases existed; those are judged by `updated_at` alone.
+    generation_owner: Mapped[uuid.UUID | None]
 
     conversation: Mapped[Conversation] = relationship(back_populates="messages")
 
@@ -161,6 +165,19 @@ class Message(IdMixin, CreatedAtMixin, Base):
             sqlite_where=text("status = 'in_progress'"),
         ),
     )
+
+
+class GenerationLease(Base):
+    """A serving process's claim to the replies it generates, renewed every few seconds.
+
+    A process that stops renewing (killed, partitioned from the database) owns nothing once
+    its lease is older than `GENERATION_LEASE_SECONDS`: its running replies are failed.
+    """
+
+    __tablename__ = "generation_leases"
+
+    owner_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    renewed_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Feedback(IdMixin, CreatedAtMixin, Base):

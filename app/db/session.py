@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import sqlalchemy.exc
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -35,7 +36,24 @@ def create_engine(settings: Settings, **overrides: Any) -> AsyncEngine:
         "connect_args": {"timeout": 5, "command_timeout": 30},
     }
     options.update(overrides)
-    return create_async_engine(settings.database_url, **options)
+    engine = create_async_engine(settings.database_url, **options)
+    event.listen(engine.sync_engine, "checkout", _refuse_closed_connection)
+    return engine
+
+
+def _refuse_closed_connection(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+    """Replace a pooled connection the server has already closed, before it is used.
+
+    A database restart closes every pooled connection; handed out as they were, the first
+    DB_POOL_SIZE requests after it failed with 503 ("connection is closed"). asyncpg learns of
+    the close as soon as the event loop reads it, so asking costs nothing: no round trip, as
+    `pool_pre_ping` would spend on every checkout (three a turn). The pool reconnects on
+    `DisconnectionError`. A connection whose loss is not known yet still fails its statement;
+    reply outcomes retry that on a fresh connection (app/db/durable.py).
+    """
+    driver = getattr(dbapi_connection, "driver_connection", None)
+    if driver is not None and driver.is_closed():
+        raise sqlalchemy.exc.DisconnectionError("the server closed this pooled connection")
 
 
 def _sqlite_engine(settings: Settings, **overrides: Any) -> AsyncEngine:

@@ -125,9 +125,16 @@ MUTABLE_COLUMNS = {
     for attribute, column in COLUMN_OF.items()
     if attribute not in ("id", "conversation_id", "role", "created_at")
 }
-# Parameters named apart from the columns (SQLAlchemy reserves those names in SET clauses).
-SAVE_MESSAGE = (
+# A running reply's end, written only while it still runs: an outcome written twice (a retry
+# after a dropped connection) or after the reply was ended elsewhere (cancelled, swept)
+# changes nothing. Parameters are named apart from the columns (SQLAlchemy reserves those
+# names in SET clauses).
+FINISH_RUNNING = (
     update(_MESSAGES)
-    .where(_MESSAGES.c.id == bindparam("message_id"))
+    .where(
+        _MESSAGES.c.id == bindparam("message_id"),
+        _MESSAGES.c.status == MessageStatus.IN_PROGRESS,
+    )
     .values({column: bindparam(f"new_{column}") for column in MUTABLE_COLUMNS.values()})
+    .returning(_MESSAGES.c.id)
 )

@@ -61,9 +61,9 @@ from app.repositories.conversations import (
 )
 from app.repositories.messages import (
     COLUMN_OF,
+    FINISH_RUNNING,
     MUTABLE_COLUMNS,
     PROMPT_STATUSES,
-    SAVE_MESSAGE,
     MessageRepo,
     changes_of,
     is_running_reply_violation,
@@ -188,20 +188,25 @@ class TurnRepo:
 
     async def complete(
         self, reply: Message, owner: str, month: str, usage: Usage, cost: Decimal
-    ) -> None:
+    ) -> bool:
         """Store a reply's outcome (every column but its identity), add its tokens and cost to
-        its conversation's totals and its usage to the owner's month.
+        its conversation's totals and its usage to the owner's month, if the reply is still
+        `in_progress`; whether it was (False: it had already ended, nothing was written).
 
-        Conversation, then message, then month: the order every writer of a turn locks them
-        in (a turn's claim locks the conversation first too), so two never deadlock.
+        Conditional, so running it again (a retry after a dropped connection that may have
+        applied it) can never charge twice. Conversation, then message, then month: the
+        order every writer of a turn locks them in (a turn's claim locks the conversation
+        first too), so two never deadlock.
         """
         if not self.postgres:
+            # BEGIN IMMEDIATE holds SQLite's write lock: nothing changes between the two.
+            if not await self.finish(reply):
+                return False
             await ConversationRepo(self.session).charge(
                 reply.conversation_id, tokens=usage.total_tokens, cost_usd=cost
             )
-            await self.save(reply)
             await UserUsageRepo(self.session).charge(owner, month, usage, cost)
-            return
+            return True
         params = changes_of(reply)
         # No parameter is named like a column of a table written: SQLAlchemy would add a
         # `SET column = :name` for it.
@@ -216,11 +221,13 @@ class TurnRepo:
             completion_tokens=usage.completion_tokens,
             cached_tokens=usage.cached_tokens,
         )
-        await self.statements.rows(_COMPLETE, params)
+        found = await self.statements.rows(_COMPLETE, params)
+        return bool(found and found[0][0])
 
-    async def save(self, reply: Message) -> None:
-        """Write a claimed message (every column but its identity) in one UPDATE."""
-        await self.statements.rows(SAVE_MESSAGE, changes_of(reply))
+    async def finish(self, reply: Message) -> bool:
+        """Write a running reply's end (every column but its identity) in one UPDATE, if it
+        is still `in_progress`; whether it was."""
+        return bool(await self.statements.rows(FINISH_RUNNING, changes_of(reply)))
 
     async def save_partials(self, texts: Mapping[UUID, str]) -> None:
         """Running replies' text so far (and a sign of life), each unless it has ended.
@@ -367,32 +374,54 @@ _START = _inserted_messages(INSERT_CONVERSATION.returning(_c.id).cte("started"))
 
 
 def _complete_statement() -> Select[Any]:
-    """Postgres: the totals, the reply and the month, in that order, in one statement."""
-    charged = CHARGE_TOTALS.returning(_c.id).cte("charged")
+    """Postgres: the reply's end, its conversation's totals and its month, in one statement,
+    all only if the reply was still running.
+
+    `WITH locked AS (SELECT ... FOR UPDATE), saved AS (UPDATE messages ... WHERE status =
+    'in_progress' AND EXISTS (locked)), charged AS (UPDATE conversations ... WHERE EXISTS
+    (saved)), used AS (INSERT ... SELECT ... WHERE EXISTS (saved) ON CONFLICT ...)`. The
+    conversation is locked first (the uncorrelated EXISTS runs before the message is
+    touched), so the lock order stays conversation, message, month. A second attempt that
+    waited on the lock finds the reply ended (the UPDATE rechecks `status` on the newest row)
+    and charges nothing.
+    """
+    locked = (
+        select(_c.id)
+        .where(_c.id == bindparam("charged_conversation"))
+        .with_for_update()
+        .cte("locked")
+    )
     saved = (
         update(_MESSAGES)
-        # Waiting on `charged` first keeps the lock order: conversation before message.
-        .where(_m.id == bindparam("message_id"), exists(select(charged.c.id)))
+        .where(
+            _m.id == bindparam("message_id"),
+            _m.status == MessageStatus.IN_PROGRESS,
+            exists(select(locked.c.id)),
+        )
         .values({column: bindparam(f"new_{column}") for column in MUTABLE_COLUMNS.values()})
         .returning(_m.id)
         .cte("saved")
     )
+    charged = CHARGE_TOTALS.where(exists(select(saved.c.id))).returning(_c.id).cte("charged")
     month = charge_month_statement(
         postgres_insert,
         {
-            "user_id": bindparam("owner"),
-            "month": bindparam("month"),
+            # Typed: in `INSERT ... SELECT` the column cannot tell Postgres a parameter's type.
+            "user_id": bindparam("owner", type_=_u.user_id.type),
+            "month": bindparam("month", type_=_u.month.type),
             "requests": literal_column("1"),  # not a bound 1: that loses its value in a CTE
             "prompt_tokens": bindparam("prompt_tokens", type_=BigInteger),
             "completion_tokens": bindparam("completion_tokens", type_=BigInteger),
             "cached_tokens": bindparam("cached_tokens", type_=BigInteger),
             "cost_usd": bindparam("cost", type_=_u.cost_usd.type),
-            "updated_at": bindparam("now"),
+            "updated_at": bindparam("now", type_=_u.updated_at.type),
         },
+        only_if=exists(select(saved.c.id)),
     )
     used = month.returning(_u.user_id).cte("used")
     return select(
         select(func.count()).select_from(saved).scalar_subquery(),
+        select(func.count()).select_from(charged).scalar_subquery(),
         select(func.count()).select_from(used).scalar_subquery(),
     )
 

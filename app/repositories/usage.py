@@ -51,16 +51,22 @@ SPENT = select(_USAGE.c.cost_usd).where(
 
 
 def charge_month_statement(
-    insert: Callable[[Table], Any], values: dict[str, Any] | None = None
+    insert: Callable[[Table], Any],
+    values: dict[str, Any] | None = None,
+    *,
+    only_if: Any = None,
 ) -> Any:
     """`INSERT ... ON CONFLICT DO UPDATE` adding the new values (`excluded`) to the row's.
 
     Built once per dialect: a Core statement on the table caches its compiled form and key.
     `values` (explicit binds) lets it serve inside a larger statement; without them it takes
-    the execution's parameters, named like the columns.
+    the execution's parameters, named like the columns. `only_if` (with `values`): inserts
+    `SELECT <values> WHERE <only_if>`, so nothing is charged when the condition is false.
     """
     statement = insert(_USAGE)
-    if values is not None:
+    if values is not None and only_if is not None:
+        statement = statement.from_select(list(values), select(*values.values()).where(only_if))
+    elif values is not None:
         statement = statement.values(values)
     added = statement.excluded
     return statement.on_conflict_do_update(

@@ -212,12 +212,17 @@ class Generations:
         else:
             self._storing(reply_id)
             try:
+                # Waits out a database that is away (up to GENERATION_TIMEOUT_SECONDS): the
+                # listeners get `done` once it is stored, not an error for a whole reply.
                 result = await complete_reply(
                     self._ctx, owner, reply, finished, generation, started
                 )
+            except ChatAPIError as error:
+                # Still not stored (its write goes on), or ended meanwhile by someone else.
+                unstored = {"code": error.code, "message": error.detail, **error.extra}
+                await self._end(reply_id, "error", json.dumps(unstored))
+                return
             except Exception:
-                # The reply could not be stored (database gone): listeners still get an end;
-                # the row stays `in_progress` until the abandoned-reply sweep ends it.
                 log.exception("could not store a finished reply", reply_id=str(reply_id))
                 unstored = {"code": "internal_error", "message": "the reply could not be stored"}
                 await self._end(reply_id, "error", json.dumps(unstored))

@@ -26,6 +26,7 @@ from app.services.turns import (
     StartedGeneration,
     TurnContext,
     claim_after_read,
+    guarded_claim,
     redacted_request,
     refuse_over_budget,
 )
@@ -74,7 +75,10 @@ async def open_prompt_turn(
         raise ValueError("a prompt turn's new messages must end with a user message")
     month = month_of(utcnow())
     # Without a recorder each statement is atomic alone: no transaction around them.
-    async with statements(ctx.sessionmaker, single_statements=record is None) as run:
+    async with (
+        guarded_claim(ctx) as guard,
+        statements(ctx.sessionmaker, single_statements=record is None) as run,
+    ):
         turns = TurnRepo(run)
         if turn.conversation_id is None:
             owner = principal.owner_for(turn.owner)
@@ -92,7 +96,8 @@ async def open_prompt_turn(
                 created_at=utcnow(),
             )
             conversation.updated_at = conversation.created_at
-            messages = _prompt_messages(turn)
+            messages = _prompt_messages(turn, ctx.generation_owner)
+            guard.reply = messages[-1]
             await turns.start(conversation, messages)
             conversation_id = conversation.id
         else:
@@ -102,8 +107,9 @@ async def open_prompt_turn(
                 turns,
                 conversation_id,
                 principal.visible_owner(None),
-                lambda _view: (_prompt_messages(turn), None),
+                lambda _view: (_prompt_messages(turn, ctx.generation_owner), None),
                 history=False,  # the client sent it
+                guard=guard,
             )
             owner = view.conversation.user_id
         reply = messages[-1]
@@ -123,7 +129,7 @@ async def open_prompt_turn(
     return reply, request, ctx.registry.with_fallbacks(turn.choice), owner
 
 
-def _prompt_messages(turn: PromptTurn) -> list[Message]:
+def _prompt_messages(turn: PromptTurn, owner: UUID | None) -> list[Message]:
     """The client's new messages (completed), then the in-progress reply, in order.
 
     Distinct times keep the client's order: history is read by (created_at, id). The
@@ -150,5 +156,6 @@ def _prompt_messages(turn: PromptTurn) -> list[Message]:
         metadata_={},
         cost_usd=Decimal(0),  # until charged; the same columns as `stored`: one INSERT
         created_at=now + timedelta(microseconds=len(stored)),
+        generation_owner=owner,
     )
     return [*stored, reply]

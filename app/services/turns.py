@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import TYPE_CHECKING, TypeVar
@@ -22,14 +23,16 @@ from app.core import metrics
 from app.core.redaction import redact
 from app.core.security import Principal
 from app.db.base import utcnow
-from app.db.driver import statements
-from app.db.durable import durable_statements
+from app.db.driver import Statements, statements
+from app.db.durable import is_connection_failure
 from app.db.models import Message, MessageRole, MessageStatus
 from app.errors import (
     BudgetExceeded,
     ChatAPIError,
     ConversationNotFound,
     GenerationInProgress,
+    ReplyEndedElsewhere,
+    TurnNotStored,
     UpstreamError,
     UpstreamTimeout,
 )
@@ -52,6 +55,7 @@ from app.services.pricing import Price, PriceBook
 from app.services.rate_limits import RateLimiter
 
 if TYPE_CHECKING:  # partial_text needs this module's Generation at import time
+    from app.services.outcomes import OutcomeWriter
     from app.services.partial_text import PartialTextSaver
 
 log = structlog.get_logger(__name__)
@@ -86,6 +90,11 @@ class TurnContext:
     # Every running reply of this process, streamed or not: its text so far and a sign of
     # life for the abandoned-reply sweep.
     partials: PartialTextSaver
+    # Stores replies' outcomes, waiting out a database that is away (app/services/outcomes.py).
+    outcomes: OutcomeWriter
+    # This process's lease (app/services/leases.py), stamped on every reply it starts: once
+    # the lease lapses, the reply has no live owner and is ended by the sweep.
+    generation_owner: UUID | None = None
     budget_usd: Decimal | None = None
     limiter: RateLimiter | None = None
     # PII_REDACTION=provider: mask personal data and keys in the text sent to the provider.
@@ -215,15 +224,18 @@ async def open_turn(
 
     def prepare(view: TurnView) -> tuple[tuple[Message, Message], ModelChoice]:
         choice = choose_model(ctx.registry, view.conversation, body)
-        return _turn_messages(view.conversation.id, body, choice), choice
+        return _turn_messages(view.conversation.id, body, choice, ctx.generation_owner), choice
 
     # One connection for the read and the claim: under a full pool each checkout is a wait.
     # Without a recorder each statement is atomic alone: no transaction around them.
-    async with statements(ctx.sessionmaker, single_statements=record is None) as run:
+    async with (
+        guarded_claim(ctx) as guard,
+        statements(ctx.sessionmaker, single_statements=record is None) as run,
+    ):
         turns = TurnRepo(run)
         owner = principal.visible_owner(None)
         view, (_, reply), choice = await claim_after_read(
-            ctx, turns, conversation_id, owner, prepare
+            ctx, turns, conversation_id, owner, prepare, guard=guard
         )
         conversation = view.conversation
         if record is not None:
@@ -244,6 +256,41 @@ async def open_turn(
     return reply, request, ctx.registry.with_fallbacks(choice), conversation.user_id
 
 
+@dataclass(slots=True)
+class ClaimGuard:
+    """The reply a turn is claiming, once its claim has been sent to the database."""
+
+    reply: Message | None = None
+
+
+@asynccontextmanager
+async def guarded_claim(ctx: TurnContext) -> AsyncIterator[ClaimGuard]:
+    """A claim whose connection failed may have been applied: the user's message stored and a
+    reply `in_progress` that nobody will generate, under this live process's lease.
+
+    Such a failure is a 503 that names the reply and its conversation, and the reply is failed
+    (if it was stored) as soon as the database takes the write, so it blocks nothing.
+    """
+    guard = ClaimGuard()
+    try:
+        yield guard
+    except Exception as error:
+        reply = guard.reply
+        if reply is None or not is_connection_failure(error):
+            raise
+        reply.content = ""
+        reply.status = MessageStatus.FAILED
+        reply.finish_reason = "error"
+        reply.metadata_ = {"error": {"code": "not_ready", "detail": "the database went away"}}
+        ctx.outcomes.keep_trying(lambda run: TurnRepo(run).finish(reply), single_statements=True)
+        raise TurnNotStored(
+            reply.conversation_id,
+            reply.id,
+            "the database went away while this turn was being stored; if its messages were "
+            "stored, its reply is failed: check the conversation before sending again",
+        ) from error
+
+
 async def claim_after_read(
     ctx: TurnContext,
     turns: TurnRepo,
@@ -252,6 +299,7 @@ async def claim_after_read(
     prepare: Callable[[TurnView], tuple[MessagesT, PreparedT]],
     *,
     history: bool = True,
+    guard: ClaimGuard | None = None,
 ) -> tuple[TurnView, MessagesT, PreparedT]:
     """Read a conversation, check it may take a turn, and claim the turn's messages.
 
@@ -270,6 +318,8 @@ async def claim_after_read(
             await ctx.limiter.check_tokens(view.conversation.user_id)
         if view.reply_running:
             raise GenerationInProgress(conversation_id)
+        if guard is not None:
+            guard.reply = messages[-1]
         claim = await turns.claim(view.conversation.id, view.message_count, messages)
         if claim is Claim.RUNNING:
             raise GenerationInProgress(conversation_id)
@@ -280,7 +330,7 @@ async def claim_after_read(
 
 
 def _turn_messages(
-    conversation_id: UUID, body: MessageCreate, choice: ModelChoice
+    conversation_id: UUID, body: MessageCreate, choice: ModelChoice, owner: UUID | None
 ) -> tuple[Message, Message]:
     """The user's message and the in-progress reply a turn stores before calling the model."""
     now = utcnow()
@@ -305,6 +355,7 @@ def _turn_messages(
         # as the user's message lets both go in one INSERT.
         cost_usd=Decimal(0),
         created_at=now,
+        generation_owner=owner,
     )
     return user_message, reply
 
@@ -358,35 +409,36 @@ async def complete_reply(
             provider=served_by,
             model=finished.model,
         )
-    # Without a recorder the outcome is stored by one statement: no transaction around it.
-    async with durable_statements(ctx.sessionmaker, single_statements=record is None) as run:
+    reply.content = generation.text
+    reply.status = status
+    reply.provider = served_by
+    reply.model = finished.model
+    _record_usage(reply, usage, cost, price)
+    reply.finish_reason = finished.reason
+    if finished.cache is not None:  # the reply cache was asked: say whether it answered
+        reply.metadata_ = {**reply.metadata_, "cache": finished.cache}
+    reply.latency_ms = monotonic_ms() - started
+    reply.time_to_first_token_ms = (
+        None if generation.first_token_at is None else generation.first_token_at - started
+    )
+    month = month_of(reply.created_at)
+
+    async def write(run: Statements) -> bool:
         turns = TurnRepo(run)
-        reply.content = generation.text
-        reply.status = status
-        reply.provider = served_by
-        reply.model = finished.model
-        _record_usage(reply, usage, cost, price)
-        reply.finish_reason = finished.reason
-        if finished.cache is not None:  # the reply cache was asked: say whether it answered
-            reply.metadata_ = {**reply.metadata_, "cache": finished.cache}
-        reply.latency_ms = monotonic_ms() - started
-        reply.time_to_first_token_ms = (
-            None if generation.first_token_at is None else generation.first_token_at - started
-        )
         # The totals with the reply, atomically: they can never disagree with their messages.
-        await turns.complete(reply, owner, month_of(reply.created_at), usage, cost or Decimal(0))
-        result = TurnResult(
-            message=MessageRead.model_validate(reply),
-            conversation_id=reply.conversation_id,
-            usage=TokenUsage(
-                prompt_tokens=usage.prompt_tokens,
-                completion_tokens=usage.completion_tokens,
-                total_tokens=usage.total_tokens,
-            ),
-            cost_usd=cost,
-        )
-        if record is not None:
-            await record(turns.session, result)
+        # Only if it still runs: a retry, or an end written meanwhile, charges nothing.
+        applied = await turns.complete(reply, owner, month, usage, cost or Decimal(0))
+        if applied and record is not None:
+            await record(turns.session, _turn_result(reply, usage, cost))
+        return applied
+
+    # Without a recorder the outcome is stored by one statement: no transaction around it.
+    applied = await ctx.outcomes.store(
+        write, single_statements=record is None, if_still_waiting=lambda: _not_stored(reply)
+    )
+    if not applied:
+        await _ended_by_this_write(ctx, reply)
+    result = _turn_result(reply, usage, cost)
     if ctx.limiter is not None:
         await ctx.limiter.add_tokens(owner, usage.total_tokens)
     log.info(
@@ -424,12 +476,56 @@ async def fail_reply(
     generation: Generation,
     started: int,
 ) -> None:
-    async with durable_statements(ctx.sessionmaker, single_statements=True) as run:
-        reply.content = generation.text
-        reply.status = MessageStatus.FAILED
-        reply.finish_reason = "error"
-        reply.cost_usd = Decimal(0)
-        reply.latency_ms = monotonic_ms() - started
-        reply.metadata_ = {"error": {"code": failure.code, "detail": failure.detail}}
-        await TurnRepo(run).save(reply)
-    log.warning("turn failed", provider=reply.provider, model=reply.model, code=failure.code)
+    reply.content = generation.text
+    reply.status = MessageStatus.FAILED
+    reply.finish_reason = "error"
+    reply.cost_usd = Decimal(0)
+    reply.latency_ms = monotonic_ms() - started
+    reply.metadata_ = {"error": {"code": failure.code, "detail": failure.detail}}
+    applied = await ctx.outcomes.store(
+        lambda run: TurnRepo(run).finish(reply),
+        single_statements=True,
+        if_still_waiting=lambda: _not_stored(reply),
+    )
+    if applied:
+        log.warning("turn failed", provider=reply.provider, model=reply.model, code=failure.code)
+    else:
+        log.warning("a failed turn had already been ended", code=failure.code)
+
+
+def _turn_result(reply: Message, usage: Usage, cost: Decimal | None) -> TurnResult:
+    return TurnResult(
+        message=MessageRead.model_validate(reply),
+        conversation_id=reply.conversation_id,
+        usage=TokenUsage(
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            total_tokens=usage.total_tokens,
+        ),
+        cost_usd=cost,
+    )
+
+
+def _not_stored(reply: Message) -> TurnNotStored:
+    return TurnNotStored(
+        reply.conversation_id,
+        reply.id,
+        "the database is unavailable: the turn's messages are stored and its reply is written "
+        "as soon as the database returns",
+    )
+
+
+async def _ended_by_this_write(ctx: TurnContext, reply: Message) -> None:
+    """A conditional outcome changed nothing: either an earlier attempt of this same write
+    was applied (its answer lost with its connection), or the reply had been ended by someone
+    else (cancelled, or failed as abandoned while this process could not reach the database).
+    The second is raised."""
+    async with ctx.sessionmaker() as session:
+        stored = await session.get(Message, reply.id)
+    if stored is None or (
+        stored.status == reply.status
+        and stored.content == reply.content
+        and stored.total_tokens == reply.total_tokens
+    ):
+        return
+    raise ReplyEndedElsewhere(reply.id, stored.status.value)

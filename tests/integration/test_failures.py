@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from sqlalchemy import literal, select
 
 from app.core.config import Settings
-from app.db.durable import durable_statements
+from app.db.durable import durably
 from app.db.session import create_engine, make_sessionmaker
 from app.main import create_app
 from tests.databases import POSTGRES_ADMIN_DSN, admin_connection
@@ -192,10 +192,12 @@ class TestDatabaseRefusingConnections:
         letting_in = asyncio.create_task(let_in_later())
         started = time.monotonic()
         try:
-            async with durable_statements(
-                make_sessionmaker(engine), (0.2,) * 50, single_statements=single_statements
-            ) as run:
-                rows = await run.rows(select(literal(42)), {})
+            rows = await durably(
+                make_sessionmaker(engine),
+                lambda run: run.rows(select(literal(42)), {}),
+                deadline_s=30,
+                single_statements=single_statements,
+            )
         finally:
             await letting_in
             await engine.dispose()

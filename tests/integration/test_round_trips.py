@@ -34,15 +34,17 @@ _SENT: ContextVar[list[str] | None] = ContextVar("sent", default=None)
 
 # What each dialect is sent for one turn: (opening it, storing its outcome).
 POSTGRES_OPEN = ["SELECT conversations", "UPDATE conversations + INSERT messages"]
-POSTGRES_COMPLETE = ["UPDATE conversations + UPDATE messages + INSERT user_monthly_usage"]
+# The conversation is locked first (`SELECT ... FOR UPDATE` in the statement), then the reply
+# is ended only if still running, and the totals and month charged only if it was.
+POSTGRES_COMPLETE = ["UPDATE messages + UPDATE conversations + INSERT user_monthly_usage"]
 SQLITE_OPEN = [
     *("BEGIN", "SELECT conversations", "SELECT messages"),
     *("UPDATE conversations", "INSERT messages", "COMMIT"),
 ]
 SQLITE_COMPLETE = [
     "BEGIN",
-    "UPDATE conversations",
     "UPDATE messages",
+    "UPDATE conversations",
     "INSERT user_monthly_usage",
     "COMMIT",
 ]
