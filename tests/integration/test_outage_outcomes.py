@@ -253,7 +253,8 @@ class TestAnOutcomeIsWrittenOnce:
                             Message.role == MessageRole.ASSISTANT,
                         )
                     )
-                assert reply is not None and reply.status == MessageStatus.COMPLETED
+                assert reply is not None
+                assert reply.status == MessageStatus.COMPLETED
                 usage = Usage(prompt_tokens=100, completion_tokens=100)
                 results = []
                 for single in (True, False):  # the driver's statement, then a session's
