@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 import uuid
@@ -11,6 +12,7 @@ from typing import Any
 import structlog
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.problems import problem_response, request_id_of
@@ -21,6 +23,8 @@ log = structlog.get_logger("app.access")
 # A caller's id is echoed back and logged, so only a safe, bounded shape is accepted.
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 _METHODS_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
+# On a 408: uvicorn closes the connection after the response, the rest of the body unread.
+_CLOSE = {"Connection": "close"}
 
 
 def _is_json(content_type: str) -> bool:
@@ -102,15 +106,19 @@ class RequestContextMiddleware:
 
 
 class BodySizeLimitMiddleware:
-    """Refuses request bodies over `max_body_bytes` with a 413 problem, declared or streamed.
+    """Bounds a request body in size and in time, before the app spends anything on it.
 
-    A declared Content-Length over the limit is refused before the app runs; a chunked body is
-    counted as it arrives and cut off at the limit, so memory stays bounded either way.
+    Over `max_body_bytes` is a 413 problem: a declared Content-Length before the app runs, a
+    chunked body counted as it arrives and cut off at the limit, so memory stays bounded.
+    A body not all received `read_timeout_s` after the request began is a 408 problem with
+    `Connection: close`, so a client that never finishes its body cannot hold a connection
+    (uvicorn has no such timeout). A response already started is never touched.
     """
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_body_bytes: int, read_timeout_s: float = 30.0) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.read_timeout_s = read_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -124,11 +132,37 @@ class BodySizeLimitMiddleware:
             await response(scope, receive, send)
             return
 
+        deadline = asyncio.get_running_loop().time() + self.read_timeout_s
         received = 0
+        body_complete = False
+        response_started = False
+        timed_out = False
 
-        async def receive_within_limit() -> Message:
-            nonlocal received
-            message = await receive()
+        async def send_unless_timed_out(message: Message) -> None:
+            nonlocal response_started
+            if timed_out:
+                return  # the app's own answer to a request already answered with the 408
+            if message["type"] == "http.response.start":
+                response_started = True
+            await send(message)
+
+        async def receive_within_limits() -> Message:
+            nonlocal received, body_complete, timed_out
+            if body_complete or response_started:
+                return await receive()  # waiting for a disconnect is not reading a body
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                if response_started:
+                    return await receive()
+                # Answered here, whatever the app makes of the exception: FastAPI turns most
+                # errors in reading a body into a 400.
+                timed_out = True
+                await self._timeout_response(scope)(scope, receive, send)
+                raise HTTPException(408, self._timeout_detail(), headers=_CLOSE) from None
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                body_complete = True
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body_bytes:
@@ -136,10 +170,18 @@ class BodySizeLimitMiddleware:
                     raise HTTPException(413, self._detail())
             return message
 
-        await self.app(scope, receive_within_limit, send)
+        await self.app(scope, receive_within_limits, send_unless_timed_out)
 
     def _detail(self) -> str:
         return f"request body is larger than {self.max_body_bytes} bytes"
+
+    def _timeout_detail(self) -> str:
+        return f"request body was not received within {self.read_timeout_s:g} seconds"
+
+    def _timeout_response(self, scope: Scope) -> Response:
+        return problem_response(
+            408, "request_timeout", self._timeout_detail(), request_id_of(scope), headers=_CLOSE
+        )
 
 
 def _route_template(scope: MutableMapping[str, Any], status: int) -> str:

@@ -27,6 +27,7 @@ _CODES_BY_STATUS = {
     401: "unauthenticated",
     404: "not_found",
     405: "method_not_allowed",
+    408: "request_timeout",
     413: "payload_too_large",
     415: "unsupported_media_type",
     422: "validation_error",
