@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from app.core import metrics
 from app.db.unavailable import is_unavailable
@@ -35,6 +36,9 @@ _CODES_BY_STATUS = {
     500: "internal_error",
     503: "not_ready",
 }
+
+# What `Allow` may name on a 405.
+_HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
 def request_id_of(request_scope: MutableMapping[str, Any]) -> str | None:
@@ -119,9 +123,28 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     status = exc.status_code
     code = _CODES_BY_STATUS.get(status, "http_error")
     detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(status).phrase
+    headers = exc.headers
     if status == 404:
         detail = f"no route matches {request.url.path}"
-    return problem_response(status, code, detail, request_id_of(request.scope), headers=exc.headers)
+    elif status == 405 and (allowed := _allowed_methods(request)):
+        headers = {**(headers or {}), "Allow": allowed}
+    return problem_response(status, code, detail, request_id_of(request.scope), headers=headers)
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method some route serves at this path, for `Allow`.
+
+    The router names only the methods of the first route whose path matched, and a path here
+    is often several routes (GET, PATCH and DELETE of one conversation): so each method is
+    put to the router's routes as a request with it would be.
+    """
+    routes = request.app.router.routes
+    allowed = []
+    for method in _HTTP_METHODS:
+        probe = {**request.scope, "method": method}
+        if any(route.matches(probe)[0] is Match.FULL for route in routes):
+            allowed.append(method)
+    return ", ".join(allowed)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:

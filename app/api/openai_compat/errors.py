@@ -22,10 +22,11 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Message, Receive, Send], Awaitable[None]]
 
 OPENAI_PREFIX = "/v1"
-# Response headers an OpenAI client may use, or HTTP requires (`Connection: close` after a
-# body that never arrived); the problem's content headers are replaced.
+# Response headers an OpenAI client may use, or HTTP requires (`Allow` on a 405, `Connection:
+# close` after a body that never arrived); the problem's content headers are replaced.
 _KEPT_HEADERS = frozenset(
     {
+        b"allow",
         b"connection",
         b"retry-after",
         b"x-request-id",
