@@ -2,9 +2,28 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Annotated
+
+from pydantic import AfterValidator
 
 from app.schemas.common import Money, Schema
+
+
+def _in_utc(moment: datetime) -> datetime:
+    # A time without an offset is UTC. One at the calendar's edge whose UTC falls outside it
+    # (0001-01-01T00:00+14:00) is refused here as a 422, not overflowed later as a 500.
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("the time is outside the range of dates in UTC") from None
+
+
+# A bound of a report: RFC 3339, compared in UTC.
+ReportBound = Annotated[datetime, AfterValidator(_in_utc)]
 
 
 class UsageGroupBy(StrEnum):

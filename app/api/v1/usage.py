@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -10,7 +9,7 @@ from fastapi import APIRouter, Query
 from app.api.deps import CurrentUser, SessionDep
 from app.api.v1.openapi import problems
 from app.schemas.common import UserId
-from app.schemas.usage import UsageGroupBy, UsageReport
+from app.schemas.usage import ReportBound, UsageGroupBy, UsageReport
 from app.services import usage as service
 
 router = APIRouter(prefix="/usage", tags=["usage"])
@@ -20,8 +19,8 @@ router = APIRouter(prefix="/usage", tags=["usage"])
 async def get_usage(
     session: SessionDep,
     principal: CurrentUser,
-    start: Annotated[datetime | None, Query(alias="from")] = None,
-    end: Annotated[datetime | None, Query(alias="to")] = None,
+    start: Annotated[ReportBound | None, Query(alias="from")] = None,
+    end: Annotated[ReportBound | None, Query(alias="to")] = None,
     group_by: UsageGroupBy = UsageGroupBy.MODEL,
     user_id: Annotated[UserId | None, Query()] = None,
 ) -> UsageReport:
@@ -30,13 +29,7 @@ async def get_usage(
         session,
         principal,
         user_id=user_id,
-        start=_aware(start),
-        end=_aware(end),
+        start=start,
+        end=end,
         group_by=group_by,
     )
-
-
-def _aware(moment: datetime | None) -> datetime | None:
-    if moment is None or moment.tzinfo is not None:
-        return moment
-    return moment.replace(tzinfo=UTC)
