@@ -112,10 +112,14 @@ class IdempotentRequest:
         call: Callable[[ResponseRecorder | None], Awaitable[T]],
         *,
         status: int,
-        encode: Callable[[T], dict[str, Any]] = _model_body,
+        encode: Callable[[Any], dict[str, Any]] = _model_body,
     ) -> T | StoredResponse:
         """Run `call` once per key; `call` awaits the recorder it gets (None without a key)
-        inside the transaction that stores its outcome, so the response commits with it."""
+        inside the transaction that stores its outcome, so the response commits with it.
+
+        `encode` makes the stored body of what is recorded. The key is claimed before `call`
+        runs: what a request must only take when it really runs (a concurrency slot) is taken
+        inside `call`, so that a duplicate never takes it and a refusal releases the claim."""
         if self.key is None:
             return await call(None)
         async with self.sessionmaker.begin() as claim_session:

@@ -210,8 +210,29 @@ async def _release_after(items: AsyncIterator[T], lease: Lease | None) -> AsyncI
 
 
 @dataclass(frozen=True, slots=True)
+class OpenedStream:
+    """A streamed reply just started, and the stream slot its response body is to release."""
+
+    started: StartedGeneration
+    slot: Lease | None
+
+
+def opened_stream(outcome: OpenedStream | T) -> tuple[StartedGeneration | T, Lease | None]:
+    """The reply a streamed request streams, and the slot it holds; a stored response (an
+    `Idempotency-Key`'s replay) took none."""
+    if isinstance(outcome, OpenedStream):
+        return outcome.started, outcome.slot
+    return outcome, None
+
+
+@dataclass(frozen=True, slots=True)
 class Quotas:
-    """The per-user caps the API takes a slot from before it streams or generates."""
+    """The per-user caps the API takes a slot from before it streams or generates.
+
+    Under an `Idempotency-Key` the slots are taken inside the keyed call, after the key is
+    claimed: a duplicate of a request in flight is a 409 (or its stored response) whatever the
+    caps, and a request refused a slot releases its claim like any failed request.
+    """
 
     streams: ConcurrencyQuota
     generations: ConcurrencyQuota
@@ -245,6 +266,24 @@ class Quotas:
             else:
                 await lease.release()  # a replayed response started nothing
         return outcome
+
+    async def open_stream(
+        self,
+        user_id: str,
+        generations: Generations,
+        start: Callable[[], Awaitable[StartedGeneration]],
+    ) -> OpenedStream:
+        """A stream slot, then `start` holding a generation slot until its reply ends; the
+        stream slot goes to `released_after` with the response body. A refused slot or a
+        failed start releases what was taken."""
+        async with self.opening_stream(user_id) as slot:
+            started = await self.start_generation(user_id, generations, start)
+        return OpenedStream(started, slot)
+
+    async def generate(self, user_id: str, run: Callable[[], Awaitable[T]]) -> T:
+        """Await `run` (a reply generated to its end) holding a generation slot."""
+        async with self.generations.holding(user_id):
+            return await run()
 
     @classmethod
     def build(cls, *, streams: int | None, generations: int | None, redis: Redis | None) -> Quotas:

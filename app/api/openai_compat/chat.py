@@ -23,7 +23,7 @@ from app.services.chat_completions import (
     start_chat_stream,
 )
 from app.services.idempotency import StoredResponse
-from app.services.stream_quota import released_after
+from app.services.stream_quota import opened_stream, released_after
 
 router = APIRouter(prefix="/chat/completions")
 
@@ -66,44 +66,44 @@ async def create_chat_completion(
         route_model(services.registry, services.prices, body.model), body, conversation_id
     )
     turns, generations, quotas = services.turns, services.generations, services.quotas
+    # Slots are taken inside the keyed call: a duplicate in flight is a 409 whatever the caps.
     if body.stream:
-        async with quotas.opening_stream(principal.user_id) as slot:
-            started = await quotas.start_generation(
+        opened = await idempotency.run_durably(
+            lambda record: quotas.open_stream(
                 principal.user_id,
                 generations,
-                lambda: idempotency.run_durably(
-                    lambda record: start_chat_stream(
-                        turns, generations, principal, turn, record=record
-                    ),
-                    status=200,
-                    encode=streams.started_body,
-                ),
-            )
-            reply_id = streams.started_reply_id(started)
-            into = (
-                started.body["conversation_id"]
-                if isinstance(started, StoredResponse)
-                else started.conversation_id
-            )
-            items = streams.read_reply(
-                generations.events,
-                services.sessionmaker,
-                reply_id,
-                after=0,
-                heartbeat_s=services.settings.stream_heartbeat_seconds,
-            )
+                lambda: start_chat_stream(turns, generations, principal, turn, record=record),
+            ),
+            status=200,
+            encode=streams.started_body,
+        )
+        started, slot = opened_stream(opened)
+        reply_id = streams.started_reply_id(started)
+        into = (
+            started.body["conversation_id"]
+            if isinstance(started, StoredResponse)
+            else started.conversation_id
+        )
+        items = streams.read_reply(
+            generations.events,
+            services.sessionmaker,
+            reply_id,
+            after=0,
+            heartbeat_s=services.settings.stream_heartbeat_seconds,
+        )
         include_usage = body.stream_options is not None and body.stream_options.include_usage
         return EventStreamResponse(
             completion_chunks(released_after(items, slot), reply_id, include_usage=include_usage),
             media_type="text/event-stream",
             headers={**SSE_HEADERS, CONVERSATION_HEADER: str(into)},
         )
-    async with quotas.generations.holding(principal.user_id):
-        outcome = await idempotency.run_durably(
-            lambda record: complete_chat(turns, principal, turn, record=record),
-            status=200,
-            encode=_stored_body,
-        )
+    outcome = await idempotency.run_durably(
+        lambda record: quotas.generate(
+            principal.user_id, lambda: complete_chat(turns, principal, turn, record=record)
+        ),
+        status=200,
+        encode=_stored_body,
+    )
     if isinstance(outcome, StoredResponse):
         return JSONResponse(
             outcome.body["completion"],

@@ -16,7 +16,7 @@ from app.schemas.common import Page
 from app.schemas.messages import MessageCreate, MessageRead, TurnResult
 from app.services import conversations as conversation_service
 from app.services import streams
-from app.services.stream_quota import released_after
+from app.services.stream_quota import opened_stream, released_after
 from app.services.turns import take_turn
 
 router = APIRouter(prefix="/conversations/{conversation_id}/messages", tags=["messages"])
@@ -43,36 +43,35 @@ async def send_message(
     stream, replayed from its start) with no second provider call and no second charge.
     """
     # No request session here: the turn opens its own short transactions so that no
-    # connection is held while the provider is thinking.
+    # connection is held while the provider is thinking. Slots are taken inside the keyed
+    # call: a duplicate of a request in flight is a 409 however many slots are in use.
     quotas, generations = services.quotas, services.generations
     if body.stream or "text/event-stream" in accept:
-        async with quotas.opening_stream(principal.user_id) as slot:
-            started = await quotas.start_generation(
+        outcome = await idempotency.run_durably(
+            lambda record: quotas.open_stream(
                 principal.user_id,
                 generations,
-                lambda: idempotency.run_durably(
-                    lambda record: generations.start(
-                        principal, conversation_id, body, record=record
-                    ),
-                    status=200,
-                    encode=streams.started_body,
-                ),
-            )
-            items = streams.read_reply(
-                generations.events,
-                services.sessionmaker,
-                streams.started_reply_id(started),
-                after=0,
-                heartbeat_s=services.settings.stream_heartbeat_seconds,
-            )
-        return event_stream(released_after(items, slot))
-    async with quotas.generations.holding(principal.user_id):
-        turn = await idempotency.run_durably(
-            lambda record: take_turn(
-                services.turns, principal, conversation_id, body, record=record
+                lambda: generations.start(principal, conversation_id, body, record=record),
             ),
-            status=201,
+            status=200,
+            encode=streams.started_body,
         )
+        started, slot = opened_stream(outcome)
+        items = streams.read_reply(
+            generations.events,
+            services.sessionmaker,
+            streams.started_reply_id(started),
+            after=0,
+            heartbeat_s=services.settings.stream_heartbeat_seconds,
+        )
+        return event_stream(released_after(items, slot))
+    turn = await idempotency.run_durably(
+        lambda record: quotas.generate(
+            principal.user_id,
+            lambda: take_turn(services.turns, principal, conversation_id, body, record=record),
+        ),
+        status=201,
+    )
     return replayed(turn)
 
 
