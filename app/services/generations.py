@@ -250,6 +250,10 @@ class Generations:
     ) -> None:
         try:
             await fail_reply(self._ctx, reply, failure, generation, started)
+        except ChatAPIError as unstored:
+            # Its end is still waiting for the database (and will be written when it returns),
+            # or was written by someone else: the listeners hear the failure either way.
+            log.warning("a failed reply's end is not stored yet", code=unstored.code)
         finally:
             error = {"code": failure.code, "message": failure.detail}
             await self._end(reply_id, "error", json.dumps(error))
@@ -270,9 +274,14 @@ class Generations:
             completion_tokens=count(generation.text) if generation.text else 0,
         )
         finished = Finished("cancelled", usage, reply.model or "", reply.provider)
-        result = await complete_reply(
-            self._ctx, owner, reply, finished, generation, started, MessageStatus.CANCELLED
-        )
+        try:
+            result = await complete_reply(
+                self._ctx, owner, reply, finished, generation, started, MessageStatus.CANCELLED
+            )
+        except ChatAPIError as error:
+            unstored = {"code": error.code, "message": error.detail, **error.extra}
+            await self._end(reply_id, "error", json.dumps(unstored))
+            return
         await self._end(reply_id, "done", result.model_dump_json())
 
     async def _end(self, reply_id: UUID, event: str, data: str) -> None:

@@ -60,7 +60,11 @@ async def fail_abandoned_replies(
             LeaseRow.owner_id == Message.generation_owner,
             LeaseRow.renewed_at >= lease.lapsed_before(),
         )
-        abandoned = or_(ownerless_stale, and_(Message.generation_owner.is_not(None), ~owner_alive))
+        # Never its own: a stalled event loop may have delayed its own renewal, not ended it.
+        foreign = and_(
+            Message.generation_owner.is_not(None), Message.generation_owner != lease.owner_id
+        )
+        abandoned = or_(ownerless_stale, and_(foreign, ~owner_alive))
     async with sessionmaker.begin() as session:
         stale = (
             await session.scalars(

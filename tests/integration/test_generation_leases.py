@@ -133,6 +133,20 @@ class TestLeases:
         assert await fail_abandoned_replies(sessions, stale_after_s=1, lease=sweeper) == 0
         assert (await status_of(sessions, reply_id)).status == MessageStatus.IN_PROGRESS
 
+    async def test_a_process_never_fails_its_own_replies(
+        self, sessions: async_sessionmaker[AsyncSession]
+    ) -> None:
+        """Its own renewal may lag (a stalled event loop) while it still runs the reply."""
+        sweeper = await judging_lease(sessions)
+        _, reply_id = await running_reply(sessions, sweeper.owner_id)
+        async with sessions.begin() as session:  # its own row looks lapsed
+            await session.execute(
+                LeaseRow.__table__.update().values(renewed_at=utcnow() - timedelta(hours=1))
+            )
+
+        assert await fail_abandoned_replies(sessions, stale_after_s=3600, lease=sweeper) == 0
+        assert (await status_of(sessions, reply_id)).status == MessageStatus.IN_PROGRESS
+
     async def test_a_process_just_back_from_an_outage_judges_no_one_yet(
         self, sessions: async_sessionmaker[AsyncSession]
     ) -> None:
