@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run migrate test test-slow lint format bench bench-skeleton bench-turns bench-streams clean
+.PHONY: install run migrate test test-slow lint format bench bench-skeleton bench-turns bench-streams bench-pool clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -56,6 +56,10 @@ bench-turns: $(STAMP)
 ## bench-streams: 1000 concurrent SSE streams on one worker (BENCH_STREAMS_ARGS="--redis" etc.)
 bench-streams: $(STAMP)
 	$(BIN)/python bench/streams.py $(BENCH_STREAMS_ARGS)
+
+## bench-pool: what validating a pooled connection costs per checkout (the service's check vs pool_pre_ping)
+bench-pool: $(STAMP)
+	$(BIN)/python bench/pool_checkout.py $(BENCH_POOL_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
