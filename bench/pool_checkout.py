@@ -8,13 +8,14 @@ connection and running one trivial statement on it:
   server has closed the connection, and a closed one is replaced; no round trip;
 - `pool_pre_ping`: SQLAlchemy's pessimistic ping, a round trip before every checkout.
 
-    .venv/bin/python bench/pool_checkout.py [--checkouts 5000]
+    .venv/bin/python bench/pool_checkout.py [--checkouts 2000] [--rounds 7]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -53,19 +54,35 @@ async def measure(
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--checkouts", type=int, default=5000)
+    parser.add_argument("--checkouts", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=7)
     options = parser.parse_args()
-    rows = []
+    variants = (
+        ("none", False, False),
+        ("closed-check (the service)", True, False),
+        ("pool_pre_ping", False, True),
+    )
+    # Interleaved rounds, medians: the machine's drift lands on every variant alike.
+    samples: dict[str, list[tuple[float, float]]] = {name: [] for name, _, _ in variants}
     async with fresh_database() as url:
-        for name, checked, pre_ping in (
-            ("none", False, False),
-            ("closed-check (the service)", True, False),
-            ("pool_pre_ping", False, True),
-        ):
-            wall, cpu = await measure(url, options.checkouts, checked=checked, pre_ping=pre_ping)
-            rows.append((name, wall, cpu))
+        for _ in range(options.rounds):
+            for name, checked, pre_ping in variants:
+                samples[name].append(
+                    await measure(url, options.checkouts, checked=checked, pre_ping=pre_ping)
+                )
+    rows = [
+        (
+            name,
+            statistics.median(wall for wall, _ in samples[name]),
+            statistics.median(cpu for _, cpu in samples[name]),
+        )
+        for name, _, _ in variants
+    ]
     base_wall, base_cpu = rows[0][1], rows[0][2]
-    print(f"pool checkout + SELECT 1 + return, {options.checkouts} times, one process")
+    print(
+        f"pool checkout + SELECT 1 + return, {options.checkouts} times x {options.rounds} "
+        "interleaved rounds (medians), one process"
+    )
     print("| validation | wall µs | CPU µs | added wall µs | added CPU µs | per turn (3) CPU µs |")
     print("|---|---|---|---|---|---|")
     for name, wall, cpu in rows:
