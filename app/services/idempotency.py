@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
 
+import structlog
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -41,6 +42,8 @@ from app.db.base import utcnow
 from app.db.models import IdempotencyStatus
 from app.errors import IdempotencyInProgress, IdempotencyKeyReused
 from app.repositories.idempotency import IdempotencyRepo
+
+log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 
@@ -135,7 +138,12 @@ class IdempotentRequest:
             return await call(record)
         except BaseException:
             # Releases only an unrecorded claim: a response already stored stays replayable.
-            await asyncio.shield(self._release())
+            try:
+                await asyncio.shield(self._release())
+            except Exception as error:
+                # The database is the likely reason the call failed: its error stays the one
+                # raised, and the claim is taken over once `abandoned_after_s` has passed.
+                log.warning("could not release an idempotency claim", error=type(error).__name__)
             raise
 
     async def _run_in(

@@ -104,6 +104,10 @@ def _param_of(problem: dict[str, Any]) -> str | None:
 
 def _message_of(problem: dict[str, Any], param: str | None) -> str:
     detail = str(problem.get("detail") or problem.get("title") or "error")
+    if problem.get("reply_id") and problem.get("conversation_id"):
+        # A 503 after the turn may have been stored names what was stored; OpenAI's error
+        # object has no field for it, so the message carries it.
+        detail += f" (conversation {problem['conversation_id']}, reply {problem['reply_id']})"
     errors = problem.get("errors")
     if isinstance(errors, list) and errors and isinstance(errors[0], dict):
         msg = str(errors[0].get("msg", ""))
