@@ -1,13 +1,15 @@
-"""The per-reply event log that every stream listener reads: Redis Streams, or in-process.
+"""The per-reply event log that every stream listener reads: in-process, and Redis Streams.
 
 A generation appends each event (`start`, `delta`, `done`, `error`) here before anyone sees
 it; listeners only read. Event ids are `<position>` within one reply's log, opaque to clients,
 so `Last-Event-ID` resumes right after an event on any replica that can read the same log.
-With Redis configured, the log lives in a Redis Stream (`chat:events:<reply id>`), trimmed to a
-bounded length and expired a while after the reply ends. The listeners of one process catch up
-with short reads, then share its one blocking reader (`redis_fanout`) rather than each holding
-a Redis connection while it waits. A Redis outage degrades to the
-in-process log of the replica running the generation, so streaming never stops for it.
+A reply generated in this process is always held in the in-process log while it runs (and for
+the retention after), so its listeners here never wait on Redis and a Redis outage changes
+nothing for them. With Redis configured each event is also written, at the same position, to a
+Redis Stream (`chat:events:<reply id>`), trimmed to a bounded length and expired a while after
+the reply ends: listeners on other replicas, and resumes once the local copy is gone, read it
+there, catching up with short reads, then sharing one blocking reader per process
+(`redis_fanout`) rather than each holding a Redis connection while it waits.
 """
 
 from __future__ import annotations
@@ -17,14 +19,14 @@ import contextlib
 import sys
 import time
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from uuid import UUID
 
 import structlog
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 from redis.typing import EncodableT, FieldT
 
 from app.services.redis_fanout import StreamFanout
@@ -32,8 +34,6 @@ from app.services.redis_fanout import StreamFanout
 log = structlog.get_logger(__name__)
 
 TERMINAL_EVENTS = frozenset({"done", "error"})
-# How often a listener waiting on Redis looks whether its reply's log moved into this process.
-_DEGRADED_CHECK_S = 1.0
 # Entries per catch-up read: a long log is read in bounded steps.
 _CATCH_UP_COUNT = 500
 
@@ -55,6 +55,14 @@ class LoggedEvent:
 class EventLog(Protocol):
     async def append(self, reply_id: UUID, event: str, data: str) -> str:
         """Store one event and wake its listeners; returns the event's id."""
+        ...
+
+    async def append_end(self, reply_id: UUID, event: str, data: str) -> bool:
+        """End the log of a reply whose generation died (elsewhere, or in an earlier process)
+        with a terminal `event`, right after its last event, and let it expire as usual.
+
+        Returns False, appending nothing, when there is no such log or it has ended already.
+        """
         ...
 
     def follow(
@@ -79,7 +87,7 @@ class EventLog(Protocol):
 class _Buffer:
     # One reply's events as two parallel lists, not a `LoggedEvent` (and an id string) each:
     # a reply is mostly small deltas, kept for `retention_s` after it ends, so the per-event
-    # overhead is most of the log's memory. Ids are positions, made when an event is read.
+    # overhead is most of the log's memory. Ids are positions (index + 1), made when read.
     names: list[str] = field(default_factory=list)  # interned: one string for all `delta`s
     data: list[str] = field(default_factory=list)
     # The listeners waiting for the next event, each on its own future: a plain list, not an
@@ -87,12 +95,15 @@ class _Buffer:
     waiters: list[asyncio.Future[None]] = field(default_factory=list)
     # Ended (and queued to be forgotten after the retention): an end is counted once.
     finished: bool = False
-    # The position before `names[0]`: more than 0 when the log began in Redis.
-    first: int = 0
+
+    @property
+    def ended(self) -> bool:
+        return bool(self.names) and self.names[-1] in TERMINAL_EVENTS
 
 
 class InProcessEventLog:
-    """Events held in this process: enough for one replica, and the fallback without Redis."""
+    """Events of the replies generated in this process: all a single replica needs, and what
+    its own listeners read when Redis holds the log too."""
 
     def __init__(self, retention_s: float = 300.0) -> None:
         self._buffers: dict[UUID, _Buffer] = {}
@@ -100,15 +111,31 @@ class InProcessEventLog:
         self._finished: deque[tuple[float, UUID]] = deque()  # (when, reply), in order of ending
 
     async def append(self, reply_id: UUID, event: str, data: str) -> str:
-        buffer = self._buffers.setdefault(reply_id, _Buffer())
-        position = buffer.first + len(buffer.names) + 1
+        buffer = self._buffers.get(reply_id)
+        if buffer is None:
+            buffer = self._buffers[reply_id] = _Buffer()
         buffer.names.append(sys.intern(event))
         buffer.data.append(data)
         waiters, buffer.waiters = buffer.waiters, []
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(None)
-        return str(position)
+        return str(len(buffer.names))
+
+    async def append_end(self, reply_id: UUID, event: str, data: str) -> bool:
+        _check_terminal(event)
+        if not self.holds(reply_id) or self.has_ended(reply_id):
+            return False
+        await self.append(reply_id, event, data)
+        await self.finish(reply_id)
+        return True
+
+    def event_at(self, reply_id: UUID, position: int) -> tuple[str, str] | None:
+        """The name and data of the event at `position` (from 1), if this log holds it."""
+        buffer = self._buffers.get(reply_id)
+        if buffer is None or not 0 < position <= len(buffer.names):
+            return None
+        return buffer.names[position - 1], buffer.data[position - 1]
 
     async def follow(
         self, reply_id: UUID, after: str | None, *, idle_s: float
@@ -116,11 +143,11 @@ class InProcessEventLog:
         buffer = self._buffers.get(reply_id)
         if buffer is None:
             return
-        position = max(0, _position(after) - buffer.first)  # an index into `names`
+        position = _position(after)  # an index into `names`
         while True:
             while position < len(buffer.names):
                 event = LoggedEvent(
-                    str(buffer.first + position + 1),
+                    str(position + 1),
                     buffer.names[position],
                     buffer.data[position],
                     more=position + 1 < len(buffer.names),
@@ -129,7 +156,7 @@ class InProcessEventLog:
                 yield event
                 if event.is_terminal:
                     return
-            if buffer.names and buffer.names[-1] in TERMINAL_EVENTS:
+            if buffer.ended:
                 return  # the client saw the end already: nothing more will come
             await _wait_for_more(buffer, position, idle_s)
             if len(buffer.names) <= position:
@@ -138,14 +165,14 @@ class InProcessEventLog:
     async def exists(self, reply_id: UUID) -> bool:
         return reply_id in self._buffers
 
-    def continue_from(self, reply_id: UUID, position: int) -> None:
-        """Number this reply's next event `position + 1`: the log so far is elsewhere."""
-        self._buffers.setdefault(reply_id, _Buffer(first=position))
+    def holds(self, reply_id: UUID) -> bool:
+        """Whether this log has the reply (generated here, and not yet past its retention)."""
+        return reply_id in self._buffers
 
-    def first_position(self, reply_id: UUID) -> int:
-        """The position before the first event held here (0: it holds the whole log)."""
+    def has_ended(self, reply_id: UUID) -> bool:
+        """Whether the reply's log here ends with a terminal event."""
         buffer = self._buffers.get(reply_id)
-        return 0 if buffer is None else buffer.first
+        return buffer is not None and buffer.ended
 
     async def finish(self, reply_id: UUID) -> None:
         now = time.monotonic()
@@ -165,16 +192,19 @@ class InProcessEventLog:
 
 
 class RedisEventLog:
-    """Events in a Redis Stream per reply, readable from every replica.
+    """Events in a Redis Stream per reply, readable from every replica, written through `local`.
 
-    Stream entry ids are not used as event ids: the position in the reply's log is, so ids
-    stay the same whichever log served them. Falls back to `fallback` while Redis is down.
+    The replies generated here are appended to `local` first (waking the listeners here), then
+    to Redis at the same position, so an id means the same event whichever log served it.
+    Listeners here follow `local`; others read Redis. A reply whose Redis write fails is not
+    written there again (a later entry would leave a gap): other replicas then end its streams
+    from the stored row, and nothing changes for listeners here.
     """
 
     def __init__(
         self,
         redis: Redis,
-        fallback: InProcessEventLog,
+        local: InProcessEventLog,
         *,
         max_events: int = 100_000,
         retention_s: int = 3_600,
@@ -182,62 +212,109 @@ class RedisEventLog:
         reader_block_ms: int = 2_000,
     ) -> None:
         self._redis = redis
-        self._fallback = fallback
+        self._local = local
         self._max_events = max_events
         self._retention_s = retention_s
         self._max_life_s = max_life_s
-        self._degraded: set[UUID] = set()
-        # The last position stored in Redis per reply running here: a degraded log goes on
-        # from it, so positions stay unique and a Last-Event-ID from Redis still means the same.
-        self._positions: dict[UUID, int] = {}
+        # Replies running here whose log in Redis stopped at a failed write.
+        self._cut_off: set[UUID] = set()
+        # Replies running here whose last write was interrupted (the generation cancelled):
+        # whether it reached Redis is unknown, so the next write sends it again first.
+        self._unsure: set[UUID] = set()
         # One blocking read for all of this process's listeners, not one connection each.
         self._reader = StreamFanout(redis, block_ms=reader_block_ms)
 
     async def append(self, reply_id: UUID, event: str, data: str) -> str:
-        if reply_id not in self._degraded:
-            try:
-                position = await self._append(reply_id, event, data)
-            except RedisError as error:
-                # Listeners on this replica keep reading; other replicas see the DB's replay.
-                log.warning("event log degraded to in-process", error=type(error).__name__)
-                self._degraded.add(reply_id)
-                self._fallback.continue_from(reply_id, self._positions.get(reply_id, 0))
-            else:
-                self._positions[reply_id] = int(position)
-                return position
-        return await self._fallback.append(reply_id, event, data)
-
-    async def _append(self, reply_id: UUID, event: str, data: str) -> str:
-        # Only the one generation running a reply writes its log, so it counts positions
-        # itself; Redis rejects an entry id that does not grow, should that ever break.
-        position = self._positions.get(reply_id, 0) + 1
-        key = _key(reply_id)
-        fields: dict[FieldT, EncodableT] = {"id": str(position), "event": event, "data": data}
-        if position > 1:
-            await self._redis.xadd(
-                key, fields, id=f"{position}-0", maxlen=self._max_events, approximate=True
+        event_id = await self._local.append(reply_id, event, data)
+        if reply_id in self._cut_off:
+            return event_id
+        try:
+            await self._write(reply_id, event_id, event, data)
+        except RedisError as error:
+            log.warning(
+                "event log in Redis stopped; listeners here read on", error=type(error).__name__
             )
-            return str(position)
+            self._cut_off.add(reply_id)
+        except asyncio.CancelledError:
+            self._unsure.add(reply_id)
+            raise
+        return event_id
+
+    async def _write(self, reply_id: UUID, event_id: str, event: str, data: str) -> None:
+        # Only the one generation running a reply writes its log, so positions come from the
+        # local copy; Redis rejects an entry id that does not grow, should that ever break.
+        key = _key(reply_id)
+        if reply_id in self._unsure:
+            await self._write_again(reply_id, int(event_id) - 1)
+        fields: dict[FieldT, EncodableT] = {"id": event_id, "event": event, "data": data}
+        if event_id != "1":
+            await self._redis.xadd(
+                key, fields, id=f"{event_id}-0", maxlen=self._max_events, approximate=True
+            )
+            return
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.xadd(key, fields, id=f"{position}-0", maxlen=self._max_events, approximate=True)
+            pipe.xadd(key, fields, id="1-0", maxlen=self._max_events, approximate=True)
             # A reply whose process dies never reaches `finish`: its log must still go.
             pipe.expire(key, self._max_life_s)
             await pipe.execute()
-        return str(position)
 
-    async def follow(
+    async def _write_again(self, reply_id: UUID, position: int) -> None:
+        """Write the local event at `position` to Redis unless it got there already."""
+        logged = self._local.event_at(reply_id, position)
+        if logged is not None:
+            event, data = logged
+            key = _key(reply_id)
+            fields: dict[FieldT, EncodableT] = {"id": str(position), "event": event, "data": data}
+            try:
+                await self._redis.xadd(key, fields, id=f"{position}-0")
+            except ResponseError as error:
+                if "equal or smaller" not in str(error):
+                    raise
+            if position == 1:
+                await self._redis.expire(key, self._max_life_s)
+        self._unsure.discard(reply_id)
+
+    async def append_end(self, reply_id: UUID, event: str, data: str) -> bool:
+        _check_terminal(event)
+        if self._local.holds(reply_id):
+            # Generated here: ended like any reply of this process, through both logs.
+            if self._local.has_ended(reply_id):
+                return False
+            await self.append(reply_id, event, data)
+            await self.finish(reply_id)
+            return True
+        key = _key(reply_id)
+        try:
+            newest: Any = await self._redis.xrevrange(key, count=1)
+            if not newest or _text(newest[0][1][b"event"]) in TERMINAL_EVENTS:
+                return False
+            position = _entry_position(newest[0][0]) + 1
+            fields: dict[FieldT, EncodableT] = {"id": str(position), "event": event, "data": data}
+            try:
+                # NOMKSTREAM: a log that expired meanwhile is not brought back without a TTL.
+                added = await self._redis.xadd(key, fields, id=f"{position}-0", nomkstream=True)
+            except ResponseError:
+                return False  # a writer still alive took the position: its log goes on
+            if added is None:
+                return False
+            await self._redis.expire(key, self._retention_s)
+        except RedisError as error:
+            log.warning("could not end an abandoned reply's log", error=type(error).__name__)
+            return False
+        return True
+
+    def follow(
         self, reply_id: UUID, after: str | None, *, idle_s: float
     ) -> AsyncGenerator[LoggedEvent | None, None]:
-        if await self._moved_here(reply_id):
-            seen, first = _position(after), self._fallback.first_position(reply_id)
-            if seen < first:
-                # The log began in Redis before it degraded: its head is there, if readable.
-                async for event in self._head(reply_id, seen, first):
-                    yield event
-                after = str(first)
-            async for item in self._fallback.follow(reply_id, after, idle_s=idle_s):
-                yield item
-            return
+        if self._local.holds(reply_id):
+            # Generated here: no Redis round trip, and nothing a Redis outage could take.
+            return self._local.follow(reply_id, after, idle_s=idle_s)
+        return self._follow_redis(reply_id, after, idle_s=idle_s)
+
+    async def _follow_redis(
+        self, reply_id: UUID, after: str | None, *, idle_s: float
+    ) -> AsyncGenerator[LoggedEvent | None, None]:
+        """The log another process writes: caught up on, then handed over by the reader."""
         key = _key(reply_id)
         seen = _position(after)
         try:
@@ -260,19 +337,13 @@ class RedisEventLog:
                     break
             subscription = await self._reader.subscribe(key, seen)
             try:
-                silent_s = 0.0
-                while not await self._moved_here(reply_id):
-                    wait_s = min(idle_s, _DEGRADED_CHECK_S)
-                    batch = await subscription.take(wait_s)
+                while True:
+                    batch = await subscription.take(idle_s)
                     if not batch:
-                        silent_s += wait_s
-                        if silent_s >= idle_s:
-                            silent_s = 0.0
-                            if _ends_by(await self._redis.xrevrange(key, count=1), seen):
-                                return  # the end is behind the position asked for
-                            yield None
+                        if _ends_by(await self._redis.xrevrange(key, count=1), seen):
+                            return  # the end is behind the position asked for
+                        yield None
                         continue
-                    silent_s = 0.0
                     for index, (position, fields) in enumerate(batch, start=1):
                         seen = position
                         event = _logged(fields, more=index < len(batch))
@@ -282,31 +353,11 @@ class RedisEventLog:
             finally:
                 self._reader.unsubscribe(subscription)
         except RedisError as error:
-            if not await self._moved_here(reply_id):
-                log.warning("event log unreadable; stream ends", error=type(error).__name__)
-                return
-        # This replica's generation went on in memory while we read Redis: the rest is there.
-        async for item in self.follow(reply_id, str(seen), idle_s=idle_s):
-            yield item
-
-    async def _moved_here(self, reply_id: UUID) -> bool:
-        """Whether this reply's log went on in this process after Redis failed."""
-        return reply_id in self._degraded or await self._fallback.exists(reply_id)
-
-    async def _head(self, reply_id: UUID, seen: int, upto: int) -> AsyncIterator[LoggedEvent]:
-        """The events after position `seen` up to `upto` that reached Redis before it failed."""
-        try:
-            entries: Any = await self._redis.xrange(
-                _key(reply_id), min=f"{seen + 1}-0", max=f"{upto}-0"
-            )
-        except RedisError as error:
-            log.warning("event log head unreadable", error=type(error).__name__)
-            return
-        for index, (_, fields) in enumerate(entries, start=1):
-            yield _logged(fields, more=index < len(entries))
+            # The caller ends the stream from the stored reply.
+            log.warning("event log unreadable; stream ends", error=type(error).__name__)
 
     async def exists(self, reply_id: UUID) -> bool:
-        if await self._fallback.exists(reply_id):
+        if self._local.holds(reply_id):
             return True
         try:
             return bool(await self._redis.exists(_key(reply_id)))
@@ -314,16 +365,20 @@ class RedisEventLog:
             return False
 
     async def finish(self, reply_id: UUID) -> None:
-        await self._fallback.finish(reply_id)
-        self._degraded.discard(reply_id)
-        self._positions.pop(reply_id, None)
-        key = _key(reply_id)
+        await self._local.finish(reply_id)
+        self._cut_off.discard(reply_id)
+        self._unsure.discard(reply_id)
         with contextlib.suppress(RedisError):
-            await self._redis.expire(key, self._retention_s)
+            await self._redis.expire(_key(reply_id), self._retention_s)
 
     async def aclose(self) -> None:
-        """Stop this process's stream reader; open listeners end or go on in memory."""
+        """Stop this process's stream reader; its listeners of other replicas' replies end."""
         await self._reader.aclose()
+
+
+def _check_terminal(event: str) -> None:
+    if event not in TERMINAL_EVENTS:
+        raise ValueError(f"{event!r} does not end a reply")
 
 
 async def _wait_for_more(buffer: _Buffer, seen: int, idle_s: float) -> None:
