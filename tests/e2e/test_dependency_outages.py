@@ -154,165 +154,6 @@ class CuttableProxy:
 
 
 @dataclass
-class Load:
-    """Workers sending turns (plain and streamed) until stopped; every outcome is counted."""
-
-    base_url: str
-    conversations: list[str]
-    outcomes: Counter[str] = field(default_factory=Counter)
-    _stop: asyncio.Event = field(default_factory=asyncio.Event)
-
-    async def run(self, workers: int) -> None:
-        async with httpx.AsyncClient(base_url=self.base_url, timeout=30) as http:
-            await asyncio.gather(*(self._work(http, n) for n in range(workers)))
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    async def _work(self, http: httpx.AsyncClient, n: int) -> None:
-        url = f"/api/v1/conversations/{self.conversations[n]}/messages"
-        streamed = n % 2 == 1
-        while not self._stop.is_set():
-            try:
-                if streamed:
-                    stream = await read_stream(
-                        http, "POST", url, json={"content": "Go on.", "stream": True}, within=30
-                    )
-                    if stream.status_code == 200:
-                        ends = [e.event for e in stream.events if e.is_terminal]
-                        ended = ends[0] if ends == stream.names[-1:] else f"ended-{ends}"
-                        self.outcomes[f"stream:{ended}"] += 1
-                    else:
-                        self.outcomes[f"stream:{stream.status_code}"] += 1
-                else:
-                    response = await http.post(url, json={"content": "Go on."})
-                    self.outcomes[f"turn:{response.status_code}"] += 1
-            except httpx.TransportError as error:
-                self.outcomes[f"transport:{type(error).__name__}"] += 1
-            await asyncio.sleep(0.02)
-
-
-async def new_conversations(http: httpx.AsyncClient, count: int) -> list[str]:
-    ids = []
-    for _ in range(count):
-        created = await http.post("/api/v1/conversations", json={"title": "outage"})
-        assert created.status_code == 201, created.text
-        ids.append(created.json()["id"])
-    return ids
-
-
-async def ready_checks(http: httpx.AsyncClient) -> tuple[int, dict[str, Any]]:
-    response = await http.get("/ready")
-    body = response.json()
-    return response.status_code, body.get("checks", {})
-
-
-async def wait_for_ready(
-    http: httpx.AsyncClient, expected: dict[str, str], *, within: float
-) -> dict[str, Any]:
-    deadline = time.monotonic() + within
-    while True:
-        status, checks = await ready_checks(http)
-        if status == 200 and checks == expected:
-            return checks
-        assert time.monotonic() < deadline, f"/ready is still {status} {checks}"
-        await asyncio.sleep(0.25)
-
-
-async def one_turn_each_way(http: httpx.AsyncClient, conversation_id: str) -> None:
-    url = f"/api/v1/conversations/{conversation_id}/messages"
-    turn = await http.post(url, json={"content": "Still there?"})
-    assert turn.status_code == 201, turn.text
-    assert turn.json()["message"]["status"] == "completed"
-    stream = await read_stream(http, "POST", url, json={"content": "Stream?", "stream": True})
-    assert stream.status_code == 200, stream.body
-    assert stream.terminal.event == "done"
-
-
-async def eventually_a_turn(http: httpx.AsyncClient, conversation_id: str, within: float) -> None:
-    url = f"/api/v1/conversations/{conversation_id}/messages"
-    deadline = time.monotonic() + within
-    while True:
-        turn = await http.post(url, json={"content": "Back?"})
-        if turn.status_code == 201:
-            return
-        assert turn.status_code == 409, turn.text
-        assert time.monotonic() < deadline, f"{conversation_id} still refuses turns"
-        await asyncio.sleep(0.5)
-
-
-# ------------------------------------------------------------------ the tests
-
-
-@pytest.fixture
-async def database_url_for_outages() -> AsyncIterator[str]:
-    async with postgres_database() as url:
-        yield url
-
-
-class TestRedisOutage:
-    async def test_turns_go_on_while_redis_is_down_and_ready_recovers_when_it_returns(
-        self, own_redis: OwnRedis, database_url_for_outages: str, tmp_path: Path
-    ) -> None:
-        server = await asyncio.to_thread(
-            start_server,
-            {
-                "DATABASE_URL": database_url_for_outages,
-                "REDIS_URL": own_redis.url,
-                "RATE_LIMIT_RPM": "100000",
-                # Counted in Redis, then in memory while it is down.
-                "MAX_CONCURRENT_STREAMS_PER_USER": "50",
-                "MAX_CONCURRENT_GENERATIONS_PER_USER": "50",
-                "MOCK_CHUNK_DELAY_MS": "5",
-            },
-            tmp_path / "server.log",
-        )
-        all_ok = {"database": "ok", "redis": "ok", "rate_limits": "ok"}
-        degraded = {"database": "ok", "redis": "degraded", "rate_limits": "degraded"}
-        try:
-            async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as http:
-                assert await ready_checks(http) == (200, all_ok)
-                conversations = await new_conversations(http, 7)
-                await one_turn_each_way(http, conversations[0])
-                load = Load(server.base_url, conversations[1:])
-                running = asyncio.create_task(load.run(workers=6))
-                await asyncio.sleep(1)
-
-                own_redis.kill()
-                await asyncio.sleep(2)
-                during_outage = await wait_for_ready(http, degraded, within=10)
-                await one_turn_each_way(http, conversations[0])
-                served_while_down = sum(load.outcomes.values())
-                await asyncio.sleep(2)
-                served_while_down = sum(load.outcomes.values()) - served_while_down
-
-                own_redis.start()
-                await wait_for_ready(http, all_ok, within=30)
-                await one_turn_each_way(http, conversations[0])
-                await asyncio.sleep(1)
-                load.stop()
-                await running
-        finally:
-            await asyncio.to_thread(stop_server, server)
-
-        assert during_outage == degraded
-        assert served_while_down > 0
-        # Every turn under load was stored and every stream ended with `done`.
-        assert set(load.outcomes) <= {"turn:201", "stream:done"}, load.outcomes
-        # Counting went back to the restarted Redis.
-        redis = Redis.from_url(own_redis.url)
-        try:
-            assert [key async for key in redis.scan_iter(match=f"{KEY_PREFIX}*")]
-        finally:
-            await redis.aclose()
-
-
-def server_errors(server: LiveServer) -> list[str]:
-    """The server's logged crashes (their exception text), to say why a 500 happened."""
-    return [line[-3000:] for line in server.log().splitlines() if "Traceback" in line]
-
-
-@dataclass
 class Sent:
     """One turn sent under load, and what came of it."""
 
@@ -339,6 +180,12 @@ class RecordingLoad:
 
     def stop(self) -> None:
         self._stop.set()
+
+    def outcomes(self) -> Counter[str]:
+        """How many got each answer: `turn:201:None`, `stream:200:done`, `turn:503:not_ready`."""
+        return Counter(
+            f"{'stream' if s.streamed else 'turn'}:{s.status}:{s.code}" for s in self.sent
+        )
 
     async def _work(self, http: httpx.AsyncClient, n: int) -> None:
         conversation_id = self.conversations[n]
@@ -408,6 +255,115 @@ async def stored_messages(database_url: str) -> list[dict[str, Any]]:
     return [dict(row) for row in rows]
 
 
+async def new_conversations(http: httpx.AsyncClient, count: int) -> list[str]:
+    ids = []
+    for _ in range(count):
+        created = await http.post("/api/v1/conversations", json={"title": "outage"})
+        assert created.status_code == 201, created.text
+        ids.append(created.json()["id"])
+    return ids
+
+
+async def ready_checks(http: httpx.AsyncClient) -> tuple[int, dict[str, Any]]:
+    response = await http.get("/ready")
+    body = response.json()
+    return response.status_code, body.get("checks", {})
+
+
+async def wait_for_ready(
+    http: httpx.AsyncClient, expected: dict[str, str], *, within: float
+) -> dict[str, Any]:
+    deadline = time.monotonic() + within
+    while True:
+        status, checks = await ready_checks(http)
+        if status == 200 and checks == expected:
+            return checks
+        assert time.monotonic() < deadline, f"/ready is still {status} {checks}"
+        await asyncio.sleep(0.25)
+
+
+async def one_turn_each_way(http: httpx.AsyncClient, conversation_id: str) -> None:
+    url = f"/api/v1/conversations/{conversation_id}/messages"
+    turn = await http.post(url, json={"content": "Still there?"})
+    assert turn.status_code == 201, turn.text
+    assert turn.json()["message"]["status"] == "completed"
+    stream = await read_stream(http, "POST", url, json={"content": "Stream?", "stream": True})
+    assert stream.status_code == 200, stream.body
+    assert stream.terminal.event == "done"
+
+
+# ------------------------------------------------------------------ the tests
+
+
+@pytest.fixture
+async def database_url_for_outages() -> AsyncIterator[str]:
+    async with postgres_database() as url:
+        yield url
+
+
+class TestRedisOutage:
+    async def test_turns_go_on_while_redis_is_down_and_ready_recovers_when_it_returns(
+        self, own_redis: OwnRedis, database_url_for_outages: str, tmp_path: Path
+    ) -> None:
+        server = await asyncio.to_thread(
+            start_server,
+            {
+                "DATABASE_URL": database_url_for_outages,
+                "REDIS_URL": own_redis.url,
+                "RATE_LIMIT_RPM": "100000",
+                # Counted in Redis, then in memory while it is down.
+                "MAX_CONCURRENT_STREAMS_PER_USER": "50",
+                "MAX_CONCURRENT_GENERATIONS_PER_USER": "50",
+                "MOCK_CHUNK_DELAY_MS": "5",
+            },
+            tmp_path / "server.log",
+        )
+        all_ok = {"database": "ok", "redis": "ok", "rate_limits": "ok"}
+        degraded = {"database": "ok", "redis": "degraded", "rate_limits": "degraded"}
+        try:
+            async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as http:
+                assert await ready_checks(http) == (200, all_ok)
+                conversations = await new_conversations(http, 7)
+                await one_turn_each_way(http, conversations[0])
+                load = RecordingLoad(server.base_url, conversations[1:])
+                running = asyncio.create_task(load.run(workers=6))
+                await asyncio.sleep(1)
+
+                own_redis.kill()
+                await asyncio.sleep(2)
+                during_outage = await wait_for_ready(http, degraded, within=10)
+                await one_turn_each_way(http, conversations[0])
+                served_while_down = len(load.sent)
+                await asyncio.sleep(2)
+                served_while_down = len(load.sent) - served_while_down
+
+                own_redis.start()
+                await wait_for_ready(http, all_ok, within=30)
+                await one_turn_each_way(http, conversations[0])
+                await asyncio.sleep(1)
+                load.stop()
+                await running
+        finally:
+            await asyncio.to_thread(stop_server, server)
+
+        assert during_outage == degraded
+        assert served_while_down > 0
+        # Every turn under load was stored and every stream ended with `done`.
+        outcomes = load.outcomes()
+        assert set(outcomes) <= {"turn:201:None", "stream:200:done"}, outcomes
+        # Counting went back to the restarted Redis.
+        redis = Redis.from_url(own_redis.url)
+        try:
+            assert [key async for key in redis.scan_iter(match=f"{KEY_PREFIX}*")]
+        finally:
+            await redis.aclose()
+
+
+def server_errors(server: LiveServer) -> list[str]:
+    """The server's logged crashes (their exception text), to say why a 500 happened."""
+    return [line[-3000:] for line in server.log().splitlines() if "Traceback" in line]
+
+
 class TestPostgresOutage:
     async def test_an_outage_under_load_strands_nothing_and_blocks_no_conversation(
         self, database_url_for_outages: str, tmp_path: Path
@@ -466,9 +422,7 @@ class TestPostgresOutage:
         assert not_ready.status_code == 503
         assert not_ready.json()["checks"]["database"] == "unreachable"
 
-        outcomes = Counter(
-            f"{'stream' if s.streamed else 'turn'}:{s.status}:{s.code}" for s in load.sent
-        )
+        outcomes = load.outcomes()
         print("outcomes under the outage:", dict(outcomes))  # noqa: T201
         unexpected = [line for line in server.log().splitlines() if '"status": 500' in line]
         assert not unexpected, server_errors(server)
