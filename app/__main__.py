@@ -13,14 +13,18 @@ import sys
 import tempfile
 from pathlib import Path
 
+import structlog
 import uvicorn
 from pydantic import ValidationError
 
 from app.core.config import ConfigurationError, Settings, describe_invalid_settings
+from app.core.logging import configure_logging
 from app.core.metrics import MULTIPROC_DIR_VARIABLE
 from app.db.migrations import upgrade_to_head
 from app.providers.setup import build_registry
 from app.services.pricing import build_price_book
+
+log = structlog.get_logger("app.startup")
 
 
 def main(argv: list[str]) -> int:
@@ -29,12 +33,17 @@ def main(argv: list[str]) -> int:
     except ValidationError as error:
         print(describe_invalid_settings(error), file=sys.stderr)  # noqa: T201
         return 2
+    # Before anything logs: with LOG_FORMAT=json every line, the first included, is JSON.
+    configure_logging(settings)
     try:
         # Providers are checked before migrating: a bad DEFAULT_PROVIDER changes nothing.
-        build_registry(settings, build_price_book(settings).context_window)
+        registry = build_registry(settings, build_price_book(settings).context_window)
     except ConfigurationError as error:
         print(f"invalid configuration: {error}", file=sys.stderr)  # noqa: T201
         return 2
+    # Said here, once per start: each worker builds its own registry again, silently.
+    for message, fields in registry.startup_warnings():
+        log.warning(message, **fields)
     upgrade_to_head(settings)
     if argv[:1] == ["migrate"]:
         return 0

@@ -59,12 +59,25 @@ class ProviderRegistry:
         self.fallbacks = tuple((p, m) for p, m in fallbacks if self._offers(p, m))
         self._listed = dict(listed_models or {})
         self._response_cache: ResponseCache | None = None
-        for provider, model in set(fallbacks) - set(self.fallbacks):
-            log.warning("fallback model is not available; skipped", provider=provider, model=model)
+        # Said once at start-up (`startup_warnings`), not by every worker that builds this.
+        self.skipped_fallbacks = sorted(set(fallbacks) - set(self.fallbacks))
 
     @property
     def providers(self) -> Mapping[str, Provider]:
         return self._providers
+
+    def startup_warnings(self) -> list[tuple[str, dict[str, str]]]:
+        """What an operator should hear once when the service starts: (message, fields)."""
+        warnings: list[tuple[str, dict[str, str]]] = []
+        if set(self._providers) == {"mock"}:
+            warnings.append(
+                ("no provider key is configured; replies come from the built-in mock provider", {})
+            )
+        for provider, model in self.skipped_fallbacks:
+            warnings.append(
+                ("fallback model is not available; skipped", {"provider": provider, "model": model})
+            )
+        return warnings
 
     def wrap_providers(self, wrap: Callable[[Provider], Provider]) -> None:
         """Replace every provider by `wrap(provider)` (instrumentation); names stay the same."""

@@ -51,8 +51,6 @@ def build_registry(
         for name, adapter in adapters.items()
     }
     default = settings.default_provider or next((p for p in _PREFERENCE if p in providers), "mock")
-    if default == "mock":
-        log.warning("no provider key is configured; replies come from the built-in mock provider")
     fallbacks = [tuple(item.split(":", 1)) for item in settings.fallback_models]
     try:
         return ProviderRegistry(
