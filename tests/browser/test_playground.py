@@ -204,6 +204,41 @@ class TestPlayground:
         OUTPUT.mkdir(parents=True, exist_ok=True)
         await page.screenshot(path=OUTPUT / "playground.png")
 
+    async def test_the_spend_panel_charts_spend_per_day_and_per_model(
+        self, page: Page, playground_server: LiveServer
+    ) -> None:
+        await create_conversation(page, "Spend chart")
+        await page.get_by_role("textbox", name="Message").fill("Hello there")
+        await page.get_by_role("button", name="Send").click()
+        reply = page.locator(".message.assistant").last
+        await expect(reply).to_have_attribute("data-status", "completed", timeout=15_000)
+
+        await page.get_by_text("Spend", exact=True).click()
+
+        by_model = await api_get(playground_server, "/api/v1/usage?group_by=model")
+        by_day = await api_get(playground_server, "/api/v1/usage?group_by=day")
+        day = by_day["items"][0]
+        model_bar = page.locator("#usage-by-model .usage-bar[data-key='mock']")
+        day_bar = page.locator(f"#usage-by-day .usage-bar[data-key='{day['key']}']")
+        await expect(model_bar).to_have_count(1)
+        await expect(day_bar).to_have_count(1)
+        await expect(model_bar).to_have_attribute(
+            "data-cost", str(by_model["items"][0]["cost_usd"])
+        )
+        assert float(await day_bar.locator("rect").get_attribute("width") or 0) > 0
+        await expect(page.locator("#usage-total")).to_have_text(
+            f"Total: {usd(by_model['total_cost_usd'])}"
+        )
+        # A second turn moves the chart without reopening the panel.
+        await page.get_by_role("textbox", name="Message").fill("And again")
+        await page.get_by_role("button", name="Send").click()
+        await expect(page.locator(".message.assistant")).to_have_count(2)
+        await expect(page.locator(".message.assistant").last).to_have_attribute(
+            "data-status", "completed", timeout=15_000
+        )
+        after = await api_get(playground_server, "/api/v1/usage?group_by=model")
+        await expect(model_bar).to_have_attribute("data-cost", str(after["items"][0]["cost_usd"]))
+
     async def test_an_api_error_shows_its_detail_and_keeps_the_draft(
         self, page: Page, playground_server: LiveServer
     ) -> None:
