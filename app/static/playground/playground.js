@@ -223,7 +223,8 @@ const SVG = "http://www.w3.org/2000/svg";
 const USAGE_DAYS = 30;
 const BAR_HEIGHT = 16;
 const BAR_GAP = 6;
-const LABEL_WIDTH = 96;
+const LABEL_WIDTH = 78;
+const VALUE_WIDTH = 66;
 const CHART_WIDTH = 260;
 
 // Spend per day and per model from GET /usage, drawn as bars (SVG built node by node: the
@@ -254,7 +255,7 @@ function drawBars(svg, items) {
     svg.append(svgText("No spend yet", 0, BAR_HEIGHT - 4, "usage-empty"));
     return;
   }
-  const room = CHART_WIDTH - LABEL_WIDTH - 4;
+  const room = CHART_WIDTH - LABEL_WIDTH - VALUE_WIDTH - 4;
   items.forEach((item, row) => {
     const y = row * (BAR_HEIGHT + BAR_GAP);
     const cost = Number(item.cost_usd || 0);
@@ -269,8 +270,10 @@ function drawBars(svg, items) {
     bar.setAttribute("y", String(y));
     bar.setAttribute("height", String(BAR_HEIGHT));
     // A bar for every row that has spend, however small next to the largest.
-    bar.setAttribute("width", String(largest > 0 ? Math.max(1, (cost / largest) * room) : 0));
-    group.append(title, svgText(item.key, 0, y + BAR_HEIGHT - 4, "usage-label"), bar);
+    const width = largest > 0 ? Math.max(1, (cost / largest) * room) : 0;
+    bar.setAttribute("width", String(width));
+    const value = svgText(usd(cost), LABEL_WIDTH + width + 4, y + BAR_HEIGHT - 4, "usage-value");
+    group.append(title, svgText(item.key, 0, y + BAR_HEIGHT - 4, "usage-label"), bar, value);
     svg.append(group);
   });
 }
@@ -280,7 +283,7 @@ function svgText(content, x, y, className) {
   text.setAttribute("x", String(x));
   text.setAttribute("y", String(y));
   text.classList.add(className);
-  text.textContent = content.length > 14 ? `${content.slice(0, 13)}…` : content;
+  text.textContent = content.length > 12 ? `${content.slice(0, 11)}…` : content;
   return text;
 }
 
