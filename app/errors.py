@@ -6,15 +6,16 @@ import math
 from collections.abc import Mapping
 from decimal import Decimal
 from http import HTTPStatus
-from typing import Any, ClassVar
+from typing import Any
 from uuid import UUID
 
 
 class ChatAPIError(Exception):
     """Base of every error a client may see; `detail` must never hold secrets or message text."""
 
-    status: ClassVar[HTTPStatus] = HTTPStatus.INTERNAL_SERVER_ERROR
-    code: ClassVar[str] = "internal_error"
+    # Class-wide for most errors; an instance may carry another (a provider's own 4xx).
+    status: HTTPStatus = HTTPStatus.INTERNAL_SERVER_ERROR
+    code: str = "internal_error"
 
     def __init__(
         self,
@@ -120,6 +121,36 @@ class UpstreamError(ChatAPIError):
         super().__init__(detail, headers=headers)
         self.retryable = retryable
         self.retry_after = retry_after
+
+
+class UpstreamRejected(UpstreamError):
+    """The provider refused the request itself (a 4xx the client can act on: context too
+    long, an invalid parameter): its status, masked message, code and param reach the client.
+
+    Never retried and never passed to a fallback model: the same request would be refused
+    again. The message must already be masked (`app.core.redaction`) and capped.
+    """
+
+    code = "upstream_rejected"
+
+    def __init__(
+        self,
+        provider: str,
+        status: int,
+        message: str,
+        *,
+        provider_type: str | None = None,
+        provider_code: str | None = None,
+        param: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = _known_status(status, HTTPStatus.BAD_REQUEST)
+        self.extra = {
+            "provider": provider,
+            "provider_type": provider_type,
+            "provider_code": provider_code,
+            "param": param,
+        }
 
 
 class UpstreamTimeout(UpstreamError):
@@ -242,3 +273,35 @@ class ReplyEndedElsewhere(ChatAPIError):
             f"reply {reply_id} was ended ({stored_status}) before its outcome could be stored",
             extra={"reply_id": str(reply_id)},
         )
+
+
+class ReportedFailure(ChatAPIError):
+    """A failure read back from a reply's event log or stored row, as it was first raised:
+    its status, code, detail, `Retry-After` and extension fields (see `failure_fields`)."""
+
+    def __init__(self, fields: Mapping[str, Any], detail: str) -> None:
+        fields = dict(fields)
+        self.code = str(fields.pop("code", None) or UpstreamError.code)
+        self.status = _known_status(fields.pop("status", None), UpstreamError.status)
+        retry_after = fields.pop("retry_after", None)
+        fields.pop("message", None)
+        fields.pop("detail", None)
+        headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+        super().__init__(detail, headers=headers, extra=fields)
+
+
+def failure_fields(error: ChatAPIError) -> dict[str, Any]:
+    """What a logged or stored failure keeps beside its code and detail, so that it can be
+    answered later (a stream that failed before its first token) exactly as when raised."""
+    fields: dict[str, Any] = {"status": error.status.value, **error.extra}
+    if "Retry-After" in error.headers:
+        fields["retry_after"] = error.headers["Retry-After"]
+    return fields
+
+
+def _known_status(status: object, default: HTTPStatus) -> HTTPStatus:
+    """`status` as an HTTPStatus, or `default` when it is none a response can carry."""
+    try:
+        return HTTPStatus(status) if isinstance(status, int) else default
+    except ValueError:
+        return default

@@ -22,7 +22,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from app.errors import UpstreamError, UpstreamTimeout
+from app.errors import UpstreamError, UpstreamRejected, UpstreamTimeout
 from app.providers.base import (
     ChatRequest,
     Finished,
@@ -174,7 +174,9 @@ class FallbackProvider:
     """Tries each (provider, model) in turn until one starts answering.
 
     Moves on after upstream errors, timeouts and rate limits that happen before any text was
-    produced; after the first token the reply belongs to whoever produced it.
+    produced; after the first token the reply belongs to whoever produced it. A refusal of the
+    request itself (`UpstreamRejected`: too long, invalid) goes to the caller at once: the next
+    model would most likely refuse it too, and the caller is the one who can fix it.
     """
 
     candidates: Sequence[tuple[Provider, str]]
@@ -206,6 +208,8 @@ class FallbackProvider:
                 model = request.model
             try:
                 reply = await whole_reply(provider, dataclasses.replace(request, model=model))
+            except UpstreamRejected:
+                raise
             except UpstreamError as error:
                 last_error = error
                 self._log_fallback(provider, model, error)
@@ -242,7 +246,7 @@ class FallbackProvider:
                     yield event
                 return
             except UpstreamError as error:
-                if produced_text:
+                if produced_text or isinstance(error, UpstreamRejected):
                     raise
                 last_error = error
                 self._log_fallback(provider, model, error)

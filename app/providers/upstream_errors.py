@@ -1,8 +1,10 @@
 """What an SDK's exception means for the service: one place maps both SDKs to domain errors.
 
-The detail never carries the provider's raw message: a 401 body can quote part of the key and
-any body can echo the prompt. Only the status and the provider's machine-readable error type go
-into the detail; the raw message stays out of logs too.
+The provider's raw message never reaches a client or a log: a 401 body can quote part of the
+key and any body can echo the prompt. A refusal of our credentials (401, 403) or account (402)
+is told in our words; a refusal of the request itself (another 4xx but 408, 409, 429) passes
+on the provider's message with keys and personal data masked and its length capped, since the
+client is the one who can fix it.
 """
 
 from __future__ import annotations
@@ -18,17 +20,23 @@ import aiohttp
 import httpx2
 import openai
 
+from app.core.redaction import redact
 from app.errors import (
     ChatAPIError,
     UnknownModel,
     UpstreamError,
     UpstreamRateLimited,
+    UpstreamRejected,
     UpstreamTimeout,
 )
 
 # Statuses worth another attempt: timeouts, lock conflicts, rate limits, server errors and
 # Anthropic's 529 "overloaded".
 RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
+# Refusals of the service's key or account: nothing the client can change, so a 502.
+_OUR_CREDENTIALS = frozenset({401, 402, 403})
+# The longest provider message passed on; theirs are a sentence or two.
+MAX_MESSAGE_CHARS = 1000
 
 
 def _sdk_classes(name: str) -> tuple[type[BaseException], ...]:
@@ -85,12 +93,47 @@ def _from_status(provider: str, status: int, headers: httpx2.Headers, body: obje
     kind = _error_type(body)
     if status == 429:
         return UpstreamRateLimited(provider, retry_after)
-    if status in (401, 403):
+    if status in _OUR_CREDENTIALS:
         return UpstreamError(f"provider {provider!r} rejected the service's credentials")
     if status == 404 and kind in (None, "model_not_found", "not_found_error", "DeploymentNotFound"):
         return UnknownModel(f"provider {provider!r} does not offer the requested model")
+    if 400 <= status < 500 and status not in RETRYABLE_STATUSES:
+        return _rejected(provider, status, body)
     described = f"provider {provider!r} answered {status}" + (f" ({kind})" if kind else "")
     return UpstreamError(described, retryable=status in RETRYABLE_STATUSES, retry_after=retry_after)
+
+
+def _rejected(provider: str, status: int, body: object) -> UpstreamRejected:
+    """The provider's refusal of the request, its message masked and capped."""
+    inner = body.get("error", body) if isinstance(body, dict) else None
+    fields = inner if isinstance(inner, dict) else {}
+    message = fields.get("message")
+    if isinstance(message, str) and message.strip():
+        text = redact(message.strip())
+        if len(text) > MAX_MESSAGE_CHARS:
+            text = text[: MAX_MESSAGE_CHARS - 1] + "…"
+    else:
+        text = f"provider {provider!r} refused the request ({status})"
+    return UpstreamRejected(
+        provider,
+        status,
+        text,
+        provider_type=_identifier(fields.get("type")),
+        provider_code=_identifier(fields.get("code")),
+        param=_short(fields.get("param")),
+    )
+
+
+def _identifier(value: object) -> str | None:
+    """A machine-readable field as sent (`context_length_exceeded`), else nothing."""
+    return value if isinstance(value, str) and value.isidentifier() and len(value) <= 64 else None
+
+
+def _short(value: object) -> str | None:
+    """A field name (`messages`, `messages.0.content`): short, and no free text."""
+    if not isinstance(value, str) or len(value) > 128:
+        return None
+    return value if all(c.isalnum() or c in "._[]-" for c in value) else None
 
 
 def parse_retry_after(headers: httpx2.Headers) -> float | None:

@@ -71,12 +71,15 @@ class Reply:
 
 @dataclass(frozen=True)
 class Fail:
-    """The provider's own error body for `status` (type and message defaulted per status)."""
+    """The provider's own error body for `status` (type and message defaulted per status);
+    `code` and `param` are set in it when given (OpenAI's `context_length_exceeded`)."""
 
     status: int = 429
     retry_after: str | None = None
     message: str | None = None
     error_type: str | None = None
+    code: str | None = None
+    param: str | None = None
 
 
 @dataclass(frozen=True)
@@ -250,10 +253,13 @@ class FakeUpstream:
     ) -> None:
         headers = dialect.headers()
         match behaviour:
-            case Fail(status, retry_after, message, error_type):
+            case Fail(status, retry_after, message, error_type, code, param):
                 if retry_after is not None:
                     headers.append(("retry-after", retry_after))
-                await exchange.json(status, dialect.error(status, message, error_type), headers)
+                error = dialect.error(status, message, error_type)
+                if code is not None or param is not None:
+                    error["error"] = {**error["error"], "code": code, "param": param}
+                await exchange.json(status, error, headers)
             case Malformed():
                 await exchange.raw(200, "application/json", dialect.malformed_body, headers)
             case RawBody(raw, content_type):

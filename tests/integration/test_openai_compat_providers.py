@@ -171,7 +171,7 @@ class TestOpenAI:
     async def test_an_upstream_failure_is_a_502_api_error(
         self, client: httpx.AsyncClient, upstream: FakeUpstream
     ) -> None:
-        upstream.script(Fail(400, message="bad things"))
+        upstream.script(Fail(500, message="bad things"))
 
         with pytest.raises(openai.InternalServerError) as raised:
             await sdk(client).chat.completions.create(model="gpt-4o", messages=PROMPT[1:2])

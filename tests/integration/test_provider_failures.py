@@ -185,10 +185,10 @@ class TestRetries:
 
         response, conversation_id = await turn(client)
 
-        assert response.status_code == 502
-        assert response.json()["code"] == "upstream_error"
+        assert response.status_code == 400
+        assert response.json()["code"] == "upstream_rejected"
         assert len(upstream.requests) == 1
-        await assert_stored_failed(client, conversation_id, "upstream_error")
+        await assert_stored_failed(client, conversation_id, "upstream_rejected")
 
     @pytest.mark.parametrize("provider", PROVIDERS)
     async def test_a_malformed_body_is_retried_then_a_502(

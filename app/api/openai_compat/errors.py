@@ -116,10 +116,31 @@ def _message_of(problem: dict[str, Any], param: str | None) -> str:
     return detail
 
 
+def _provider_error(status: int, problem: dict[str, Any]) -> OpenAIError:
+    """A provider's refusal of the request, as the provider said it: OpenAI's SDK then raises
+    the class of that status (`BadRequestError` for a 400) and does not retry it."""
+
+    def field(name: str) -> str | None:
+        value = problem.get(name)
+        return value if isinstance(value, str) else None
+
+    return OpenAIError(
+        status,
+        field("provider_type") or "invalid_request_error",
+        field("provider_code"),
+        field("param"),
+    )
+
+
 def translate_problem(status: int, problem: dict[str, Any]) -> tuple[OpenAIError, dict[str, Any]]:
     """OpenAI's error (status and body) for one problem+json body."""
-    error = openai_error_of(status, str(problem.get("code") or ""))
-    param = _param_of(problem) if error.code is None else error.param
+    code = str(problem.get("code") or "")
+    if code == "upstream_rejected":
+        error = _provider_error(status, problem)
+        param = error.param
+    else:
+        error = openai_error_of(status, code)
+        param = _param_of(problem) if error.code is None else error.param
     body = error_body(_message_of(problem, param), error.type, param=param, code=error.code)
     return error, body
 
