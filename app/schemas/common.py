@@ -21,6 +21,14 @@ class Schema(BaseModel):
     model_config = ConfigDict(from_attributes=True, populate_by_name=True)
 
 
+class RequestBody(Schema):
+    """Base of every /api/v1 request body: a field it does not know is a 422 naming it, never
+    accepted and dropped (a client that sends `temperature` to a route without one must hear
+    that it had no effect)."""
+
+    model_config = ConfigDict(from_attributes=True, populate_by_name=True, extra="forbid")
+
+
 def _storable(text: str) -> str:
     # Postgres rejects NUL in text and lone surrogates cannot be encoded as UTF-8:
     # refuse them here as a 422 instead of failing at the database as a 500.

@@ -13,6 +13,7 @@ from app.schemas.common import (
     ModelName,
     Money,
     ProviderName,
+    RequestBody,
     Schema,
     StorableText,
     UserId,
@@ -23,7 +24,7 @@ Title = Annotated[StorableText, Field(max_length=500)]
 SystemPrompt = Annotated[StorableText, Field(max_length=100_000)]
 
 
-class ConversationCreate(Schema):
+class ConversationCreate(RequestBody):
     title: Title | None = None
     metadata: Metadata = Field(default_factory=dict)
     provider: ProviderName | None = None
@@ -32,7 +33,7 @@ class ConversationCreate(Schema):
     user_id: UserId | None = None
 
 
-class ConversationUpdate(Schema):
+class ConversationUpdate(RequestBody):
     """PATCH: only the fields present change; `null` clears a nullable field."""
 
     title: Title | None = None

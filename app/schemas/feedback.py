@@ -9,10 +9,10 @@ from uuid import UUID
 from pydantic import Field, StrictInt, model_validator
 
 from app.db.models import FeedbackType
-from app.schemas.common import Schema, StorableText
+from app.schemas.common import RequestBody, Schema, StorableText
 
 
-class FeedbackCreate(Schema):
+class FeedbackCreate(RequestBody):
     type: FeedbackType
     message_id: UUID | None = None
     # Strict: JSON `true` or `"5"` is a wrong type (422), not a silently coerced rating.

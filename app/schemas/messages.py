@@ -9,13 +9,21 @@ from uuid import UUID
 from pydantic import Field, StrictBool, StrictFloat, StrictInt
 
 from app.db.models import MessageRole, MessageStatus
-from app.schemas.common import Metadata, ModelName, Money, ProviderName, Schema, StorableText
+from app.schemas.common import (
+    Metadata,
+    ModelName,
+    Money,
+    ProviderName,
+    RequestBody,
+    Schema,
+    StorableText,
+)
 
 MAX_MESSAGE_CHARS = 100_000
 MAX_REPLY_TOKENS = 128_000
 
 
-class MessageCreate(Schema):
+class MessageCreate(RequestBody):
     content: Annotated[StorableText, Field(min_length=1, max_length=MAX_MESSAGE_CHARS)]
     provider: ProviderName | None = None
     model: ModelName | None = None

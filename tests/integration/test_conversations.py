@@ -290,18 +290,40 @@ class TestUpdateConversation:
         assert response.status_code == 200, response.text
         assert {k: (await client.get(url)).json()[k] for k in DEFAULTS} == DEFAULTS
 
-    async def test_unknown_fields_are_ignored_and_change_nothing(
+    async def test_unknown_fields_are_refused_by_name_and_change_nothing(
         self, client: httpx.AsyncClient
     ) -> None:
         conversation = await create_conversation(client, title="keep", user_id="alice")
         url = f"{CONVERSATIONS}/{conversation['id']}"
         response = await client.patch(
-            url, json={"user_id": "mallory", "message_count": 99, "id": str(uuid.uuid4())}
+            url, json={"title": "changed", "user_id": "mallory", "message_count": 99}
         )
-        assert response.status_code == 200, response.text
+        expect_problem(response, 422, "validation_error")
+        refused = {tuple(error["loc"]) for error in response.json()["errors"]}
+        assert refused == {("body", "user_id"), ("body", "message_count")}
         body = (await client.get(url)).json()
         assert (body["id"], body["user_id"], body["title"]) == (conversation["id"], "alice", "keep")
         assert body["message_count"] == 0
+
+    async def test_a_setting_the_api_does_not_take_is_refused_not_dropped(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        """`temperature` on a conversation was a 201 that changed nothing."""
+        response = await client.post(CONVERSATIONS, json={"title": "t", "temperature": 0.2})
+        expect_problem(response, 422, "validation_error")
+        assert response.json()["errors"][0]["loc"] == ["body", "temperature"]
+        listed = (await client.get(CONVERSATIONS)).json()
+        assert listed["items"] == []
+
+    async def test_a_turn_with_an_unknown_field_is_refused_and_stores_nothing(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        conversation = await create_conversation(client, title="t")
+        url = f"{CONVERSATIONS}/{conversation['id']}/messages"
+        response = await client.post(url, json={"content": "hi", "tools": []})
+        expect_problem(response, 422, "validation_error")
+        assert response.json()["errors"][0]["loc"] == ["body", "tools"]
+        assert (await client.get(f"{CONVERSATIONS}/{conversation['id']}")).json()["messages"] == []
 
     async def test_an_unknown_model_is_refused_and_nothing_changes(
         self, client: httpx.AsyncClient
