@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run migrate test test-slow lint format bench bench-skeleton bench-turns bench-streams bench-pool clean
+.PHONY: install run migrate test test-slow lint format docs docs-build bench bench-skeleton bench-turns bench-streams bench-pool clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,16 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+## docs: serve the documentation site (docs/) on http://127.0.0.1:8001, rebuilt on every save
+docs: $(STAMP)
+	$(BIN)/python scripts/export_openapi.py
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --dev-addr 127.0.0.1:8001
+
+## docs-build: build the site into site/ with --strict, as CI does: a dead link or anchor fails
+docs-build: $(STAMP)
+	$(BIN)/python scripts/export_openapi.py
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 ## bench: the service's overhead over a fake OpenAI upstream: turns/s, latency, streams, memory (~14 min; BENCH_ARGS="--quick" for ~3 min)
 bench: $(STAMP)
