@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 
 from fastapi.responses import StreamingResponse
@@ -70,7 +71,8 @@ def event_stream(items: AsyncIterator[StreamItem]) -> StreamingResponse:
             if item.comment is not None:
                 held.append(format_sse_event(comment=item.comment))
             else:
-                held.append(format_sse_event(data_str=item.data, event=item.event, id=item.id))
+                data = _public_error(item.data) if item.event == "error" else item.data
+                held.append(format_sse_event(data_str=data, event=item.event, id=item.id))
             if not item.more:
                 yield b"".join(held)
                 held.clear()
@@ -78,3 +80,10 @@ def event_stream(items: AsyncIterator[StreamItem]) -> StreamingResponse:
             yield b"".join(held)
 
     return EventStreamResponse(frames(), media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+def _public_error(data: str | None) -> str:
+    """An `error` event as the contract sends it: the log also keeps what would answer it as
+    HTTP (status, `Retry-After`, extension fields), for a stream that fails before starting."""
+    logged = json.loads(data or "{}")
+    return json.dumps({"code": logged.get("code"), "message": logged.get("message")})

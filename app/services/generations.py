@@ -29,6 +29,7 @@ from app.errors import (
     MessageNotFound,
     UpstreamError,
     UpstreamTimeout,
+    failure_fields,
 )
 from app.providers.base import ChatRequest, Finished, Provider, TextDelta, Usage
 from app.providers.context import counter_for, prompt_tokens
@@ -219,7 +220,7 @@ class Generations:
                 )
             except ChatAPIError as error:
                 # Still not stored (its write goes on), or ended meanwhile by someone else.
-                unstored = {"code": error.code, "message": error.detail, **error.extra}
+                unstored = _error_event(error)
                 await self._end(reply_id, "error", json.dumps(unstored))
                 return
             except Exception:
@@ -255,8 +256,7 @@ class Generations:
             # or was written by someone else: the listeners hear the failure either way.
             log.warning("a failed reply's end is not stored yet", code=unstored.code)
         finally:
-            error = {"code": failure.code, "message": failure.detail}
-            await self._end(reply_id, "error", json.dumps(error))
+            await self._end(reply_id, "error", json.dumps(_error_event(failure)))
 
     async def _cancelled(
         self,
@@ -279,7 +279,7 @@ class Generations:
                 self._ctx, owner, reply, finished, generation, started, MessageStatus.CANCELLED
             )
         except ChatAPIError as error:
-            unstored = {"code": error.code, "message": error.detail, **error.extra}
+            unstored = _error_event(error)
             await self._end(reply_id, "error", json.dumps(unstored))
             return
         await self._end(reply_id, "done", result.model_dump_json())
@@ -287,6 +287,12 @@ class Generations:
     async def _end(self, reply_id: UUID, event: str, data: str) -> None:
         await self._events.append(reply_id, event, data)
         await self._events.finish(reply_id)
+
+
+def _error_event(error: ChatAPIError) -> dict[str, object]:
+    """An `error` event's body: code and message, and what answers it as HTTP (status,
+    `Retry-After`, extension fields) when it ends a stream before its first token."""
+    return {"code": error.code, "message": error.detail, **failure_fields(error)}
 
 
 def _text(value: bytes | str) -> str:

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.security import Principal
 from app.db.models import Message, MessageRole, MessageStatus
-from app.errors import ConversationNotFound, MessageNotFound
+from app.errors import ConversationNotFound, MessageNotFound, ReportedFailure
 from app.repositories.conversations import ConversationRepo
 from app.schemas.messages import MessageRead, TokenUsage, TurnResult
 from app.services.event_log import EventLog, LoggedEvent
@@ -155,6 +155,48 @@ async def read_reply(
         yield StreamItem(end, end_data, f"{reply_id}/{REPLAY_END_POSITION}")
 
 
+async def opened(items: AsyncIterator[StreamItem]) -> AsyncIterator[StreamItem]:
+    """`items` once the first event after `start` is known; if the reply failed before any
+    text, its error is raised instead, so the client gets it as an HTTP status, not as 200.
+
+    Keep-alives while waiting are dropped (no response has started to keep alive); the wait
+    is bounded by the generation's own timeouts, and `items` is closed if it is interrupted.
+    """
+    held: list[StreamItem] = []
+    try:
+        async for item in items:
+            if item.comment is not None:
+                continue
+            if item.event == "error":
+                data = json.loads(item.data or "{}")
+                raise ReportedFailure(data, str(data.get("message") or ""))
+            held.append(item)
+            if item.event != "start":
+                break
+    except BaseException:
+        await _close(items)
+        raise
+    return _followed_by(held, items)
+
+
+async def _followed_by(
+    held: list[StreamItem], items: AsyncIterator[StreamItem]
+) -> AsyncIterator[StreamItem]:
+    try:
+        for item in held:
+            yield item
+        async for item in items:
+            yield item
+    finally:
+        await _close(items)
+
+
+async def _close(items: AsyncIterator[StreamItem]) -> None:
+    aclose = getattr(items, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
 async def _logged_after(events: EventLog, reply_id: UUID, after: int) -> list[LoggedEvent]:
     """What the log holds after `after`, up to its end, waiting at most `_LATE_END_GRACE_S`
     for each next event."""
@@ -188,8 +230,12 @@ def replay_of(message: Message) -> list[tuple[str, str]]:
     if message.content:
         replay.append(("delta", json.dumps({"content": message.content})))
     if message.status == MessageStatus.FAILED:
-        error = (message.metadata_ or {}).get("error") or {}
-        body = {"code": error.get("code", "upstream_error"), "message": error.get("detail", "")}
+        error = dict((message.metadata_ or {}).get("error") or {})
+        body = {
+            "code": error.pop("code", "upstream_error"),
+            "message": error.pop("detail", ""),
+            **error,
+        }
         replay.append(("error", json.dumps(body)))
     else:
         result = TurnResult(

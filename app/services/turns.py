@@ -35,6 +35,7 @@ from app.errors import (
     TurnNotStored,
     UpstreamError,
     UpstreamTimeout,
+    failure_fields,
 )
 from app.providers.base import (
     ChatMessage,
@@ -417,6 +418,8 @@ async def complete_reply(
     reply.finish_reason = finished.reason
     if finished.cache is not None:  # the reply cache was asked: say whether it answered
         reply.metadata_ = {**reply.metadata_, "cache": finished.cache}
+    if finished.system_fingerprint is not None:  # OpenAI's clients read it back
+        reply.metadata_ = {**reply.metadata_, "system_fingerprint": finished.system_fingerprint}
     reply.latency_ms = monotonic_ms() - started
     reply.time_to_first_token_ms = (
         None if generation.first_token_at is None else generation.first_token_at - started
@@ -481,7 +484,9 @@ async def fail_reply(
     reply.finish_reason = "error"
     reply.cost_usd = Decimal(0)
     reply.latency_ms = monotonic_ms() - started
-    reply.metadata_ = {"error": {"code": failure.code, "detail": failure.detail}}
+    reply.metadata_ = {
+        "error": {"code": failure.code, "detail": failure.detail, **failure_fields(failure)}
+    }
     applied = await ctx.outcomes.store(
         lambda run: TurnRepo(run).finish(reply),
         single_statements=True,

@@ -118,6 +118,27 @@ class TestClientDisconnect:
         assert replay.text == reply["content"]
         assert replay.terminal.json()["message"] == reply
 
+    async def test_a_client_leaving_before_the_first_token_stops_nothing(
+        self, streaming_server: LiveServer, clean_database: None
+    ) -> None:
+        # The response waits for the first token (50 ms away): the client gives up first.
+        async with httpx.AsyncClient(base_url=streaming_server.base_url, timeout=10) as http:
+            created = await http.post("/api/v1/conversations", json={})
+            conversation_id = created.json()["id"]
+            with pytest.raises(httpx.ReadTimeout):
+                await http.post(
+                    f"/api/v1/conversations/{conversation_id}/messages",
+                    json={"content": "Tell me everything", "stream": True},
+                    timeout=httpx.Timeout(10, read=0.01),
+                )
+
+            conversation = await finished_reply(http, conversation_id)
+
+        reply = conversation["messages"][1]
+        assert reply["status"] == "completed"
+        assert reply["content"]
+        assert Decimal(str(reply["cost_usd"])) > 0
+
     async def test_deltas_reach_the_client_while_the_reply_is_generated(
         self, streaming_server: LiveServer, clean_database: None
     ) -> None:

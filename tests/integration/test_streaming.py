@@ -28,7 +28,7 @@ from tests.fakes.providers import (
     StallingProvider,
     registry_with,
 )
-from tests.fakes.upstream import CutStream, FakeUpstream
+from tests.fakes.upstream import CutStream, FakeUpstream, StallMidStream
 from tests.sse import EventStream, read_stream
 
 StartApp = Callable[..., Any]
@@ -300,23 +300,31 @@ class TestUpstreamFailureMidStream:
 
 class TestHeartbeat:
     async def test_pings_are_sent_while_the_provider_is_silent(
-        self, start_app: StartApp, make_settings: MakeSettings, event_log: dict[str, Any]
+        self,
+        start_app: StartApp,
+        make_settings: MakeSettings,
+        upstream: FakeUpstream,
+        event_log: dict[str, Any],
     ) -> None:
-        provider = StallingProvider()
-        settings = make_settings(stream_heartbeat_seconds=0.1, **QUICK_SHUTDOWN, **event_log)
-        client = await start_app(settings, providers=registry_with(provider))
-        conversation = await create_conversation(client, provider=FAKE_PROVIDER, model=FAKE_MODEL)
-        reading = asyncio.create_task(stream_turn(client, conversation["id"], "Take your time"))
-        await asyncio.wait_for(provider.wait_until_entered(1), 5)
+        # Silence after the first token: before it, no response has started to keep alive.
+        settings = make_settings(
+            openai_api_key=upstream.api_key,
+            openai_base_url=f"{upstream.url}/v1",
+            stream_heartbeat_seconds=0.1,
+            **QUICK_SHUTDOWN,
+            **event_log,
+        )
+        client = await start_app(settings)
+        conversation = await create_conversation(client, provider="openai", model="gpt-4o")
+        upstream.script(StallMidStream(after_chunks=1, seconds=1.0, text="Take your time."))
 
-        await asyncio.sleep(1.0)
-        provider.release()
-        stream = await reading
+        stream = await stream_turn(client, conversation["id"], "Take your time")
 
         assert_well_formed(stream)
         kinds = [frame.event or ",".join(frame.comments) for frame in stream.frames[1:]]
         first_delta = kinds.index("delta")
-        assert kinds[0] == "start"
-        assert kinds[1:first_delta].count("ping") >= 2, kinds
-        assert set(kinds[1:first_delta]) == {"ping"}
+        next_delta = kinds.index("delta", first_delta + 1)
+        assert kinds[:first_delta] == ["start"]
+        assert kinds[first_delta + 1 : next_delta].count("ping") >= 2, kinds
+        assert set(kinds[first_delta + 1 : next_delta]) == {"ping"}
         assert stream.terminal.event == "done"

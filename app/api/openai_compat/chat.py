@@ -92,8 +92,10 @@ async def create_chat_completion(
             heartbeat_s=services.settings.stream_heartbeat_seconds,
         )
         include_usage = body.stream_options is not None and body.stream_options.include_usage
+        # A reply that fails before its first token is answered as an HTTP error.
+        first_known = await streams.opened(released_after(items, slot))
         return EventStreamResponse(
-            completion_chunks(released_after(items, slot), reply_id, include_usage=include_usage),
+            completion_chunks(first_known, reply_id, include_usage=include_usage),
             media_type="text/event-stream",
             headers={**SSE_HEADERS, CONVERSATION_HEADER: str(into)},
         )

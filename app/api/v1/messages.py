@@ -26,7 +26,7 @@ router = APIRouter(prefix="/conversations/{conversation_id}/messages", tags=["me
     "",
     status_code=201,
     response_model=TurnResult,
-    responses=problems(402, 404, 409, 413, 415, 422, 429, 502, 504),
+    responses=problems(400, 402, 404, 409, 413, 415, 422, 429, 502, 504),
 )
 async def send_message(
     conversation_id: UUID,
@@ -38,7 +38,8 @@ async def send_message(
 ) -> TurnResult | StreamingResponse | JSONResponse:
     """Store the message, get the reply from the model, store and charge it, return both.
 
-    With `"stream": true` or `Accept: text/event-stream`, the reply streams as SSE instead.
+    With `"stream": true` or `Accept: text/event-stream`, the reply streams as SSE instead;
+    the response starts with its first token, so a failure before it is an HTTP error.
     `Idempotency-Key` makes a retry return the first response (for a stream: the same reply's
     stream, replayed from its start) with no second provider call and no second charge.
     """
@@ -64,7 +65,8 @@ async def send_message(
             after=0,
             heartbeat_s=services.settings.stream_heartbeat_seconds,
         )
-        return event_stream(released_after(items, slot))
+        # A reply that fails before its first token is answered as an HTTP error.
+        return event_stream(await streams.opened(released_after(items, slot)))
     turn = await idempotency.run_durably(
         lambda record: quotas.generate(
             principal.user_id,

@@ -7,6 +7,7 @@ from typing import Any
 from app.api.problems import PROBLEM_JSON
 
 _DESCRIPTIONS = {
+    400: "upstream_rejected: the provider refused the request (its status: 400, 404, 413, ...)",
     401: "unauthenticated: missing, invalid, expired or revoked credentials",
     402: "budget_exceeded: the monthly spending budget is used up",
     404: "not found, or not yours (the two are indistinguishable)",
