@@ -9,6 +9,8 @@ from typing import ClassVar, Literal
 import anthropic
 from anthropic.types import (
     MessageParam,
+    MetadataParam,
+    OutputConfigParam,
     RawContentBlockDeltaEvent,
     RawMessageDeltaEvent,
     RawMessageStartEvent,
@@ -26,6 +28,7 @@ from app.providers.base import (
     Usage,
     WholeReply,
 )
+from app.providers.options import OptionSupport
 from app.providers.upstream_errors import translate_upstream_error
 
 _STOP_REASONS: Mapping[str, FinishReason] = {
@@ -37,6 +40,27 @@ _STOP_REASONS: Mapping[str, FinishReason] = {
     "tool_use": "tool_calls",
     "refusal": "content_filter",
 }
+
+
+# OpenAI's `reasoning_effort` levels that the Messages API's `output_config.effort` has too.
+_EFFORTS = frozenset({"low", "medium", "high", "xhigh", "max"})
+# OpenAI's `service_tier` -> the Messages API's: "default" is standard capacity only.
+_SERVICE_TIERS: Mapping[object, Literal["auto", "standard_only"]] = {
+    "auto": "auto",
+    "default": "standard_only",
+}
+ANTHROPIC_OPTIONS = OptionSupport(
+    {
+        "max_tokens": None,
+        "max_completion_tokens": None,  # the Messages API's `max_tokens`
+        "stop": None,  # `stop_sequences`
+        "metadata": None,  # stored with the reply; the Messages API has no free-form metadata
+        "user": None,  # `metadata.user_id`
+        "safety_identifier": None,  # `metadata.user_id`, before `user`
+        "reasoning_effort": _EFFORTS.__contains__,  # `output_config.effort`
+        "service_tier": _SERVICE_TIERS.__contains__,
+    }
+)
 
 
 def to_anthropic_messages(messages: tuple[ChatMessage, ...]) -> list[MessageParam]:
@@ -67,8 +91,9 @@ def to_anthropic_messages(messages: tuple[ChatMessage, ...]) -> list[MessagePara
 class AnthropicProvider:
     """Streams a reply from Anthropic's `/v1/messages`; `models=None` accepts any model name.
 
-    `temperature` and `top_p` are not sent: the current Messages API no longer takes sampling
-    parameters. `stop` becomes `stop_sequences`.
+    The current Messages API takes no sampling parameters, so `temperature` and `top_p` are
+    refused before a turn starts (`option_support`). `stop` becomes `stop_sequences`; the
+    other options map as `ANTHROPIC_OPTIONS` says.
     """
 
     client: anthropic.AsyncAnthropic
@@ -78,6 +103,7 @@ class AnthropicProvider:
     models: Collection[str] | None = None
     name: str = "anthropic"
     one_shot: ClassVar[bool] = True
+    option_support: ClassVar[OptionSupport] = ANTHROPIC_OPTIONS
 
     def supports(self, model: str) -> bool:
         return self.models is None or model in self.models
@@ -94,6 +120,11 @@ class AnthropicProvider:
                 messages=to_anthropic_messages(request.messages),
                 system=request.system_prompt or anthropic.omit,
                 stop_sequences=list(request.stop) if request.stop else anthropic.omit,
+                metadata=_metadata_of(request),
+                output_config=_output_config_of(request),
+                service_tier=_SERVICE_TIERS.get(
+                    request.options.get("service_tier"), anthropic.omit
+                ),
                 # Given explicitly: without it, a client left on the SDK's default timeout
                 # refuses large `max_tokens` without streaming; ours bounds the call anyway.
                 timeout=self.client.timeout,
@@ -138,6 +169,11 @@ class AnthropicProvider:
                 stream=True,
                 system=request.system_prompt or anthropic.omit,
                 stop_sequences=list(request.stop) if request.stop else anthropic.omit,
+                metadata=_metadata_of(request),
+                output_config=_output_config_of(request),
+                service_tier=_SERVICE_TIERS.get(
+                    request.options.get("service_tier"), anthropic.omit
+                ),
             )
             async with stream:
                 async for event in stream:
@@ -172,3 +208,16 @@ class AnthropicProvider:
             cache_write_tokens=cache_write,
         )
         yield Finished(reason=reason, usage=usage_total, model=reported_model, provider=self.name)
+
+
+def _metadata_of(request: ChatRequest) -> MetadataParam | anthropic.Omit:
+    """OpenAI's end-user id (`safety_identifier`, else `user`) as `metadata.user_id`."""
+    user = request.options.get("safety_identifier") or request.options.get("user")
+    return {"user_id": str(user)} if user else anthropic.omit
+
+
+def _output_config_of(request: ChatRequest) -> OutputConfigParam | anthropic.Omit:
+    effort = request.options.get("reasoning_effort")
+    if effort in _EFFORTS:
+        return {"effort": effort}
+    return anthropic.omit

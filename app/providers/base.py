@@ -6,11 +6,12 @@ The rest of the service never imports an SDK.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import Literal, Protocol, cast
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, cast
 
 from app.errors import UpstreamError
+from app.providers.options import OptionSupport, option_support_of
 
 ChatRole = Literal["system", "user", "assistant"]
 FinishReason = Literal["stop", "length", "content_filter", "tool_calls", "cancelled", "error"]
@@ -37,6 +38,10 @@ class ChatRequest:
     # Set (to the asking user's id) when the turn asked for `cache: true`: the response cache
     # only ever serves a reply to the user it was stored for.
     cache_scope: str | None = None
+    # Further options under OpenAI's names, as a /v1 client sent them (`seed`,
+    # `response_format`, `max_completion_tokens`, an OpenAI-compatible server's own fields):
+    # only those the provider honours (`providers.options`); its adapter sends or maps each.
+    options: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +74,8 @@ class Finished:
     requested_model: str | None = None
     # "hit" when the response cache answered (no provider call), "miss" when it was asked to.
     cache: Literal["hit", "miss"] | None = None
+    # The backend configuration the provider reports (OpenAI's `system_fingerprint`).
+    system_fingerprint: str | None = None
 
 
 StreamEvent = TextDelta | Finished
@@ -160,6 +167,10 @@ class WrappingProvider:
     @property
     def one_shot(self) -> bool:
         return one_shot_of(self.inner) is not None
+
+    @property
+    def option_support(self) -> OptionSupport:
+        return option_support_of(self.inner)
 
     async def aclose(self) -> None:
         """Release the connection pool of the provider at the bottom of the wrapping."""

@@ -18,9 +18,40 @@ from app.providers.base import (
     Usage,
     WholeReply,
 )
+from app.providers.options import OptionSupport
 
 MOCK_MODELS = ("mock",)
 CONTEXT_WINDOW = 128_000
+SYSTEM_FINGERPRINT = "fp_mock"
+
+# The reply is a fixed function of the prompt, so what steers a real model's sampling,
+# caching, routing or abuse checks is accepted and leaves it as it is (a `seed` is always
+# honoured); options that ask for another kind of output (JSON, logprobs) are refused.
+MOCK_OPTIONS = OptionSupport(
+    dict.fromkeys(
+        (
+            "temperature",
+            "top_p",
+            "max_tokens",  # the reply stops at the limit, `finish_reason: "length"`
+            "max_completion_tokens",
+            "stop",
+            "seed",
+            "frequency_penalty",
+            "presence_penalty",
+            "logit_bias",
+            "reasoning_effort",
+            "verbosity",
+            "service_tier",
+            "prediction",
+            "prompt_cache_key",
+            "prompt_cache_options",
+            "prompt_cache_retention",
+            "user",
+            "safety_identifier",
+            "metadata",  # stored with the reply
+        )
+    )
+)
 
 _VOCABULARY = (
     "the service stores every conversation and message so that nothing a user sends is lost "
@@ -64,6 +95,7 @@ class MockProvider:
     name: str = "mock"
     default_model: str = MOCK_MODELS[0]
     one_shot: ClassVar[bool] = True
+    option_support: ClassVar[OptionSupport] = MOCK_OPTIONS
 
     def supports(self, model: str) -> bool:
         return model in MOCK_MODELS
@@ -98,5 +130,28 @@ def _reply(request: ChatRequest) -> tuple[list[str], Finished]:
             break
         completion_tokens += tokens
         pieces.append(piece)
+    if request.stop:
+        pieces, cut = _cut_at_stop(pieces, request.stop)
+        if cut:
+            reason = "stop"
+            completion_tokens = sum(estimate_tokens(piece) for piece in pieces)
     usage = Usage(prompt_tokens=prompt_tokens_of(request), completion_tokens=completion_tokens)
-    return pieces, Finished(reason=reason, usage=usage, model=request.model)
+    finished = Finished(
+        reason=reason, usage=usage, model=request.model, system_fingerprint=SYSTEM_FINGERPRINT
+    )
+    return pieces, finished
+
+
+def _cut_at_stop(pieces: list[str], stop: tuple[str, ...]) -> tuple[list[str], bool]:
+    """The pieces up to the first stop sequence (left out, as OpenAI does); whether one came."""
+    text = "".join(pieces)
+    found = [at for at in (text.find(sequence) for sequence in stop) if at >= 0]
+    if not found:
+        return pieces, False
+    end, kept = min(found), []
+    for piece in pieces:
+        if end <= 0:
+            break
+        kept.append(piece[:end])
+        end -= len(piece)
+    return [piece for piece in kept if piece], True

@@ -23,6 +23,7 @@ from app.providers.base import (
     Usage,
     WholeReply,
 )
+from app.providers.options import OptionSupport, openai_option_support
 from app.providers.upstream_errors import translate_upstream_error
 
 # The SDK's platform telemetry: seven headers merged, encoded, sent and kept on every request
@@ -71,7 +72,9 @@ class OpenAIChatProvider:
     """Streams a reply from any server that speaks OpenAI's `/chat/completions`.
 
     `models` is what the provider offers (`None`: any name, the server decides);
-    `deployments` maps model names to Azure deployment names.
+    `deployments` maps model names to Azure deployment names. The request's options go out
+    under OpenAI's names, or the name `wire_names` gives (a server that only knows
+    `max_tokens`); `option_support` says which this server takes.
     """
 
     name: str
@@ -81,6 +84,8 @@ class OpenAIChatProvider:
     models: Collection[str] | None = None
     deployments: Mapping[str, str] = field(default_factory=dict)
     include_usage: bool = True
+    option_support: OptionSupport = field(default_factory=openai_option_support)
+    wire_names: Mapping[str, str] = field(default_factory=dict)
     one_shot: ClassVar[bool] = True
     _options: openai.RequestOptions = field(init=False, repr=False)
 
@@ -117,12 +122,14 @@ class OpenAIChatProvider:
         }
         if request.temperature is not None:
             body["temperature"] = request.temperature
-        if request.max_tokens is not None:
+        if request.max_tokens is not None and "max_completion_tokens" not in request.options:
             body["max_tokens"] = request.max_tokens
         if request.top_p is not None:
             body["top_p"] = request.top_p
         if request.stop:
             body["stop"] = list(request.stop)
+        for name, value in request.options.items():
+            body[self.wire_names.get(name, name)] = value
         if stream:
             body["stream_options"] = {"include_usage": self.include_usage}
         return body
@@ -156,11 +163,13 @@ class OpenAIChatProvider:
             usage=_usage_of(completion.get("usage")),
             model=_text(completion.get("model")) or request.model,
             provider=self.name,
+            system_fingerprint=_text(completion.get("system_fingerprint")) or None,
         )
         return WholeReply(_text(_fields(choice.get("message")).get("content")), finished)
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
         reported_model = request.model
+        fingerprint: str | None = None
         reason: FinishReason | None = None
         usage = Usage()
         try:
@@ -176,6 +185,7 @@ class OpenAIChatProvider:
                 async for data in stream:
                     chunk = _fields(data)
                     reported_model = _text(chunk.get("model")) or reported_model
+                    fingerprint = _text(chunk.get("system_fingerprint")) or fingerprint
                     if chunk.get("usage"):
                         usage = _usage_of(chunk["usage"])
                     choices = chunk.get("choices")
@@ -195,7 +205,13 @@ class OpenAIChatProvider:
             raise UpstreamError(
                 f"provider {self.name!r} ended the stream before finishing", retryable=True
             )
-        yield Finished(reason=reason, usage=usage, model=reported_model, provider=self.name)
+        yield Finished(
+            reason=reason,
+            usage=usage,
+            model=reported_model,
+            provider=self.name,
+            system_fingerprint=fingerprint,
+        )
 
 
 # Responses and stream chunks are read as the SDK decoded them (`cast_to=object`): building

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import structlog
@@ -11,6 +11,7 @@ import structlog
 from app.errors import ProviderNotConfigured, UnknownModel
 from app.providers.base import Provider
 from app.providers.caching import ResponseCache
+from app.providers.options import option_support_of
 from app.providers.resilience import FallbackProvider
 
 # Providers the service knows how to speak to; only those with credentials are offered.
@@ -138,15 +139,27 @@ class ProviderRegistry:
         """Answer `cache: true` requests from `cache` (set by the app's lifespan; None is off)."""
         self._response_cache = cache
 
-    def with_fallbacks(self, choice: ModelChoice) -> Provider:
+    def with_fallbacks(
+        self,
+        choice: ModelChoice,
+        *,
+        options: Mapping[str, object] | None = None,
+        unknown: Collection[str] = (),
+    ) -> Provider:
         """The chosen provider, or a chain that moves on to the fallback models after it.
 
+        A fallback that cannot honour one of the request's `options` (`unknown`: fields
+        OpenAI lacks) is left out: it would answer another request than the one asked.
         With a response cache, the whole chain sits behind it: a hit calls none of them.
         """
         chain = [(choice.provider, choice.model)] + [
             (self._providers[p], m)
             for p, m in self.fallbacks
             if (p, m) != (choice.provider.name, choice.model)
+            and (
+                not options
+                or option_support_of(self._providers[p]).first_refused(options, unknown) is None
+            )
         ]
         provider = choice.provider if len(chain) == 1 else FallbackProvider(chain)
         cache = self._response_cache

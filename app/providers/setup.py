@@ -14,6 +14,7 @@ from app.providers.base import ChatRequest, Provider
 from app.providers.context import counter_for, fit_to_window
 from app.providers.mock import MockProvider
 from app.providers.openai_chat import OpenAIChatProvider
+from app.providers.options import openai_option_support
 from app.providers.registry import ProviderRegistry
 from app.providers.resilience import ResilientProvider, RetryPolicy
 
@@ -174,6 +175,10 @@ def _adapters(settings: Settings, on_http_client: HttpClientHook) -> dict[str, P
             default_model=models[0] if models else "llama3.1",
             read_timeout_s=read_s,
             models=models or None,
+            # vLLM's `top_k`, Ollama's options...: the server's own fields go as sent.
+            option_support=openai_option_support(passes_unknown=True),
+            # Ollama and older vLLM know only the deprecated name.
+            wire_names={"max_completion_tokens": "max_tokens"},
         )
     return adapters
 

@@ -1,15 +1,24 @@
 """OpenAI's Chat Completions and Models bodies, as OpenAI's SDKs send and read them.
 
-Requests accept the fields this service honours and ignore the rest (clients such as
-LangChain send `presence_penalty`, `logprobs: false` and the like by default), so any
-OpenAI client works unchanged; responses carry every field the SDKs' types declare.
+`ChatCompletionCreate` declares every field of OpenAI's create call (openai-python's
+`CompletionCreateParams`); which provider honours which is decided per turn
+(`services.request_options`): each is sent, mapped, stored or refused with a 400 naming it,
+never ignored. Responses carry every field the SDKs' types declare.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    model_validator,
+)
 
 from app.schemas.common import ModelName, StorableText
 from app.schemas.messages import MAX_MESSAGE_CHARS, MAX_REPLY_TOKENS
@@ -48,17 +57,77 @@ class ChatMessageIn(_Request):
 
 class StreamOptions(_Request):
     include_usage: StrictBool = False
+    # OpenAI pads its stream deltas against a side channel; ours never carry the padding.
+    include_obfuscation: Literal[False] | None = None
+
+
+JsonObject = dict[str, Any]
+Penalty = Annotated[StrictFloat | StrictInt, Field(ge=-2, le=2)]
+ShortText = Annotated[StorableText, Field(min_length=1, max_length=512)]
+# OpenAI's `metadata`: at most 16 pairs, keys up to 64 characters, values up to 512.
+RequestMetadata = Annotated[
+    dict[
+        Annotated[StorableText, Field(max_length=64)],
+        Annotated[StorableText, Field(max_length=512)],
+    ],
+    Field(max_length=16),
+]
+
+
+class ResponseFormat(BaseModel):
+    """`{"type": "text" | "json_object" | "json_schema", ...}`; sent on exactly as received."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonObject | None = None
+
+    @model_validator(mode="after")
+    def _schema_given(self) -> ResponseFormat:
+        if self.type == "json_schema" and not self.json_schema:
+            raise ValueError("`json_schema` is required when `type` is 'json_schema'")
+        return self
 
 
 class ChatCompletionCreate(_Request):
-    """`POST /v1/chat/completions`: the subset of OpenAI's body this service serves."""
+    """`POST /v1/chat/completions`: every field of OpenAI's body, checked as OpenAI checks it.
+
+    Fields no provider knows are kept in `model_extra`: an OpenAI-compatible server receives
+    them as sent (vLLM's `top_k`, say); any other provider refuses them.
+    """
+
+    model_config = ConfigDict(extra="allow")
 
     model: ModelName
     messages: Annotated[list[ChatMessageIn], Field(min_length=1, max_length=MAX_MESSAGES)]
-    temperature: Annotated[StrictFloat | StrictInt, Field(ge=0, le=2)] | None = None
-    top_p: Annotated[StrictFloat | StrictInt, Field(ge=0, le=1)] | None = None
-    max_tokens: Annotated[StrictInt, Field(ge=1, le=MAX_REPLY_TOKENS)] | None = None
+    audio: JsonObject | None = None
+    frequency_penalty: Penalty | None = None
+    function_call: Literal["none", "auto"] | JsonObject | None = None
+    functions: list[JsonObject] | None = None
+    logit_bias: (
+        dict[Annotated[str, Field(max_length=16)], Annotated[StrictInt, Field(ge=-100, le=100)]]
+        | None
+    ) = None
+    logprobs: StrictBool | None = None
     max_completion_tokens: Annotated[StrictInt, Field(ge=1, le=MAX_REPLY_TOKENS)] | None = None
+    max_tokens: Annotated[StrictInt, Field(ge=1, le=MAX_REPLY_TOKENS)] | None = None
+    metadata: RequestMetadata | None = None
+    modalities: list[Literal["text", "audio"]] | None = None
+    moderation: JsonObject | None = None
+    n: Annotated[StrictInt, Field(ge=1, le=1)] | None = None
+    parallel_tool_calls: StrictBool | None = None
+    prediction: JsonObject | None = None
+    presence_penalty: Penalty | None = None
+    prompt_cache_key: ShortText | None = None
+    prompt_cache_options: JsonObject | None = None
+    prompt_cache_retention: Literal["in_memory", "24h"] | None = None
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"] | None = (
+        None
+    )
+    response_format: ResponseFormat | None = None
+    safety_identifier: Annotated[StorableText, Field(min_length=1, max_length=64)] | None = None
+    seed: StrictInt | None = None
+    service_tier: Literal["auto", "default", "flex", "scale", "priority", "fast"] | None = None
     stop: (
         Annotated[StorableText, Field(min_length=1, max_length=256)]
         | Annotated[
@@ -67,10 +136,17 @@ class ChatCompletionCreate(_Request):
         ]
         | None
     ) = None
-    n: Annotated[StrictInt, Field(ge=1, le=1)] | None = None
-    user: Annotated[StorableText, Field(min_length=1, max_length=255)] | None = None
+    store: StrictBool | None = None
     stream: StrictBool | None = False
     stream_options: StreamOptions | None = None
+    temperature: Annotated[StrictFloat | StrictInt, Field(ge=0, le=2)] | None = None
+    tool_choice: Literal["none", "auto", "required"] | JsonObject | None = None
+    tools: list[JsonObject] | None = None
+    top_logprobs: Annotated[StrictInt, Field(ge=0, le=20)] | None = None
+    top_p: Annotated[StrictFloat | StrictInt, Field(ge=0, le=1)] | None = None
+    user: Annotated[StorableText, Field(min_length=1, max_length=255)] | None = None
+    verbosity: Literal["low", "medium", "high"] | None = None
+    web_search_options: JsonObject | None = None
 
     @property
     def reply_token_limit(self) -> int | None:

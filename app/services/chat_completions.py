@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from http import HTTPStatus
 from uuid import UUID
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -36,23 +35,11 @@ from app.services.generations import Generations
 from app.services.idempotency import ResponseRecorder
 from app.services.pricing import PriceBook
 from app.services.prompt_turns import PromptTurn, open_prompt_turn
+from app.services.request_options import InvalidChatRequest, turn_options
 from app.services.turns import StartedGeneration, TurnContext, run_turn
 
 TITLE_CHARS = 80
 COMPLETION_ID_PREFIX = "chatcmpl-"
-
-
-class InvalidChatRequest(ChatAPIError):
-    """A body that is well-formed JSON but not a chat this service can run (400 under /v1)."""
-
-    status = HTTPStatus.UNPROCESSABLE_ENTITY
-    code = "validation_error"
-
-    def __init__(self, field: str, reason: str) -> None:
-        super().__init__(
-            "the request is not valid",
-            extra={"errors": [{"loc": ["body", field], "msg": reason}]},
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +62,9 @@ def route_model(registry: ProviderRegistry, prices: PriceBook, model: str) -> Mo
 def plan_turn(
     choice: ModelChoice, body: ChatCompletionCreate, conversation_id: UUID | None
 ) -> PromptTurn:
-    """The turn an OpenAI request asks for: prompt, what to store, and sampling options."""
+    """The turn an OpenAI request asks for: prompt, what to store, and the options the
+    provider is sent (a 400 naming the first one it cannot honour, before anything runs)."""
+    options = turn_options(choice, body)
     system_parts: list[str] = []
     prompt: list[ChatMessage] = []
     for position, message in enumerate(body.messages):
@@ -109,6 +98,8 @@ def plan_turn(
         top_p=None if body.top_p is None else float(body.top_p),
         max_tokens=body.reply_token_limit,
         stop=body.stop_sequences,
+        options=options,
+        metadata=body.metadata or None,
     )
 
 
@@ -202,7 +193,14 @@ def completion_of(result: TurnResult) -> ChatCompletion:
             )
         ],
         usage=usage_of(message),
+        system_fingerprint=system_fingerprint_of(message),
     )
+
+
+def system_fingerprint_of(message: MessageRead) -> str | None:
+    """The backend configuration the provider reported for the reply, when it did."""
+    fingerprint = message.metadata.get("system_fingerprint")
+    return fingerprint if isinstance(fingerprint, str) else None
 
 
 def model_list(registry: ProviderRegistry, prices: PriceBook) -> OpenAIModelList:
@@ -216,3 +214,12 @@ def model_list(registry: ProviderRegistry, prices: PriceBook) -> OpenAIModelList
         name = model if routed else f"{provider}/{model}"
         listed.setdefault(name, OpenAIModel(id=name, owned_by=provider))
     return OpenAIModelList(data=list(listed.values()))
+
+
+def model_of(registry: ProviderRegistry, prices: PriceBook, model_id: str) -> OpenAIModel:
+    """One model as `GET /v1/models/{id}` shows it: listed, or any name that routes to a
+    provider (OpenAI and Anthropic take any name they know); `UnknownModel` (404) else."""
+    for listed in model_list(registry, prices).data:
+        if listed.id == model_id:
+            return listed
+    return OpenAIModel(id=model_id, owned_by=route_model(registry, prices, model_id).provider.name)

@@ -7,6 +7,7 @@ charged by the same core as every other turn (`app.services.turns`).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
@@ -21,6 +22,7 @@ from app.providers.registry import ModelChoice
 from app.repositories.turns import TurnRepo
 from app.repositories.usage import month_of
 from app.services.idempotency import ResponseRecorder
+from app.services.request_options import TurnOptions
 from app.services.turns import (
     OpenTurn,
     StartedGeneration,
@@ -53,6 +55,10 @@ class PromptTurn:
     top_p: float | None = None
     max_tokens: int | None = None
     stop: tuple[str, ...] = ()
+    # The options checked against the provider (`request_options.turn_options`).
+    options: TurnOptions = TurnOptions()
+    # OpenAI's `metadata`: stored with the reply (its `request_metadata`).
+    metadata: Mapping[str, str] | None = None
 
 
 async def open_prompt_turn(
@@ -123,10 +129,15 @@ async def open_prompt_turn(
         max_tokens=turn.max_tokens,
         top_p=turn.top_p,
         stop=turn.stop,
+        options=turn.options.sent,
     )
     if ctx.redact_provider_text:
         request = redacted_request(request)
-    return reply, request, ctx.registry.with_fallbacks(turn.choice), owner
+    # Only fallbacks that honour every option the chosen provider was asked for.
+    provider = ctx.registry.with_fallbacks(
+        turn.choice, options=turn.options.requested, unknown=turn.options.unknown
+    )
+    return reply, request, provider, owner
 
 
 def _prompt_messages(turn: PromptTurn, owner: UUID | None) -> list[Message]:
@@ -153,7 +164,7 @@ def _prompt_messages(turn: PromptTurn, owner: UUID | None) -> list[Message]:
         status=MessageStatus.IN_PROGRESS,
         provider=turn.choice.provider.name,
         model=turn.choice.model,
-        metadata_={},
+        metadata_={"request_metadata": dict(turn.metadata)} if turn.metadata else {},
         cost_usd=Decimal(0),  # until charged; the same columns as `stored`: one INSERT
         created_at=now + timedelta(microseconds=len(stored)),
         generation_owner=owner,

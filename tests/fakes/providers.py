@@ -10,7 +10,15 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from app.providers.base import ChatRequest, Finished, Provider, StreamEvent, TextDelta, Usage
+from app.providers.base import (
+    ChatRequest,
+    Finished,
+    Provider,
+    StreamEvent,
+    TextDelta,
+    Usage,
+    WholeReply,
+)
 from app.providers.mock import MockProvider
 from app.providers.registry import ProviderRegistry
 
@@ -120,3 +128,18 @@ class ClosableProvider:
             yield Finished(reason="stop", usage=Usage(1, 1), model=request.model)
         finally:
             self.closed = True
+
+
+@dataclass
+class RecordingMock(MockProvider):
+    """The mock provider, keeping each request it answers: what reached the model."""
+
+    requests: list[ChatRequest] = field(default_factory=list)
+
+    async def complete(self, request: ChatRequest) -> WholeReply:
+        self.requests.append(request)
+        return await super().complete(request)
+
+    def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+        self.requests.append(request)
+        return super().stream(request)

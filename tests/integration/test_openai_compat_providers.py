@@ -76,7 +76,9 @@ class TestOpenAI:
             {"role": "user", "content": "Second question"},
         ]
         assert (request.json["temperature"], request.json["top_p"]) == (0.3, 0.5)
-        assert (request.json["stop"], request.json["max_tokens"]) == (["END"], 64)
+        # The current name, as sent: OpenAI's reasoning models refuse `max_tokens`.
+        assert (request.json["stop"], request.json["max_completion_tokens"]) == (["END"], 64)
+        assert "max_tokens" not in request.json
 
     async def test_cached_tokens_are_reported_and_the_exact_cost_is_stored(
         self, client: httpx.AsyncClient, upstream: FakeUpstream

@@ -23,7 +23,13 @@ from app.schemas.openai_compat import (
     OpenAIFinishReason,
     error_body,
 )
-from app.services.chat_completions import completion_id, created_of, finish_reason_of, usage_of
+from app.services.chat_completions import (
+    completion_id,
+    created_of,
+    finish_reason_of,
+    system_fingerprint_of,
+    usage_of,
+)
 from app.services.streams import StreamItem
 
 DONE = "[DONE]"
@@ -37,10 +43,16 @@ def _chunk(
     delta: ChunkDelta | None = None,
     finish_reason: OpenAIFinishReason | None = None,
     usage: CompletionUsage | None = None,
+    system_fingerprint: str | None = None,
 ) -> bytes:
     choices = [] if delta is None else [ChunkChoice(delta=delta, finish_reason=finish_reason)]
     chunk = ChatCompletionChunk(
-        id=chunk_id, created=created, model=model, choices=choices, usage=usage
+        id=chunk_id,
+        created=created,
+        model=model,
+        choices=choices,
+        usage=usage,
+        system_fingerprint=system_fingerprint,
     )
     body: dict[str, Any] = chunk.model_dump(mode="json")
     for choice in body["choices"]:
@@ -73,9 +85,24 @@ async def completion_chunks(
             message = TurnResult.model_validate(data).message
             model = message.model or model
             reason = finish_reason_of(message.finish_reason)
-            yield _chunk(chunk_id, created, model, delta=ChunkDelta(), finish_reason=reason)
+            # Known once the provider has finished: the last chunks carry it.
+            fingerprint = system_fingerprint_of(message)
+            yield _chunk(
+                chunk_id,
+                created,
+                model,
+                delta=ChunkDelta(),
+                finish_reason=reason,
+                system_fingerprint=fingerprint,
+            )
             if include_usage:
-                yield _chunk(chunk_id, created, model, usage=usage_of(message))
+                yield _chunk(
+                    chunk_id,
+                    created,
+                    model,
+                    usage=usage_of(message),
+                    system_fingerprint=fingerprint,
+                )
             yield format_sse_event(data_str=DONE)
             return
         elif item.event == "error":
