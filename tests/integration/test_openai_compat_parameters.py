@@ -20,7 +20,7 @@ from app.core.config import Settings
 from app.providers.registry import ProviderRegistry
 from app.schemas.openai_compat import ChatCompletionCreate
 from tests.fakes.providers import RecordingMock
-from tests.fakes.upstream import FakeUpstream
+from tests.fakes.upstream import Fail, FakeUpstream
 
 StartApp = Callable[..., Any]
 HI: list[Any] = [{"role": "user", "content": "Hi"}]
@@ -420,3 +420,37 @@ class TestThroughTheOpenAISDK:
         assert (routed.id, routed.owned_by) == ("claude-haiku-4-5", "anthropic")
         assert raised.value.code == "model_not_found"
         assert raised.value.param == "model"
+
+
+class TestFallbacks:
+    @pytest.mark.parametrize(("options", "calls"), [({}, 2), ({"seed": 7}, 1)])
+    async def test_a_fallback_that_cannot_honour_the_fields_is_skipped(
+        self,
+        start_app: StartApp,
+        make_settings: Callable[..., Settings],
+        upstream: FakeUpstream,
+        options: dict[str, Any],
+        calls: int,
+    ) -> None:
+        settings = make_settings(
+            openai_api_key=upstream.api_key,
+            openai_base_url=f"{upstream.url}/v1",
+            anthropic_api_key=upstream.api_key,
+            anthropic_base_url=upstream.url,
+            provider_max_retries=0,
+            fallback_models="anthropic:claude-sonnet-4-6",
+        )
+        client = await start_app(settings)
+        upstream.script(Fail(500))
+
+        response = await client.post(
+            "/v1/chat/completions", json={"model": "gpt-4o", "messages": HI, **options}
+        )
+
+        # Claude has no `seed`: it would answer another request than the one asked.
+        assert response.status_code == (200 if calls == 2 else 502), response.text
+        assert [r.path for r in upstream.requests][:calls] == [
+            "/v1/chat/completions",
+            "/v1/messages",
+        ][:calls]
+        assert len(upstream.requests) == calls
