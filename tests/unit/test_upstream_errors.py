@@ -13,8 +13,18 @@ import httpx2
 import openai
 import pytest
 
-from app.errors import UnknownModel, UpstreamError, UpstreamRateLimited, UpstreamTimeout
-from app.providers.upstream_errors import parse_retry_after, translate_upstream_error
+from app.errors import (
+    UnknownModel,
+    UpstreamError,
+    UpstreamRateLimited,
+    UpstreamRejected,
+    UpstreamTimeout,
+)
+from app.providers.upstream_errors import (
+    MAX_MESSAGE_CHARS,
+    parse_retry_after,
+    translate_upstream_error,
+)
 
 REQUEST = httpx2.Request("POST", "https://api.example.test/v1/chat/completions")
 SECRET = "sk-proj-leaked-1234567890"
@@ -83,12 +93,38 @@ class TestTranslateStatus:
         assert (error.status, error.code, error.retryable) == (502, "upstream_error", True)
 
     @pytest.mark.parametrize("sdk", [openai, anthropic])
-    @pytest.mark.parametrize("status", [400, 401, 403, 413, 422])
-    def test_client_side_failures_are_502s_not_worth_retrying(self, sdk: Any, status: int) -> None:
+    @pytest.mark.parametrize("status", [401, 402, 403])
+    def test_refusals_of_our_credentials_are_502s_not_worth_retrying(
+        self, sdk: Any, status: int
+    ) -> None:
         error = translate(status_error(sdk, status))
 
         assert type(error) is UpstreamError
         assert (error.status, error.retryable) == (502, False)
+
+    @pytest.mark.parametrize("sdk", [openai, anthropic])
+    @pytest.mark.parametrize("status", [400, 413, 422])
+    def test_refusals_of_the_request_keep_their_status_and_are_not_retried(
+        self, sdk: Any, status: int
+    ) -> None:
+        body = {"error": {"type": "invalid_request_error", "message": "Too long.", "param": "x"}}
+
+        error = translate(status_error(sdk, status, body))
+
+        assert isinstance(error, UpstreamRejected)
+        assert (error.status, error.code, error.retryable) == (status, "upstream_rejected", False)
+        assert error.detail == "Too long."
+        assert (error.extra["provider_type"], error.extra["param"]) == (
+            "invalid_request_error",
+            "x",
+        )
+
+    def test_a_refused_request_s_message_is_capped(self) -> None:
+        body = {"error": {"type": "invalid_request_error", "message": "word " * 1000}}
+
+        error = translate(status_error(openai, 400, body))
+
+        assert len(error.detail) == MAX_MESSAGE_CHARS
 
     @pytest.mark.parametrize("sdk", [openai, anthropic])
     def test_a_rate_limit_is_a_429_carrying_the_provider_s_wait(self, sdk: Any) -> None:
@@ -134,11 +170,13 @@ class TestTranslateStatus:
         assert isinstance(error, UnknownModel)
         assert (error.status, error.code) == (422, "unknown_model")
 
-    def test_another_404_is_an_upstream_error_naming_its_kind(self) -> None:
-        error = translate(status_error(openai, 404, {"error": {"type": "invalid_request_error"}}))
+    def test_another_404_is_a_refusal_with_the_provider_s_status(self) -> None:
+        body = {"error": {"type": "invalid_request_error", "code": "unknown_url"}}
 
-        assert type(error) is UpstreamError
-        assert "404 (invalid_request_error)" in error.detail
+        error = translate(status_error(openai, 404, body))
+
+        assert isinstance(error, UpstreamRejected)
+        assert (error.status, error.extra["provider_code"]) == (404, "unknown_url")
 
     def test_a_rejected_key_says_so_without_the_provider_s_message(self) -> None:
         body = {"error": {"code": "invalid_api_key", "message": f"Incorrect key {SECRET}"}}
