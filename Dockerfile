@@ -17,8 +17,8 @@ FROM python:3.11-slim AS runtime
 
 # The image runs with APP_ENV=production, so authentication is on and required: the
 # service refuses to start with AUTH_ENABLED=false. Set JWT_SECRET (HS256) or
-# JWT_PUBLIC_KEY (RS256), or create API keys with
-# `docker compose run api python -m app.cli keys create --user alice`.
+# JWT_PUBLIC_KEY (RS256), or create API keys in the running container with
+# `docker compose exec api python -m app.cli keys create --user alice`.
 ENV PATH="/opt/venv/bin:$PATH" \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
