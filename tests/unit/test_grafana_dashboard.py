@@ -40,7 +40,7 @@ def sample_names() -> dict[str, set[str]]:
     """The series names each metric exposes, mapped to the labels they carry."""
     names: dict[str, set[str]] = {}
     for name, metric in exported_metrics().items():
-        for suffix in SAMPLE_SUFFIXES[metric._type]:
+        for suffix in SAMPLE_SUFFIXES[str(metric._type)]:
             names[name + suffix] = set(metric._labelnames)
     return names
 
@@ -100,6 +100,6 @@ class TestQueries:
         missing = {
             name
             for name, metric in exported_metrics().items()
-            if not shown & {name + suffix for suffix in SAMPLE_SUFFIXES[metric._type]}
+            if not shown & {name + suffix for suffix in SAMPLE_SUFFIXES[str(metric._type)]}
         }
         assert not missing, f"metrics without a panel: {sorted(missing)}"
