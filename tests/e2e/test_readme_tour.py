@@ -28,8 +28,8 @@ from app.providers.base import ChatMessage, ChatRequest
 from app.providers.mock import reply_words
 from tests.e2e.conftest import PROJECT_ROOT, LiveServer, free_port, stop_server
 
-# The front door; README.md once the lead swaps it in.
-FRONT_DOOR = PROJECT_ROOT / "README.next.md"
+# The front door.
+FRONT_DOOR = PROJECT_ROOT / "README.md"
 TOUR_HEADING = "## A one-minute tour"
 # Where the tour says the service listens; the test's server listens on a free port instead.
 SERVED_AT = "http://127.0.0.1:8000"

@@ -2,8 +2,9 @@
 (as is, or mapped to the provider's own field), is stored with the reply, or is a 400 that
 names it. Never accepted and dropped.
 
-The tables below are README's /v1 parameter table as data. `ChatCompletionCreate` gaining a
-field without a row here fails `test_every_field_has_a_row_for_every_provider`.
+The tables below are the /v1 parameter table of docs/api/openai-compatible.md as data.
+`ChatCompletionCreate` gaining a field without a row here fails
+`test_every_field_has_a_row_for_every_provider`.
 """
 
 from __future__ import annotations
