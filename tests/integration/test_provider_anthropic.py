@@ -102,7 +102,9 @@ class TestTheRequestSent:
         failed = await post_turn(client, conversation["id"], "First try")
         succeeded = await post_turn(client, conversation["id"], "Second try")
 
-        assert failed.status_code == 502
+        # A provider's refusal reaches the client with its status, after one call.
+        assert failed.status_code == 400, failed.text
+        assert failed.json()["code"] == "upstream_rejected"
         assert succeeded.status_code == 201, succeeded.text
         assert len(upstream.requests) == 2
         assert upstream.requests[1].json["messages"] == [
