@@ -19,8 +19,6 @@ from app.core import metrics
 from app.core.config import Settings
 from app.db.session import create_engine
 from app.errors import UpstreamError
-from app.providers.mock import MockProvider
-from app.providers.registry import ProviderRegistry
 from tests.factories import create_conversation, send_message
 from tests.fakes.providers import (
     FAKE_MODEL,
@@ -186,31 +184,30 @@ async def open_streams_reach(client: httpx.AsyncClient, wanted: float) -> None:
 
 
 class TestOpenStreams:
+    """A stream's response starts with its first token (a failure before it is an HTTP
+    error), so the streams here are the mock's, slowed to a word every 60 ms: open for a
+    few seconds after their first word."""
+
     async def test_a_stream_holds_the_gauge_up_while_open_and_gives_it_back_when_done(
-        self, start_app: StartApp, settings: Settings
+        self, start_app: StartApp, make_settings: Callable[..., Settings]
     ) -> None:
-        client, provider, conversation_id = await stalling_app(start_app, settings)
+        client = await start_app(make_settings(mock_chunk_delay_ms=60))
+        conversation = await create_conversation(client)
         start = value(await scrape(client), "chat_api_open_streams")
 
-        reading = asyncio.create_task(stream_message(client, conversation_id, "Stream me"))
-        await asyncio.wait_for(provider.wait_until_entered(1), 5)
+        reading = asyncio.create_task(stream_message(client, conversation["id"], "Stream me"))
         await open_streams_reach(client, start + 1)
-        provider.release()
         stream = await reading
 
         assert stream.terminal.event == "done"
         assert value(await scrape(client), "chat_api_open_streams") == start
 
     async def test_an_openai_style_stream_counts_as_well(
-        self, start_app: StartApp, settings: Settings
+        self, start_app: StartApp, make_settings: Callable[..., Settings]
     ) -> None:
-        provider = StallingProvider()
-        # The fake as the default provider: an OpenAI-style model name routes to it.
-        providers = {"mock": MockProvider(), FAKE_PROVIDER: provider}
-        registry = ProviderRegistry(providers, FAKE_PROVIDER)
-        client = await start_app(settings, providers=registry)
+        client = await start_app(make_settings(mock_chunk_delay_ms=60))
         start = value(await scrape(client), "chat_api_open_streams")
-        ask = {"model": FAKE_MODEL, "messages": [{"role": "user", "content": "Hi"}]}
+        ask = {"model": "mock", "messages": [{"role": "user", "content": "Hi"}]}
 
         async def read() -> str:
             async with client.stream(
@@ -220,9 +217,7 @@ class TestOpenStreams:
                 return (await response.aread()).decode()
 
         reading = asyncio.create_task(read())
-        await asyncio.wait_for(provider.wait_until_entered(1), 5)
         await open_streams_reach(client, start + 1)
-        provider.release()
         body = await reading
 
         assert body.rstrip().endswith("data: [DONE]")
