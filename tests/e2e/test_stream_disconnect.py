@@ -57,7 +57,9 @@ async def finished_reply(http: httpx.AsyncClient, conversation_id: str) -> dict[
     async with asyncio.timeout(5):
         while True:
             conversation = await conversation_of(http, conversation_id)
-            if conversation["messages"][-1]["status"] != "in_progress":
+            # A client that left early may ask before the turn is even stored: wait for it too.
+            messages = conversation["messages"]
+            if messages and messages[-1]["status"] != "in_progress":
                 return conversation
             await asyncio.sleep(0.1)
 
