@@ -22,7 +22,7 @@ from app.core.logging import configure_logging
 from app.core.metrics import MULTIPROC_DIR_VARIABLE
 from app.db.migrations import upgrade_to_head
 from app.providers.setup import build_registry
-from app.services.pricing import build_price_book
+from app.services.pricing.price_book import build_price_book
 
 log = structlog.get_logger("app.startup")
 

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from app.core.config import Settings, describe_invalid_settings
 from app.db.models import ApiKey
 from app.db.session import create_engine, make_sessionmaker
-from app.services import api_keys
+from app.services.access import api_keys
 
 
 def _parser() -> argparse.ArgumentParser:

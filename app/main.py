@@ -30,18 +30,18 @@ from app.providers.context import warm_up as warm_up_tokenizers
 from app.providers.instrumented import instrument_providers
 from app.providers.registry import ProviderRegistry
 from app.providers.setup import build_registry
-from app.services.event_log import EventLog, InProcessEventLog, RedisEventLog
-from app.services.generations import Generations
-from app.services.known_keys import KnownKeys, listen_for_key_changes
-from app.services.leases import GenerationLease
-from app.services.outcomes import OutcomeWriter
-from app.services.partial_text import PartialTextSaver
-from app.services.pricing import PriceBook, build_price_book
-from app.services.rate_limits import RateLimiter
-from app.services.recovery import sweep_forever
-from app.services.stream_quota import Quotas
-from app.services.stream_tickets import StreamTickets
-from app.services.turns import TurnContext
+from app.services.access.known_keys import KnownKeys, listen_for_key_changes
+from app.services.limits.rate_limits import RateLimiter
+from app.services.limits.stream_quota import Quotas
+from app.services.pricing.price_book import PriceBook, build_price_book
+from app.services.streaming.event_log import EventLog, InProcessEventLog, RedisEventLog
+from app.services.streaming.stream_tickets import StreamTickets
+from app.services.turns.generations import Generations
+from app.services.turns.leases import GenerationLease
+from app.services.turns.outcomes import OutcomeWriter
+from app.services.turns.partial_text import PartialTextSaver
+from app.services.turns.recovery import sweep_forever
+from app.services.turns.turns import TurnContext
 
 log = structlog.get_logger(__name__)
 if TYPE_CHECKING:

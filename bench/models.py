@@ -3,7 +3,7 @@
 The catalog is built from the provider registry and the price book, both loaded once at
 start-up and held in memory; a request touches no database and no network. This prints:
 
-- `catalog()`: building the list (`services.usage.model_catalog`) alone;
+- `catalog()`: building the list (`services.pricing.usage.model_catalog`) alone;
 - `GET /api/v1/models`: the whole request in-process (ASGI, middleware, JSON);
 - `redis GET`: fetching the same JSON body from Redis, the floor of any Redis-backed cache.
 
@@ -31,8 +31,8 @@ sys.path.insert(0, str(ROOT))
 from app.core.config import Settings  # noqa: E402
 from app.main import create_app  # noqa: E402
 from app.providers.setup import build_registry  # noqa: E402
-from app.services.pricing import build_price_book  # noqa: E402
-from app.services.usage import model_catalog  # noqa: E402
+from app.services.pricing.price_book import build_price_book  # noqa: E402
+from app.services.pricing.usage import model_catalog  # noqa: E402
 
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/15")
 

@@ -33,7 +33,8 @@ import asyncpg
 import httpx
 from server import Server, fresh_database, percentile, raise_fd_limit
 
-# The id position app.services.streams gives the end of a reply replayed from the database.
+# The id position app.services.streaming.streams gives the end of a reply replayed from the
+# database.
 REPLAY_END_POSITION = 2**31 - 1
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
 

@@ -11,7 +11,7 @@ from sqlalchemy import delete
 from app.core.config import Settings
 from app.db.models import ApiKey
 from app.db.session import create_engine, make_sessionmaker
-from app.services import api_keys
+from app.services.access import api_keys
 
 JWT_SECRET = "a-test-secret-long-enough-for-every-hmac-algorithm-0123456789abcdef"
 JWT_ISSUER = "https://issuer.test"

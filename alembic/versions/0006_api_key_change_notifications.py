@@ -1,7 +1,7 @@
 """api key change notifications
 
 Every process keeps the callers of recently used API keys in memory
-(app/services/known_keys.py) and must forget one the moment it is revoked, however that
+(app/services/access/known_keys.py) and must forget one the moment it is revoked, however that
 happens: the CLI, another replica, an operator's own SQL. These triggers send
 `NOTIFY api_key_changed, '<key_hash>'` when a key is revoked, re-owned, re-hashed or deleted,
 and `'*'` when the table is truncated. Postgres only: SQLite has no NOTIFY, and there the

@@ -15,15 +15,15 @@ from app.core.config import Settings
 from app.core.security import DEVELOPMENT_PRINCIPAL, Principal
 from app.db.models import Conversation
 from app.providers.registry import ProviderRegistry
-from app.services import conversations as conversation_service
-from app.services.auth import authenticate
-from app.services.generations import Generations
-from app.services.known_keys import KnownKeys
-from app.services.pricing import PriceBook
-from app.services.rate_limits import RateLimiter
-from app.services.stream_quota import Quotas
-from app.services.stream_tickets import StreamTickets
-from app.services.turns import TurnContext
+from app.services.access.auth import authenticate
+from app.services.access.known_keys import KnownKeys
+from app.services.conversations import conversations as conversation_service
+from app.services.limits.rate_limits import RateLimiter
+from app.services.limits.stream_quota import Quotas
+from app.services.pricing.price_book import PriceBook
+from app.services.streaming.stream_tickets import StreamTickets
+from app.services.turns.generations import Generations
+from app.services.turns.turns import TurnContext
 
 
 class AppState(TypedDict):

@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 
 from app.api.deps import CurrentUser
 from app.core.config import Settings
-from app.services.idempotency import IdempotentRequest, StoredResponse, request_hash
+from app.services.limits.idempotency import IdempotentRequest, StoredResponse, request_hash
 
 T = TypeVar("T")
 

@@ -11,7 +11,7 @@ from fastapi.sse import format_sse_event
 from starlette.types import Receive, Scope, Send
 
 from app.core import metrics
-from app.services.streams import RETRY_MS, StreamItem
+from app.services.streaming.streams import RETRY_MS, StreamItem
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 

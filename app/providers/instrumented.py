@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 import structlog
 from opentelemetry import context as otel_context
@@ -31,9 +30,8 @@ from app.providers.base import (
     WrappingProvider,
     whole_reply,
 )
-
-if TYPE_CHECKING:  # the registry imports the retry owner, which imports `note_retry` from here
-    from app.providers.registry import ProviderRegistry
+from app.providers.call_retries import count_retries
+from app.providers.registry import ProviderRegistry
 
 log = structlog.get_logger("app.providers.calls")
 
@@ -46,24 +44,6 @@ class CostOf(Protocol):
     def __call__(
         self, provider: str, model: str, usage: Usage, *, requested_model: str | None = None
     ) -> Decimal | None: ...
-
-
-@dataclass(slots=True)
-class _CallRetries:
-    count: int = 0
-
-
-# The retries of the provider call running in this task. Each call sets a fresh counter before
-# it starts, so one left behind after a call is never counted again.
-_current_retries: ContextVar[_CallRetries | None] = ContextVar("provider_retries", default=None)
-
-
-def note_retry(provider: str, model: str) -> None:
-    """Called by the retry owner before each new attempt: counted in metrics and in the call."""
-    metrics.record_provider_retry(provider, model)
-    retries = _current_retries.get()
-    if retries is not None:
-        retries.count += 1
 
 
 @dataclass
@@ -136,8 +116,7 @@ class _Call:
         self.first_token_at: float | None = None
         self.recorded = False
         owner.in_flight.inc()  # given back when the call is recorded, however it ends
-        self.retries = _CallRetries()
-        _current_retries.set(self.retries)
+        self.retries = count_retries()
         self.span = (
             None
             if owner.tracer is None

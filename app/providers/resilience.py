@@ -34,7 +34,7 @@ from app.providers.base import (
     one_shot_of,
     whole_reply,
 )
-from app.providers.instrumented import note_retry
+from app.providers.call_retries import note_retry
 from app.providers.silence import SilenceLimit
 
 log = structlog.get_logger(__name__)

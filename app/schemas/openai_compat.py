@@ -2,7 +2,7 @@
 
 `ChatCompletionCreate` declares every field of OpenAI's create call (openai-python's
 `CompletionCreateParams`); which provider honours which is decided per turn
-(`services.request_options`): each is sent, mapped, stored or refused with a 400 naming it,
+(`services.turns.request_options`): each is sent, mapped, stored or refused with a 400 naming it,
 never ignored. Responses carry every field the SDKs' types declare.
 """
 

@@ -27,7 +27,7 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from app.services.rate_limits import KEY_PREFIX
+from app.services.limits.rate_limits import KEY_PREFIX
 from tests.databases import postgres_database
 from tests.e2e.conftest import LiveServer, free_port, start_server, stop_server
 from tests.sse import read_stream

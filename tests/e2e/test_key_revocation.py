@@ -15,7 +15,7 @@ import asyncpg
 import httpx
 import pytest
 
-from app.services.known_keys import CHANNEL
+from app.services.access.known_keys import CHANNEL
 from tests.databases import postgres_database
 from tests.e2e.conftest import LiveServer, create_key, run_cli, start_server, stop_server
 

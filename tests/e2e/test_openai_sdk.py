@@ -21,7 +21,7 @@ from sqlalchemy import delete
 from app.core.config import Settings
 from app.db.models import ApiKey
 from app.db.session import create_engine, make_sessionmaker
-from app.services import api_keys
+from app.services.access import api_keys
 from tests.e2e.conftest import LiveServer, start_server, stop_server
 from tests.fakes.upstream import Fail, FakeUpstream, Reply, running_upstream
 

@@ -17,7 +17,7 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from app.services.rate_limits import KEY_PREFIX
+from app.services.limits.rate_limits import KEY_PREFIX
 from tests.databases import REDIS_URL, postgres_database, unavailable
 from tests.e2e.conftest import LiveServer, create_key, start_server, stop_server
 

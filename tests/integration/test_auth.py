@@ -21,8 +21,9 @@ from sqlalchemy import select
 from app.core.config import Settings
 from app.db.models import ApiKey
 from app.db.session import create_engine, make_sessionmaker
-from app.services import api_keys, stream_tickets
-from app.services.api_keys import hash_key
+from app.services.access import api_keys
+from app.services.access.api_keys import hash_key
+from app.services.streaming import stream_tickets
 from tests.auth import JWT_AUDIENCE, JWT_ISSUER, JWT_SECRET, bearer
 from tests.databases import REDIS_URL
 

@@ -24,9 +24,9 @@ from app.db.base import utcnow
 from app.db.models import Conversation, Message, MessageRole, MessageStatus
 from app.db.session import create_engine, make_sessionmaker
 from app.providers.base import ChatRequest, Finished, StreamEvent, TextDelta, Usage
-from app.services.event_log import InProcessEventLog, RedisEventLog
-from app.services.recovery import fail_abandoned_replies
-from app.services.streams import StreamItem, read_reply
+from app.services.streaming.event_log import InProcessEventLog, RedisEventLog
+from app.services.streaming.streams import StreamItem, read_reply
+from app.services.turns.recovery import fail_abandoned_replies
 from tests.databases import REDIS_URL, unavailable
 from tests.factories import create_conversation, send_message
 from tests.fakes.providers import registry_with

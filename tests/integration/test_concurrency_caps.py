@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 
 from app.core.config import Settings
 from app.errors import TooManyConcurrent
-from app.services.stream_quota import KEY_PREFIX, LEASE_TTL_S, ConcurrencyQuota
+from app.services.limits.stream_quota import KEY_PREFIX, LEASE_TTL_S, ConcurrencyQuota
 from tests.auth import bearer
 from tests.databases import clean_redis
 from tests.factories import create_conversation

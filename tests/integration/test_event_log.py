@@ -28,7 +28,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.typing import EncodableT, FieldT
 
-from app.services.event_log import EventLog, InProcessEventLog, LoggedEvent, RedisEventLog
+from app.services.streaming.event_log import EventLog, InProcessEventLog, LoggedEvent, RedisEventLog
 from tests.databases import REDIS_URL, unavailable
 
 EVENTS_PER_REPLY = 22  # start, 20 deltas, done

@@ -26,8 +26,8 @@ from app.db.base import utcnow
 from app.db.models import Conversation, Message, MessageRole, MessageStatus
 from app.db.models import GenerationLease as LeaseRow
 from app.db.session import create_engine, make_sessionmaker
-from app.services.leases import GenerationLease
-from app.services.recovery import fail_abandoned_replies
+from app.services.turns.leases import GenerationLease
+from app.services.turns.recovery import fail_abandoned_replies
 from tests.integration.test_cancel_and_recovery import redis_log
 from tests.sse import read_stream
 
@@ -215,7 +215,7 @@ class TestTheApp:
         conversation_id, reply_id = await running_reply(sessions, dead)
         events = state_of(client)["generations"].events
         # What the dead process left in the shared log: `start` and a delta, never an end.
-        from app.services.event_log import InProcessEventLog, RedisEventLog
+        from app.services.streaming.event_log import InProcessEventLog, RedisEventLog
 
         assert isinstance(events, RedisEventLog)
         dead_log = RedisEventLog(events._redis, InProcessEventLog())

@@ -20,7 +20,7 @@ from app.db.models import IdempotencyKey, IdempotencyStatus
 from app.db.session import create_engine
 from app.errors import UpstreamError
 from app.providers.mock import MockProvider
-from app.services.idempotency import request_hash
+from app.services.limits.idempotency import request_hash
 from tests.factories import create_conversation
 from tests.fakes.providers import (
     FAKE_MODEL,

@@ -16,8 +16,8 @@ import httpx
 import pytest
 
 from app.core.config import Settings
-from app.services.api_keys import hash_key
-from app.services.known_keys import CHANNEL, EVERY_KEY, KnownKeys
+from app.services.access.api_keys import hash_key
+from app.services.access.known_keys import CHANNEL, EVERY_KEY, KnownKeys
 from tests.auth import bearer
 from tests.integration.test_metrics import scrape, value
 from tests.integration.test_round_trips import counted_round_trips

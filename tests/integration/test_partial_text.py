@@ -22,9 +22,9 @@ from app.db.base import utcnow
 from app.db.driver import statements
 from app.db.models import Message, MessageStatus
 from app.repositories.turns import TurnRepo
-from app.services.partial_text import PartialTextSaver
-from app.services.recovery import fail_abandoned_replies
-from app.services.turns import Generation
+from app.services.turns.generated_text import Generation
+from app.services.turns.partial_text import PartialTextSaver
+from app.services.turns.recovery import fail_abandoned_replies
 from tests.factories import create_conversation
 from tests.integration.test_turn_claims import turn_messages
 

@@ -10,7 +10,7 @@ import pytest
 
 from app.core.config import Settings
 from app.providers.mock import MockProvider
-from app.services.rate_limits import KEY_PREFIX
+from app.services.limits.rate_limits import KEY_PREFIX
 from tests.databases import clean_redis
 from tests.factories import create_conversation
 from tests.fakes.providers import CountingProvider, registry_with

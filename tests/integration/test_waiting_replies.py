@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from app.core.config import Settings
-from app.services.recovery import fail_abandoned_replies
+from app.services.turns.recovery import fail_abandoned_replies
 from tests.factories import create_conversation
 from tests.fakes.upstream import FakeUpstream, Stall
 from tests.integration.test_provider_failures import stored, upstream_settings

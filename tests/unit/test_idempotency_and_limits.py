@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from app.errors import RateLimited
-from app.services.idempotency import request_hash
-from app.services.rate_limits import RateLimiter
+from app.services.limits.idempotency import request_hash
+from app.services.limits.rate_limits import RateLimiter
 
 
 class TestRequestHash:

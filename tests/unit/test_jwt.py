@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from app.core.config import Settings
 from app.core.security import Principal
 from app.errors import Unauthenticated
-from app.services.jwt_tokens import principal_from_jwt
+from app.services.access.jwt_tokens import principal_from_jwt
 
 SECRET = "a-test-secret-long-enough-for-every-hmac-algorithm-0123456789abcdef"
 ISSUER = "https://issuer.test"

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from app.core.config import Settings
 from app.core.logging import configure_logging
 from app.core.security import Principal
-from app.services.known_keys import EVERY_KEY, KnownKeys, listen_for_key_changes
+from app.services.access.known_keys import EVERY_KEY, KnownKeys, listen_for_key_changes
 
 ALICE = Principal(user_id="alice", is_admin=False)
 BOB = Principal(user_id="bob", is_admin=True)

@@ -9,8 +9,9 @@ import pytest
 
 from app.core.config import ModelPriceOverride, Settings
 from app.providers.base import Usage
-from app.services.price_library import SOURCE, GenAIPrices
-from app.services.pricing import Price, PriceBook, build_price_book
+from app.services.pricing.price import Price
+from app.services.pricing.price_book import PriceBook, build_price_book
+from app.services.pricing.price_library import SOURCE, GenAIPrices
 
 LIBRARY = GenAIPrices()
 GPT_4O = Price(Decimal("2.5"), Decimal("10"), cached_input_per_mtok=Decimal("1.25"), source=SOURCE)

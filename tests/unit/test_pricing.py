@@ -8,7 +8,8 @@ import pytest
 
 from app.core.config import Settings
 from app.providers.base import Usage
-from app.services.pricing import Price, PriceBook, build_price_book
+from app.services.pricing.price import Price
+from app.services.pricing.price_book import PriceBook, build_price_book
 
 # GPT-4o's list price: $2.50 in, $1.25 cached in, $10.00 out per million tokens.
 GPT_4O = Price(Decimal("2.50"), Decimal("10.00"), cached_input_per_mtok=Decimal("1.25"))

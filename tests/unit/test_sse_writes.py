@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from app.api.sse import event_stream
-from app.services.streams import StreamItem
+from app.services.streaming.streams import StreamItem
 
 
 async def body_writes(items: list[StreamItem], gate: asyncio.Event | None = None) -> list[bytes]:

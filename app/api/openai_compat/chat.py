@@ -14,16 +14,16 @@ from app.api.openai_compat.openapi import openai_errors
 from app.api.openai_compat.streaming import completion_chunks
 from app.api.sse import SSE_HEADERS, EventStreamResponse
 from app.schemas.openai_compat import ChatCompletion, ChatCompletionCreate
-from app.services import streams
-from app.services.chat_completions import (
+from app.services.limits.idempotency import StoredResponse
+from app.services.limits.stream_quota import opened_stream, released_after
+from app.services.streaming import streams
+from app.services.turns.chat_completions import (
     CompletedChat,
     complete_chat,
     plan_turn,
     route_model,
     start_chat_stream,
 )
-from app.services.idempotency import StoredResponse
-from app.services.stream_quota import opened_stream, released_after
 
 router = APIRouter(prefix="/chat/completions")
 

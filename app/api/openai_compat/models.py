@@ -7,7 +7,7 @@ from fastapi import APIRouter
 from app.api.deps import PricesDep, ProvidersDep
 from app.api.openai_compat.openapi import openai_errors
 from app.schemas.openai_compat import OpenAIModel, OpenAIModelList
-from app.services.chat_completions import model_list, model_of
+from app.services.turns.chat_completions import model_list, model_of
 
 router = APIRouter(prefix="/models")
 

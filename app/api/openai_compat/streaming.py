@@ -1,6 +1,6 @@
 """A server-owned reply's event log as OpenAI's `chat.completion.chunk` stream.
 
-The reply runs as a generation of the server (services.generations); this only reads its
+The reply runs as a generation of the server (services.turns.generations); this only reads its
 log, so a client that leaves stops nothing and the reply is still stored and charged once.
 """
 
@@ -23,14 +23,14 @@ from app.schemas.openai_compat import (
     OpenAIFinishReason,
     error_body,
 )
-from app.services.chat_completions import (
+from app.services.streaming.streams import StreamItem
+from app.services.turns.chat_completions import (
     completion_id,
     created_of,
     finish_reason_of,
     system_fingerprint_of,
     usage_of,
 )
-from app.services.streams import StreamItem
 
 DONE = "[DONE]"
 

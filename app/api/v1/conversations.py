@@ -25,7 +25,7 @@ from app.schemas.conversations import (
     ConversationUpdate,
 )
 from app.schemas.messages import MessageRead
-from app.services import conversations as service
+from app.services.conversations import conversations as service
 
 router = APIRouter(prefix="/conversations", tags=["conversations"])
 

@@ -12,7 +12,7 @@ from app.api.idempotency import IdempotencyDep, replayed
 from app.api.v1.openapi import problems
 from app.schemas.common import Page
 from app.schemas.feedback import FeedbackCreate, FeedbackRead
-from app.services import feedback as service
+from app.services.conversations import feedback as service
 
 router = APIRouter(prefix="/conversations/{conversation_id}/feedback", tags=["feedback"])
 

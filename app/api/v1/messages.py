@@ -14,10 +14,10 @@ from app.api.sse import event_stream
 from app.api.v1.openapi import problems
 from app.schemas.common import Page
 from app.schemas.messages import MessageCreate, MessageRead, TurnResult
-from app.services import conversations as conversation_service
-from app.services import streams
-from app.services.stream_quota import opened_stream, released_after
-from app.services.turns import take_turn
+from app.services.conversations import conversations as conversation_service
+from app.services.limits.stream_quota import opened_stream, released_after
+from app.services.streaming import streams
+from app.services.turns.turns import take_turn
 
 router = APIRouter(prefix="/conversations/{conversation_id}/messages", tags=["messages"])
 

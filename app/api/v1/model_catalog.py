@@ -6,7 +6,7 @@ from fastapi import APIRouter
 
 from app.api.deps import PricesDep, ProvidersDep
 from app.schemas.usage import ModelList
-from app.services.usage import model_catalog
+from app.services.pricing.usage import model_catalog
 
 router = APIRouter(prefix="/models", tags=["models"])
 

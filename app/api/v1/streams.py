@@ -20,9 +20,9 @@ from app.api.sse import event_stream
 from app.api.v1.openapi import problems
 from app.schemas.common import StorableText
 from app.schemas.messages import MessageCreate, MessageRead
-from app.services import streams
-from app.services.generations import cancel_reply
-from app.services.stream_quota import released_after
+from app.services.limits.stream_quota import released_after
+from app.services.streaming import streams
+from app.services.turns.generations import cancel_reply
 
 router = APIRouter(prefix="/conversations/{conversation_id}", tags=["streaming"])
 

@@ -10,7 +10,7 @@ from app.api.deps import CurrentUser, SessionDep
 from app.api.v1.openapi import problems
 from app.schemas.common import UserId
 from app.schemas.usage import ReportBound, UsageGroupBy, UsageReport
-from app.services import usage as service
+from app.services.pricing import usage as service
 
 router = APIRouter(prefix="/usage", tags=["usage"])
 

@@ -8,10 +8,10 @@ from app.core.config import Settings
 from app.core.security import Principal
 from app.db.driver import statements
 from app.errors import Unauthenticated
-from app.services import api_keys
-from app.services.jwt_tokens import principal_from_jwt
-from app.services.known_keys import KnownKeys
-from app.services.stream_tickets import StreamTickets
+from app.services.access import api_keys
+from app.services.access.jwt_tokens import principal_from_jwt
+from app.services.access.known_keys import KnownKeys
+from app.services.streaming.stream_tickets import StreamTickets
 
 
 def bearer_token(authorization: str | None) -> str | None:

@@ -23,8 +23,8 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from app.errors import TooManyConcurrent
-from app.services.generations import Generations
-from app.services.turns import StartedGeneration
+from app.services.turns.generations import Generations
+from app.services.turns.turns import StartedGeneration
 
 log = structlog.get_logger(__name__)
 

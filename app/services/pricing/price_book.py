@@ -1,42 +1,16 @@
-"""What a model costs per token, and what a reply costs: exact `Decimal` arithmetic only."""
+"""The prices this service charges by (provider, model): configured ones, then genai-prices."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Protocol
 
 from app.core.config import Settings
 from app.providers.base import Usage
 from app.providers.mock import CONTEXT_WINDOW as MOCK_CONTEXT_WINDOW
-
-_PER_MTOK = Decimal(1_000_000)
-# Stored money has 10 places (NUMERIC(18, 10)); round once, here, so totals equal their sums.
-_MONEY_PLACES = Decimal("1e-10")
-
-
-@dataclass(frozen=True, slots=True)
-class Price:
-    """USD per million tokens; cached reads and cache writes default to the input price."""
-
-    input_per_mtok: Decimal
-    output_per_mtok: Decimal
-    cached_input_per_mtok: Decimal | None = None
-    cache_write_per_mtok: Decimal | None = None
-    source: str = field(default="configured", compare=False)
-
-    def cost_of(self, usage: Usage) -> Decimal:
-        cached_rate = self.cached_input_per_mtok
-        write_rate = self.cache_write_per_mtok
-        uncached = max(0, usage.prompt_tokens - usage.cached_tokens - usage.cache_write_tokens)
-        total = (
-            uncached * self.input_per_mtok
-            + usage.cached_tokens * (self.input_per_mtok if cached_rate is None else cached_rate)
-            + usage.cache_write_tokens * (self.input_per_mtok if write_rate is None else write_rate)
-            + usage.completion_tokens * self.output_per_mtok
-        )
-        return (total / _PER_MTOK).quantize(_MONEY_PLACES)
+from app.services.pricing.price import Price
+from app.services.pricing.price_library import GenAIPrices
 
 
 class PriceLibrary(Protocol):
@@ -106,8 +80,6 @@ class PriceBook:
 
 def build_price_book(settings: Settings) -> PriceBook:
     """Mock prices and `PRICE_OVERRIDES` from settings, everything else from genai-prices."""
-    from app.services.price_library import GenAIPrices  # it builds on `Price`, defined here
-
     prices = {
         ("mock", "mock"): Price(
             settings.mock_input_price_per_mtok, settings.mock_output_price_per_mtok, source="mock"

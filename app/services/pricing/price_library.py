@@ -15,7 +15,7 @@ from importlib.metadata import version
 from genai_prices import data_snapshot
 from genai_prices.types import ModelInfo, TieredPrices
 
-from app.services.pricing import Price
+from app.services.pricing.price import Price
 
 # Our provider names as genai-prices knows them.
 _PROVIDER_IDS = {"openai": "openai", "anthropic": "anthropic", "azure": "azure"}

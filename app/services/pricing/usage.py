@@ -12,7 +12,7 @@ from app.errors import InvalidRange
 from app.providers.registry import ProviderRegistry
 from app.repositories.usage import UsageReportRepo
 from app.schemas.usage import ModelInfo, UsageGroupBy, UsageItem, UsageReport
-from app.services.pricing import PriceBook
+from app.services.pricing.price_book import PriceBook
 
 
 async def usage_report(

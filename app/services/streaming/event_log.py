@@ -29,7 +29,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 from redis.typing import EncodableT, FieldT
 
-from app.services.redis_fanout import StreamFanout
+from app.services.streaming.redis_fanout import StreamFanout
 
 log = structlog.get_logger(__name__)
 

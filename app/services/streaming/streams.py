@@ -24,9 +24,9 @@ from app.db.models import Message, MessageRole, MessageStatus
 from app.errors import ConversationNotFound, MessageNotFound, ReportedFailure
 from app.repositories.conversations import ConversationRepo
 from app.schemas.messages import MessageRead, TokenUsage, TurnResult
-from app.services.event_log import EventLog, LoggedEvent
-from app.services.idempotency import StoredResponse
-from app.services.turns import StartedGeneration
+from app.services.limits.idempotency import StoredResponse
+from app.services.streaming.event_log import EventLog, LoggedEvent
+from app.services.turns.turns import StartedGeneration
 
 log = structlog.get_logger(__name__)
 

@@ -31,12 +31,12 @@ from app.schemas.openai_compat import (
     OpenAIModelList,
     PromptTokensDetails,
 )
-from app.services.generations import Generations
-from app.services.idempotency import ResponseRecorder
-from app.services.pricing import PriceBook
-from app.services.prompt_turns import PromptTurn, open_prompt_turn
-from app.services.request_options import InvalidChatRequest, turn_options
-from app.services.turns import StartedGeneration, TurnContext, run_turn
+from app.services.limits.idempotency import ResponseRecorder
+from app.services.pricing.price_book import PriceBook
+from app.services.turns.generations import Generations
+from app.services.turns.prompt_turns import PromptTurn, open_prompt_turn
+from app.services.turns.request_options import InvalidChatRequest, turn_options
+from app.services.turns.turns import StartedGeneration, TurnContext, run_turn
 
 TITLE_CHARS = 80
 COMPLETION_ID_PREFIX = "chatcmpl-"

@@ -36,16 +36,15 @@ from app.providers.context import counter_for, prompt_tokens
 from app.repositories.conversations import ConversationRepo
 from app.repositories.messages import MessageRepo
 from app.schemas.messages import MessageCreate, MessageRead
-from app.services.event_log import EventLog
-from app.services.idempotency import ResponseRecorder
-from app.services.turns import (
-    Generation,
+from app.services.limits.idempotency import ResponseRecorder
+from app.services.streaming.event_log import EventLog
+from app.services.turns.generated_text import Generation, monotonic_ms
+from app.services.turns.turns import (
     OpenTurn,
     StartedGeneration,
     TurnContext,
     complete_reply,
     fail_reply,
-    monotonic_ms,
     open_turn,
 )
 

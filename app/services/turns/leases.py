@@ -3,7 +3,7 @@
 Every serving process has an owner id, stamped on each reply it starts (`generation_owner`),
 and renews one row of `generation_leases` every quarter of `GENERATION_LEASE_SECONDS`. A
 reply whose owner's lease is older than that has no live process behind it (killed, or cut off
-from the database) and the sweep (app/services/recovery.py) fails it within seconds. One
+from the database) and the sweep (app/services/turns/recovery.py) fails it within seconds. One
 statement per process per interval, whatever the number of replies it runs.
 
 A lease that lapsed because the database itself was away says nothing about its owner: every

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.db.driver import statements
 from app.repositories.turns import TurnRepo
-from app.services.turns import Generation
+from app.services.turns.generated_text import Generation
 
 log = structlog.get_logger(__name__)
 

@@ -2,7 +2,7 @@
 
 The client owns the history: the provider sees exactly the messages sent, and only what is
 new to the conversation is stored before the reply. The reply then runs, is stored and is
-charged by the same core as every other turn (`app.services.turns`).
+charged by the same core as every other turn (`app.services.turns.turns`).
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from app.providers.base import ChatMessage, ChatRequest
 from app.providers.registry import ModelChoice
 from app.repositories.turns import TurnRepo
 from app.repositories.usage import month_of
-from app.services.idempotency import ResponseRecorder
-from app.services.request_options import TurnOptions
-from app.services.turns import (
+from app.services.limits.idempotency import ResponseRecorder
+from app.services.turns.request_options import TurnOptions
+from app.services.turns.turns import (
     OpenTurn,
     StartedGeneration,
     TurnContext,

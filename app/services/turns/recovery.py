@@ -1,7 +1,7 @@
 """Replies no live process owns are ended, so no conversation stays blocked by a dead one.
 
 A running reply names its owner (`generation_owner`, the lease of the process generating it,
-app/services/leases.py). Once that owner's lease has lapsed (killed, restarted, cut off from
+app/services/turns/leases.py). Once that owner's lease has lapsed (killed, restarted, cut off from
 the database) the reply is failed with `generation_abandoned`, its partial text kept, and its
 event log is ended so resuming listeners hear it at once. Rows written before leases existed
 (no owner) are judged as before: untouched for `stale_after_s`.
@@ -22,8 +22,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.db.base import utcnow
 from app.db.models import GenerationLease as LeaseRow
 from app.db.models import Message, MessageRole, MessageStatus
-from app.services.event_log import EventLog
-from app.services.leases import GenerationLease
+from app.services.streaming.event_log import EventLog
+from app.services.turns.leases import GenerationLease
 
 log = structlog.get_logger(__name__)
 

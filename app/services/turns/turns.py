@@ -8,12 +8,11 @@ reply and adds its cost to the conversation in one short transaction.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from decimal import Decimal
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 from uuid import UUID
 
 import structlog
@@ -51,13 +50,13 @@ from app.repositories.conversations import TurnConversation
 from app.repositories.turns import Claim, TurnRepo, TurnView
 from app.repositories.usage import month_of
 from app.schemas.messages import MessageCreate, MessageRead, TokenUsage, TurnResult
-from app.services.idempotency import ResponseRecorder
-from app.services.pricing import Price, PriceBook
-from app.services.rate_limits import RateLimiter
-
-if TYPE_CHECKING:  # partial_text needs this module's Generation at import time
-    from app.services.outcomes import OutcomeWriter
-    from app.services.partial_text import PartialTextSaver
+from app.services.limits.idempotency import ResponseRecorder
+from app.services.limits.rate_limits import RateLimiter
+from app.services.pricing.price import Price
+from app.services.pricing.price_book import PriceBook
+from app.services.turns.generated_text import Generation, monotonic_ms
+from app.services.turns.outcomes import OutcomeWriter
+from app.services.turns.partial_text import PartialTextSaver
 
 log = structlog.get_logger(__name__)
 
@@ -91,31 +90,15 @@ class TurnContext:
     # Every running reply of this process, streamed or not: its text so far and a sign of
     # life for the abandoned-reply sweep.
     partials: PartialTextSaver
-    # Stores replies' outcomes, waiting out a database that is away (app/services/outcomes.py).
+    # Stores replies' outcomes, waiting out a database that is away (turns/outcomes.py).
     outcomes: OutcomeWriter
-    # This process's lease (app/services/leases.py), stamped on every reply it starts: once
+    # This process's lease (turns/leases.py), stamped on every reply it starts: once
     # the lease lapses, the reply has no live owner and is ended by the sweep.
     generation_owner: UUID | None = None
     budget_usd: Decimal | None = None
     limiter: RateLimiter | None = None
     # PII_REDACTION=provider: mask personal data and keys in the text sent to the provider.
     redact_provider_text: bool = False
-
-
-@dataclass(slots=True)
-class Generation:
-    """What the provider produced so far: kept on the reply whether it finishes or fails."""
-
-    parts: list[str] = field(default_factory=list)
-    first_token_at: int | None = None
-
-    @property
-    def text(self) -> str:
-        return "".join(self.parts)
-
-
-def monotonic_ms() -> int:
-    return int(time.monotonic() * 1000)
 
 
 def choose_model(
