@@ -32,6 +32,17 @@ StateOf = Callable[[httpx.AsyncClient], dict[str, Any]]
 Sessions = async_sessionmaker[AsyncSession]
 
 
+@pytest.fixture
+async def client(
+    start_app: Callable[..., Any], make_settings: Callable[..., Any]
+) -> httpx.AsyncClient:
+    """The app with its own sweep out of the way: it runs every couple of seconds and ends
+    ownerless replies untouched for ABANDONED_REPLY_SECONDS, which would race the sweeps
+    these tests run themselves on replies made to look ten minutes old."""
+    started: httpx.AsyncClient = await start_app(make_settings(abandoned_reply_seconds=86_400))
+    return started
+
+
 async def running_replies(client: httpx.AsyncClient, sessions: Sessions, count: int) -> list[UUID]:
     """`count` conversations, each with a user message and an `in_progress` reply."""
     replies = []
