@@ -53,17 +53,22 @@ def start_server(env_overrides: dict[str, str], log_path: Path) -> LiveServer:
             stdout=log_file,
             stderr=subprocess.STDOUT,
         )
-    server = LiveServer(f"http://127.0.0.1:{port}", process, log_path)
-    deadline = time.monotonic() + 90  # importing the SDKs is slow on a loaded machine
+    return healthy(LiveServer(f"http://127.0.0.1:{port}", process, log_path))
+
+
+def healthy(server: LiveServer) -> LiveServer:
+    """`server` once `/health` answers 200; killed, and the test failed with its log, if it
+    exits or does not answer within 90 s (importing the SDKs is slow on a loaded machine)."""
+    deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}:\n{server.log()}")
+        if server.process.poll() is not None:
+            raise RuntimeError(f"server exited with {server.process.returncode}:\n{server.log()}")
         try:
             if httpx.get(f"{server.base_url}/health", timeout=1).status_code == 200:
                 return server
         except httpx.TransportError:
             time.sleep(0.1)
-    process.kill()
+    server.process.kill()
     raise RuntimeError(f"server did not become healthy:\n{server.log()}")
 
 

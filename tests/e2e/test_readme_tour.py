@@ -15,7 +15,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ import pytest
 from app.core.config import Settings
 from app.providers.base import ChatMessage, ChatRequest
 from app.providers.mock import reply_words
-from tests.e2e.conftest import PROJECT_ROOT, LiveServer, free_port, stop_server
+from tests.e2e.conftest import PROJECT_ROOT, LiveServer, free_port, healthy, stop_server
 
 # The front door.
 FRONT_DOOR = PROJECT_ROOT / "README.md"
@@ -93,18 +92,7 @@ def start_fresh_server(variables: dict[str, str], workdir: Path) -> LiveServer:
             stdout=log_file,
             stderr=subprocess.STDOUT,
         )
-    server = LiveServer(f"http://127.0.0.1:{port}", process, log_path)
-    deadline = time.monotonic() + 90  # importing the SDKs is slow on a loaded machine
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}:\n{server.log()}")
-        try:
-            if httpx.get(f"{server.base_url}/health", timeout=1).status_code == 200:
-                return server
-        except httpx.TransportError:
-            time.sleep(0.1)
-    stop_server(server)
-    raise RuntimeError(f"server did not become healthy:\n{server.log()}")
+    return healthy(LiveServer(f"http://127.0.0.1:{port}", process, log_path))
 
 
 def run_blocks(blocks: list[str], base_url: str, workdir: Path) -> list[str]:

@@ -185,6 +185,26 @@ class FakeUpstream:
     _arrival: asyncio.Condition = field(default_factory=asyncio.Condition, repr=False)
     _server: uvicorn.Server | None = field(default=None, repr=False)
 
+    def provider_settings(self, *, all_providers: bool = False) -> dict[str, Any]:
+        """Settings pointing OpenAI and Anthropic (with `all_providers`, Azure and an
+        OpenAI-compatible server too) at this fake."""
+        settings: dict[str, Any] = {
+            "openai_api_key": self.api_key,
+            "openai_base_url": f"{self.url}/v1",
+            "anthropic_api_key": self.api_key,
+            "anthropic_base_url": self.url,
+        }
+        if all_providers:
+            settings.update(
+                azure_openai_api_key=self.api_key,
+                azure_openai_endpoint=self.url,
+                azure_openai_deployments={"gpt-4o": "gpt-4o"},
+                openai_compatible_base_url=f"{self.url}/v1",
+                openai_compatible_api_key=self.api_key,
+                openai_compatible_models=["llama3.1"],
+            )
+        return settings
+
     def script(self, *behaviours: Behaviour) -> None:
         """Append behaviours for the next requests, one each, in order."""
         self._queue.extend(behaviours)

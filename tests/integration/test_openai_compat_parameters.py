@@ -167,17 +167,7 @@ async def client(
 ) -> httpx.AsyncClient:
     """Every provider configured against the fake upstream, with no retries of ours."""
     settings = make_settings(
-        openai_api_key=upstream.api_key,
-        openai_base_url=f"{upstream.url}/v1",
-        anthropic_api_key=upstream.api_key,
-        anthropic_base_url=upstream.url,
-        azure_openai_api_key=upstream.api_key,
-        azure_openai_endpoint=upstream.url,
-        azure_openai_deployments={"gpt-4o": "gpt-4o"},
-        openai_compatible_base_url=f"{upstream.url}/v1",
-        openai_compatible_api_key=upstream.api_key,
-        openai_compatible_models=["llama3.1"],
-        provider_max_retries=0,
+        **upstream.provider_settings(all_providers=True), provider_max_retries=0
     )
     started: httpx.AsyncClient = await start_app(settings)
     return started

@@ -30,13 +30,7 @@ async def client(
     start_app: StartApp, make_settings: Callable[..., Settings], upstream: FakeUpstream
 ) -> httpx.AsyncClient:
     """OpenAI and Anthropic both configured against the fake, with no retries of ours."""
-    settings = make_settings(
-        openai_api_key=upstream.api_key,
-        openai_base_url=f"{upstream.url}/v1",
-        anthropic_api_key=upstream.api_key,
-        anthropic_base_url=upstream.url,
-        provider_max_retries=0,
-    )
+    settings = make_settings(**upstream.provider_settings(), provider_max_retries=0)
     started: httpx.AsyncClient = await start_app(settings)
     return started
 

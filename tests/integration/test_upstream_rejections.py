@@ -35,10 +35,7 @@ async def client(
 ) -> httpx.AsyncClient:
     """OpenAI and Anthropic against the fake, with the service's own retries on (2)."""
     settings = make_settings(
-        openai_api_key=upstream.api_key,
-        openai_base_url=f"{upstream.url}/v1",
-        anthropic_api_key=upstream.api_key,
-        anthropic_base_url=upstream.url,
+        **upstream.provider_settings(),
         provider_max_retries=2,
         provider_retry_max_wait_seconds=0.05,
     )
