@@ -81,3 +81,17 @@ class TurnResult(Schema):
     conversation_id: UUID
     usage: TokenUsage
     cost_usd: Money | None
+
+    @classmethod
+    def of(cls, reply: Any) -> TurnResult:
+        """The body for a stored reply (a `Message` row): its usage and cost are its own."""
+        return cls(
+            message=MessageRead.model_validate(reply),
+            conversation_id=reply.conversation_id,
+            usage=TokenUsage(
+                prompt_tokens=reply.prompt_tokens,
+                completion_tokens=reply.completion_tokens,
+                total_tokens=reply.total_tokens,
+            ),
+            cost_usd=reply.cost_usd,
+        )

@@ -23,7 +23,7 @@ from app.core.security import Principal
 from app.db.models import Message, MessageRole, MessageStatus
 from app.errors import ConversationNotFound, MessageNotFound, ReportedFailure
 from app.repositories.conversations import ConversationRepo
-from app.schemas.messages import MessageRead, TokenUsage, TurnResult
+from app.schemas.messages import TurnResult
 from app.services.limits.idempotency import StoredResponse
 from app.services.streaming.event_log import EventLog, LoggedEvent
 from app.services.turns.turns import StartedGeneration
@@ -238,16 +238,7 @@ def replay_of(message: Message) -> list[tuple[str, str]]:
         }
         replay.append(("error", json.dumps(body)))
     else:
-        result = TurnResult(
-            message=MessageRead.model_validate(message),
-            conversation_id=message.conversation_id,
-            usage=TokenUsage(
-                prompt_tokens=message.prompt_tokens,
-                completion_tokens=message.completion_tokens,
-                total_tokens=message.total_tokens,
-            ),
-            cost_usd=message.cost_usd,
-        )
+        result = TurnResult.of(message)
         replay.append(("done", result.model_dump_json()))
     return replay
 

@@ -49,7 +49,7 @@ from app.providers.registry import ModelChoice, ProviderRegistry
 from app.repositories.conversations import TurnConversation
 from app.repositories.turns import Claim, TurnRepo, TurnView
 from app.repositories.usage import month_of
-from app.schemas.messages import MessageCreate, MessageRead, TokenUsage, TurnResult
+from app.schemas.messages import MessageCreate, TurnResult
 from app.services.limits.idempotency import ResponseRecorder
 from app.services.limits.rate_limits import RateLimiter
 from app.services.pricing.price import Price
@@ -415,7 +415,7 @@ async def complete_reply(
         # Only if it still runs: a retry, or an end written meanwhile, charges nothing.
         applied = await turns.complete(reply, owner, month, usage, cost or Decimal(0))
         if applied and record is not None:
-            await record(turns.session, _turn_result(reply, usage, cost))
+            await record(turns.session, TurnResult.of(reply))
         return applied
 
     # Without a recorder the outcome is stored by one statement: no transaction around it.
@@ -424,7 +424,7 @@ async def complete_reply(
     )
     if not applied:
         await _ended_by_this_write(ctx, reply)
-    result = _turn_result(reply, usage, cost)
+    result = TurnResult.of(reply)
     if ctx.limiter is not None:
         await ctx.limiter.add_tokens(owner, usage.total_tokens)
     log.info(
@@ -479,19 +479,6 @@ async def fail_reply(
         log.warning("turn failed", provider=reply.provider, model=reply.model, code=failure.code)
     else:
         log.warning("a failed turn had already been ended", code=failure.code)
-
-
-def _turn_result(reply: Message, usage: Usage, cost: Decimal | None) -> TurnResult:
-    return TurnResult(
-        message=MessageRead.model_validate(reply),
-        conversation_id=reply.conversation_id,
-        usage=TokenUsage(
-            prompt_tokens=usage.prompt_tokens,
-            completion_tokens=usage.completion_tokens,
-            total_tokens=usage.total_tokens,
-        ),
-        cost_usd=cost,
-    )
 
 
 def _not_stored(reply: Message) -> TurnNotStored:
