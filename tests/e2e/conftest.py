@@ -7,12 +7,15 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.databases import postgres_database
+from tests.faults import OwnRedis
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -109,3 +112,20 @@ def create_key(database_url: str, user: str) -> str:
     key = run_cli(database_url, "keys", "create", "--user", user)
     assert key
     return key
+
+
+@pytest.fixture
+async def own_postgres_database() -> AsyncIterator[str]:
+    """A Postgres database of the test's own, for a server started by the test."""
+    async with postgres_database() as url:
+        yield url
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
+    redis = OwnRedis(free_port(), tmp_path / "redis.log")
+    redis.start()
+    try:
+        yield redis
+    finally:
+        redis.kill()

@@ -11,12 +11,9 @@ through a TCP proxy the test can cut and restore.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import subprocess
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,131 +21,12 @@ from typing import Any
 
 import asyncpg
 import httpx
-import pytest
 from redis.asyncio import Redis
 
 from app.services.limits.rate_limits import KEY_PREFIX
-from tests.databases import postgres_database
-from tests.e2e.conftest import LiveServer, free_port, start_server, stop_server
+from tests.e2e.conftest import LiveServer, start_server, stop_server
+from tests.faults import CuttableProxy, OwnRedis
 from tests.sse import read_stream
-
-# ------------------------------------------------------------------ a Redis of our own
-
-
-@dataclass
-class OwnRedis:
-    port: int
-    log_path: Path
-    process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [
-                    "redis-server",
-                    "--port",
-                    str(self.port),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            probe = subprocess.run(
-                ["redis-cli", "-p", str(self.port), "ping"],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            if probe.stdout.strip() == "PONG":
-                return
-            time.sleep(0.05)
-        raise RuntimeError(f"redis-server did not start:\n{self.log_path.read_text()}")
-
-    def kill(self) -> None:
-        """Gone at once, as in a crash: no clean shutdown, connections reset."""
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait()
-            self.process = None
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
-    redis = OwnRedis(free_port(), tmp_path / "redis.log")
-    redis.start()
-    try:
-        yield redis
-    finally:
-        redis.kill()
-
-
-# ------------------------------------------------------------------ a Postgres we can cut
-
-
-class CuttableProxy:
-    """A TCP forwarder to Postgres: `cut()` resets every connection and refuses new ones."""
-
-    def __init__(self, target_port: int) -> None:
-        self._target_port = target_port
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-        self.is_cut = False
-        self.port = 0
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def aclose(self) -> None:
-        self.cut()
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-
-    def cut(self) -> None:
-        self.is_cut = True
-        for writer in list(self._writers):
-            with contextlib.suppress(Exception):
-                writer.transport.abort()
-        self._writers.clear()
-
-    def restore(self) -> None:
-        self.is_cut = False
-
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self.is_cut:
-            writer.transport.abort()
-            return
-        try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self._target_port)
-        except OSError:
-            writer.transport.abort()
-            return
-        self._writers.update((writer, up_writer))
-        await asyncio.gather(
-            self._pipe(reader, up_writer), self._pipe(up_reader, writer), return_exceptions=True
-        )
-
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        finally:
-            self._writers.discard(writer)
-            writer.transport.abort()
-
 
 # ------------------------------------------------------------------ load
 
@@ -295,20 +173,14 @@ async def one_turn_each_way(http: httpx.AsyncClient, conversation_id: str) -> No
 # ------------------------------------------------------------------ the tests
 
 
-@pytest.fixture
-async def database_url_for_outages() -> AsyncIterator[str]:
-    async with postgres_database() as url:
-        yield url
-
-
 class TestRedisOutage:
     async def test_turns_go_on_while_redis_is_down_and_ready_recovers_when_it_returns(
-        self, own_redis: OwnRedis, database_url_for_outages: str, tmp_path: Path
+        self, own_redis: OwnRedis, own_postgres_database: str, tmp_path: Path
     ) -> None:
         server = await asyncio.to_thread(
             start_server,
             {
-                "DATABASE_URL": database_url_for_outages,
+                "DATABASE_URL": own_postgres_database,
                 "REDIS_URL": own_redis.url,
                 "RATE_LIMIT_RPM": "100000",
                 # Counted in Redis, then in memory while it is down.
@@ -366,15 +238,15 @@ def server_errors(server: LiveServer) -> list[str]:
 
 class TestPostgresOutage:
     async def test_an_outage_under_load_strands_nothing_and_blocks_no_conversation(
-        self, database_url_for_outages: str, tmp_path: Path
+        self, own_postgres_database: str, tmp_path: Path
     ) -> None:
         """Postgres gone for 10 s under 20 clients (half streaming, replies ~2 s long):
         requests fail fast with 503, replies finished meanwhile are stored when it returns,
         nothing is left `in_progress`, and every conversation takes turns again at once."""
         proxy = CuttableProxy(target_port=5432)
         await proxy.start()
-        through_proxy = database_url_for_outages.replace(":5432/", f":{proxy.port}/", 1)
-        assert through_proxy != database_url_for_outages
+        through_proxy = own_postgres_database.replace(":5432/", f":{proxy.port}/", 1)
+        assert through_proxy != own_postgres_database
         server = await asyncio.to_thread(
             start_server,
             {"DATABASE_URL": through_proxy, "MOCK_CHUNK_DELAY_MS": "40"},
@@ -402,7 +274,7 @@ class TestPostgresOutage:
                 # Replies started before the database returned (new ones may be running).
                 in_progress_10s_after = [
                     m
-                    for m in await stored_messages(database_url_for_outages)
+                    for m in await stored_messages(own_postgres_database)
                     if m["status"] == "in_progress"
                     and m["role"] == "assistant"
                     and m["created_at"] < returned_at_utc
@@ -431,7 +303,7 @@ class TestPostgresOutage:
         assert not late_409s, f"{len(late_409s)} turns refused with 409 after the outage"
         assert not in_progress_10s_after, "replies left in_progress 10 s after the outage"
 
-        messages = await stored_messages(database_url_for_outages)
+        messages = await stored_messages(own_postgres_database)
         by_id = {m["id"]: m for m in messages}
         for sent in load.sent:
             if sent.status in (200, 201):

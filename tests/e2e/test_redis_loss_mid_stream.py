@@ -13,18 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-import pytest
 
 from app.providers.base import ChatMessage, ChatRequest
 from app.providers.mock import reply_words
-from tests.databases import postgres_database
-from tests.e2e.conftest import free_port, start_server, stop_server
-from tests.e2e.test_dependency_outages import OwnRedis
+from tests.e2e.conftest import start_server, stop_server
+from tests.faults import OwnRedis
 from tests.sse import Frame, aiter_frames
 
 STREAMS = 6
@@ -95,30 +92,14 @@ def prompts_with_replies_of(words: int, count: int) -> list[str]:
     raise AssertionError("not enough long prompts")
 
 
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
-    redis = OwnRedis(free_port(), tmp_path / "redis.log")
-    redis.start()
-    try:
-        yield redis
-    finally:
-        redis.kill()
-
-
-@pytest.fixture
-async def database_url() -> AsyncIterator[str]:
-    async with postgres_database() as url:
-        yield url
-
-
 class TestRedisKilledMidStream:
     async def test_every_open_stream_gets_every_delta_once_in_order_and_ends_with_done(
-        self, own_redis: OwnRedis, database_url: str, tmp_path: Path
+        self, own_redis: OwnRedis, own_postgres_database: str, tmp_path: Path
     ) -> None:
         server = await asyncio.to_thread(
             start_server,
             {
-                "DATABASE_URL": database_url,
+                "DATABASE_URL": own_postgres_database,
                 "REDIS_URL": own_redis.url,
                 "MOCK_CHUNK_DELAY_MS": str(CHUNK_DELAY_MS),
                 "RATE_LIMIT_RPM": "100000",

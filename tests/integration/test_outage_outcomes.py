@@ -23,8 +23,8 @@ from app.db.models import Conversation, Message, MessageRole, MessageStatus
 from app.db.session import create_engine, make_sessionmaker
 from app.main import create_app
 from tests.databases import admin_connection, postgres_database
-from tests.e2e.test_dependency_outages import CuttableProxy
 from tests.fakes.providers import FAKE_MODEL, FAKE_PROVIDER, StallingProvider, registry_with
+from tests.faults import CuttableProxy
 from tests.integration.test_failures import served
 from tests.sse import stream_message
 
