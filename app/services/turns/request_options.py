@@ -3,7 +3,8 @@
 Never accept a field and ignore it: an option the chosen provider cannot honour is a 400 that
 names it (`param`), before anything is stored. A value that changes nothing (`n: 1`,
 `logprobs: false`, `tools: []`, `response_format: {"type": "text"}`, null) is no request at
-all and is not sent. README's /v1 table lists what each provider does with each field.
+all and is not sent. The /v1 table in docs/api/openai-compatible.md lists what each provider
+does with each field.
 """
 
 from __future__ import annotations
