@@ -1,7 +1,8 @@
 """Which OpenAI-named request options a provider honours (`seed`, `response_format`, ...).
 
 A /v1 request's options are checked against the provider before anything is stored: one a
-provider cannot honour is a 400 that names it, never dropped on the way (see README, /v1).
+provider cannot honour is a 400 that names it, never dropped on the way
+(docs/api/openai-compatible.md).
 Each provider declares its own `option_support`; the adapter then sends each one as is or
 under its own wire name.
 """

@@ -31,7 +31,8 @@ class MessageCreate(RequestBody):
     temperature: Annotated[StrictFloat, Field(ge=0, le=2, allow_inf_nan=False)] | None = None
     max_tokens: Annotated[StrictInt, Field(ge=1, le=MAX_REPLY_TOKENS)] | None = None
     stream: StrictBool = False
-    # Opt-in exact-match reply cache; honoured only with `temperature: 0` (see README, Caching).
+    # Opt-in exact-match reply cache; honoured only with `temperature: 0`
+    # (docs/api/limits-and-caching.md).
     cache: StrictBool = False
     metadata: Metadata = Field(default_factory=dict)
 
