@@ -13,14 +13,56 @@ from typing import Any, Literal, Protocol, cast
 from app.errors import UpstreamError
 from app.providers.options import OptionSupport, option_support_of
 
-ChatRole = Literal["system", "user", "assistant"]
+ChatRole = Literal["system", "user", "assistant", "tool"]
 FinishReason = Literal["stop", "length", "content_filter", "tool_calls", "cancelled", "error"]
+
+# One part of a message's content in OpenAI's shape, the service's lingua franca (stored so,
+# translated by each adapter): `{"type": "text", "text": ...}`, `{"type": "image_url",
+# "image_url": {"url": "https://..." | "data:<media type>;base64,...", "detail": ...}}`,
+# `{"type": "file", "file": {"file_data": "data:...;base64,...", "filename": ...}}`.
+ContentPart = Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A function call the model asked for: `arguments` is JSON text, as the model wrote it."""
+
+    id: str
+    name: str
+    arguments: str
+
+    def as_openai(self) -> dict[str, Any]:
+        """OpenAI's `tool_calls[]` item, also how a call is stored and sent to clients."""
+        return {
+            "id": self.id,
+            "type": "function",
+            "function": {"name": self.name, "arguments": self.arguments},
+        }
+
+    @classmethod
+    def of_openai(cls, item: Mapping[str, Any]) -> ToolCall:
+        function = item.get("function") or {}
+        return cls(
+            id=str(item.get("id") or ""),
+            name=str(function.get("name") or ""),
+            arguments=str(function.get("arguments") or ""),
+        )
 
 
 @dataclass(frozen=True, slots=True)
 class ChatMessage:
+    """One message of a prompt. `content` is its text (the text parts joined); `parts` is its
+    whole content when it is more than text (images, files), else empty. An assistant
+    message may carry `tool_calls` (and the `reasoning` it returned, with the provider's
+    `reasoning_signature` where it has one); a tool message answers `tool_call_id`."""
+
     role: ChatRole
     content: str
+    parts: tuple[ContentPart, ...] = ()
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+    reasoning: str | None = None
+    reasoning_signature: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,9 +80,10 @@ class ChatRequest:
     # Set (to the asking user's id) when the turn asked for `cache: true`: the response cache
     # only ever serves a reply to the user it was stored for.
     cache_scope: str | None = None
-    # Further options under OpenAI's names, as a /v1 client sent them (`seed`,
-    # `response_format`, `max_completion_tokens`, an OpenAI-compatible server's own fields):
-    # only those the provider honours (`providers.options`); its adapter sends or maps each.
+    # Further options under OpenAI's names and shapes (`tools`, `tool_choice`,
+    # `parallel_tool_calls`, `response_format`, `reasoning_effort`, `seed`,
+    # `max_completion_tokens`, an OpenAI-compatible server's own fields): only those the
+    # provider honours (`providers.options`); its adapter sends, maps or acts on each.
     options: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -52,6 +95,8 @@ class Usage:
     completion_tokens: int = 0
     cached_tokens: int = 0
     cache_write_tokens: int = 0
+    # Tokens the model spent thinking: part of `completion_tokens` (billed at the output rate).
+    reasoning_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -61,6 +106,26 @@ class Usage:
 @dataclass(frozen=True, slots=True)
 class TextDelta:
     text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """A piece of the `index`th tool call: its first piece carries `id` and `name`, every
+    piece a slice of the JSON `arguments` (OpenAI's streaming shape)."""
+
+    index: int
+    arguments: str = ""
+    id: str | None = None
+    name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReasoningDelta:
+    """A piece of the model's visible reasoning (Anthropic's thinking, a reasoning server's
+    `reasoning_content`); `signature` is the provider's seal on it, sent back with it."""
+
+    text: str
+    signature: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,15 +143,19 @@ class Finished:
     system_fingerprint: str | None = None
 
 
-StreamEvent = TextDelta | Finished
+StreamEvent = TextDelta | ToolCallDelta | ReasoningDelta | Finished
 
 
 @dataclass(frozen=True, slots=True)
 class WholeReply:
-    """A reply asked for in one piece (`OneShotProvider.complete`): all its text and its end."""
+    """A reply asked for in one piece (`OneShotProvider.complete`): all its text and its end,
+    with the tool calls and reasoning it carried."""
 
     text: str
     finished: Finished
+    tool_calls: tuple[ToolCall, ...] = ()
+    reasoning: str = ""
+    reasoning_signature: str | None = None
 
 
 class Provider(Protocol):
@@ -138,13 +207,57 @@ async def whole_reply(provider: Provider, request: ChatRequest) -> WholeReply:
     one_shot = one_shot_of(provider)
     if one_shot is not None:
         return await one_shot.complete(request)
-    parts: list[str] = []
+    reply = ReplyBuilder()
     async for event in provider.stream(request):
-        if isinstance(event, TextDelta):
-            parts.append(event.text)
-        else:
-            return WholeReply("".join(parts), event)
+        if isinstance(event, Finished):
+            return reply.whole(event)
+        reply.add(event)
     raise UpstreamError(f"provider {provider.name!r} ended its reply without finishing")
+
+
+class ReplyBuilder:
+    """A streamed reply put back together: its text, tool calls (from their deltas, by
+    index) and reasoning."""
+
+    __slots__ = ("_calls", "_reasoning", "signature", "text_parts")
+
+    def __init__(self) -> None:
+        self.text_parts: list[str] = []
+        self._calls: dict[int, list[str]] = {}  # index -> [id, name, arguments...]
+        self._reasoning: list[str] = []
+        self.signature: str | None = None
+
+    def add(self, event: TextDelta | ToolCallDelta | ReasoningDelta) -> None:
+        if isinstance(event, TextDelta):
+            self.text_parts.append(event.text)
+        elif isinstance(event, ToolCallDelta):
+            call = self._calls.setdefault(event.index, ["", ""])
+            if event.id:
+                call[0] = event.id
+            if event.name:
+                call[1] = event.name
+            call.append(event.arguments)
+        else:
+            self._reasoning.append(event.text)
+            self.signature = event.signature or self.signature
+
+    @property
+    def text(self) -> str:
+        return "".join(self.text_parts)
+
+    @property
+    def reasoning(self) -> str:
+        return "".join(self._reasoning)
+
+    @property
+    def tool_calls(self) -> tuple[ToolCall, ...]:
+        return tuple(
+            ToolCall(call[0], call[1], "".join(call[2:]))
+            for _, call in sorted(self._calls.items())
+        )
+
+    def whole(self, finished: Finished) -> WholeReply:
+        return WholeReply(self.text, finished, self.tool_calls, self.reasoning, self.signature)
 
 
 class WrappingProvider:

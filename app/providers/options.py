@@ -44,7 +44,7 @@ class OptionSupport:
 NO_OPTIONS = OptionSupport()
 
 # What an OpenAI-format server receives under OpenAI's own names (every option this service
-# takes, but those that need the message model tools and images will bring, and logprobs).
+# takes, but the deprecated `functions`, logprobs and audio).
 OPENAI_OPTIONS = frozenset(
     {
         "frequency_penalty",
@@ -53,6 +53,7 @@ OPENAI_OPTIONS = frozenset(
         "max_tokens",
         "metadata",
         "moderation",
+        "parallel_tool_calls",
         "prediction",
         "presence_penalty",
         "prompt_cache_key",
@@ -66,6 +67,8 @@ OPENAI_OPTIONS = frozenset(
         "stop",
         "store",
         "temperature",
+        "tool_choice",
+        "tools",
         "top_p",
         "user",
         "verbosity",

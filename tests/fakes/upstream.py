@@ -67,6 +67,23 @@ class Reply:
     cached_tokens: int = 0
     cache_write_tokens: int = 0
     finish_reason: str = "stop"
+    # Function calls the model makes (after `text`, which may be empty); `finish_reason`
+    # then is usually "tool_calls" (Anthropic's "tool_use").
+    tool_calls: tuple[FakeToolCall, ...] = ()
+    # Visible reasoning sent before the text (Anthropic thinking blocks; `reasoning_content`
+    # on OpenAI-compatible servers), and reasoning tokens reported in usage (OpenAI's
+    # `completion_tokens_details.reasoning_tokens`, part of `completion_tokens`).
+    reasoning: str = ""
+    reasoning_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class FakeToolCall:
+    """One function call of a `Reply`: `arguments` is the JSON text the model wrote."""
+
+    name: str
+    arguments: str
+    id: str | None = None  # None: the dialect makes one up as its service does
 
 
 @dataclass(frozen=True)
@@ -153,13 +170,23 @@ class Dialect(Protocol):
     def reported_model(self, body: Any) -> str: ...
     def prompt_text(self, body: Any) -> str: ...
     def error(self, status: int, message: str | None, error_type: str | None) -> JsonObject: ...
-    def usage(self, prompt: int, completion: int, cached: int, cache_write: int) -> JsonObject: ...
+    def usage(
+        self, prompt: int, completion: int, cached: int, cache_write: int, reasoning: int = 0
+    ) -> JsonObject: ...
     def message(
-        self, text: str, model: str, finish_reason: str, usage: JsonObject
+        self, text: str, model: str, finish_reason: str, usage: JsonObject, reply: Reply
     ) -> JsonObject: ...
     def stream(
-        self, pieces: list[str], model: str, finish_reason: str, usage: JsonObject, body: Any
-    ) -> tuple[list[bytes], list[bytes], list[bytes]]: ...
+        self,
+        pieces: list[str],
+        model: str,
+        finish_reason: str,
+        usage: JsonObject,
+        body: Any,
+        reply: Reply,
+    ) -> tuple[list[bytes], list[bytes], list[bytes]]:
+        """(before the text, one per piece of text, after it: tool calls, end, usage)."""
+        ...
 
 
 def split_text(text: str) -> list[str]:
@@ -307,11 +334,11 @@ class FakeUpstream:
         completion = reply.completion_tokens
         if completion is None:
             completion = _estimate(reply.text)
-        usage = dialect.usage(prompt, completion, cached, written)
+        usage = dialect.usage(prompt, completion, cached, written, reply.reasoning_tokens)
         model = reply.model or dialect.reported_model(body)
         headers = dialect.headers()
         if not dialect.wants_stream(body):
-            data = json.dumps(dialect.message(reply.text, model, reply.finish_reason, usage))
+            data = json.dumps(dialect.message(reply.text, model, reply.finish_reason, usage, reply))
             encoded = data.encode()
             if isinstance(behaviour, CutStream):
                 encoded = encoded[: len(encoded) // 2]
@@ -325,7 +352,9 @@ class FakeUpstream:
             return
 
         pieces = split_text(reply.text)
-        head, content, tail = dialect.stream(pieces, model, reply.finish_reason, usage, body)
+        head, content, tail = dialect.stream(
+            pieces, model, reply.finish_reason, usage, body, reply
+        )
         headers.append(("cache-control", "no-cache"))
         await exchange.start(200, "text/event-stream; charset=utf-8", headers)
         cut = len(content) if isinstance(behaviour, Reply) else behaviour.after_chunks

@@ -1,22 +1,32 @@
-"""A reply's text as the provider produces it, shared by the turn that runs the provider and
-the saver that stores the text of every running reply while it grows."""
+"""A reply as the provider produces it, shared by the turn that runs the provider and the
+saver that stores the text of every running reply while it grows."""
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+
+from app.providers.base import ReasoningDelta, ReplyBuilder, TextDelta, ToolCallDelta
 
 
-@dataclass(slots=True)
-class Generation:
-    """What the provider produced so far: kept on the reply whether it finishes or fails."""
+class Generation(ReplyBuilder):
+    """What the provider produced so far (text, tool calls, reasoning): kept on the reply
+    whether it finishes or fails. `first_token_at` is when the first of it arrived."""
 
-    parts: list[str] = field(default_factory=list)
-    first_token_at: int | None = None
+    __slots__ = ("first_token_at",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first_token_at: int | None = None
 
     @property
-    def text(self) -> str:
-        return "".join(self.parts)
+    def parts(self) -> list[str]:
+        """The text's pieces in order (the partial-text saver stores their prefix)."""
+        return self.text_parts
+
+    def add(self, event: TextDelta | ToolCallDelta | ReasoningDelta) -> None:
+        if self.first_token_at is None:
+            self.first_token_at = monotonic_ms()
+        super().add(event)
 
 
 def monotonic_ms() -> int:

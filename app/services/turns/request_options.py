@@ -63,14 +63,11 @@ _NO_OPS: Mapping[str, Callable[[object], bool]] = {
     "function_call": lambda value: value == "none",
 }
 
-_TOOLS = "tool and function calling is not supported yet"
+_FUNCTIONS = "`functions` and `function_call` are deprecated: use `tools` and `tool_choice`"
 # Refused on every provider, and why.
 _UNSERVED: Mapping[str, str] = {
-    "tools": _TOOLS,
-    "tool_choice": _TOOLS,
-    "functions": _TOOLS,
-    "function_call": _TOOLS,
-    "parallel_tool_calls": _TOOLS,  # OpenAI too refuses it without tools
+    "functions": _FUNCTIONS,
+    "function_call": _FUNCTIONS,
     "audio": "audio output is not supported",
     "modalities": "only text output is supported",
     "logprobs": "log probabilities are not returned by this service",
