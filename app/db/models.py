@@ -21,13 +21,14 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from app.db.base import Base, CreatedAtMixin, IdMixin, utcnow
+from app.db.base import Base, CreatedAtMixin, IdMixin, JSONDocument, utcnow
 
 
 class MessageRole(StrEnum):
     USER = "user"
     ASSISTANT = "assistant"
     SYSTEM = "system"
+    TOOL = "tool"  # a function's result, answering an assistant's tool call
 
 
 class MessageStatus(StrEnum):
@@ -65,6 +66,8 @@ class Conversation(IdMixin, CreatedAtMixin, Base):
     provider: Mapped[str | None] = mapped_column(String(64))
     model: Mapped[str | None] = mapped_column(String(255))
     system_prompt: Mapped[str | None] = mapped_column(Text)
+    # Tools (OpenAI's `tools` items) offered to the model on every turn that names none.
+    tools: Mapped[list[Any] | None] = mapped_column(JSONDocument)
     message_count: Mapped[int] = mapped_column(default=0, server_default=text("0"))
     # BIGINT: a long-lived conversation can pass 2^31 tokens in total.
     total_tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
@@ -96,6 +99,15 @@ class Message(IdMixin, CreatedAtMixin, Base):
     )
     role: Mapped[MessageRole] = mapped_column(constrained(MessageRole, "message_role"))
     content: Mapped[str] = mapped_column(Text, default="")
+    # The whole content when it is more than text (images, files), as OpenAI's content parts;
+    # null for text-only messages, whose `content` is all of it.
+    parts: Mapped[list[Any] | None] = mapped_column(JSONDocument)
+    # An assistant message's function calls, as OpenAI's `tool_calls` items.
+    tool_calls: Mapped[list[Any] | None] = mapped_column(JSONDocument)
+    # A tool message's answer to: the id of the call it carries the result of.
+    tool_call_id: Mapped[str | None] = mapped_column(String(255))
+    # The model's visible reasoning (thinking), and the provider's signature over it.
+    reasoning: Mapped[str | None] = mapped_column(Text)
     status: Mapped[MessageStatus] = mapped_column(constrained(MessageStatus, "message_status"))
     provider: Mapped[str | None] = mapped_column(String(64))
     model: Mapped[str | None] = mapped_column(String(255))
@@ -104,6 +116,8 @@ class Message(IdMixin, CreatedAtMixin, Base):
     cached_tokens: Mapped[int] = mapped_column(default=0, server_default=text("0"))
     total_tokens: Mapped[int] = mapped_column(default=0, server_default=text("0"))
     cache_write_tokens: Mapped[int] = mapped_column(default=0, server_default=text("0"))
+    # The part of `completion_tokens` the model spent reasoning (priced at the output rate).
+    reasoning_tokens: Mapped[int] = mapped_column(default=0, server_default=text("0"))
     cost_usd: Mapped[Decimal | None] = mapped_column(default=Decimal(0))
     # The rates (USD per million tokens) this reply was charged at, so a bill can be explained
     # after prices change; null when no price was known.

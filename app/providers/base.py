@@ -252,8 +252,7 @@ class ReplyBuilder:
     @property
     def tool_calls(self) -> tuple[ToolCall, ...]:
         return tuple(
-            ToolCall(call[0], call[1], "".join(call[2:]))
-            for _, call in sorted(self._calls.items())
+            ToolCall(call[0], call[1], "".join(call[2:])) for _, call in sorted(self._calls.items())
         )
 
     def whole(self, finished: Finished) -> WholeReply:

@@ -30,6 +30,7 @@ from app.providers.base import (
     Finished,
     FinishReason,
     Provider,
+    ReplyBuilder,
     StreamEvent,
     TextDelta,
     Usage,
@@ -208,8 +209,11 @@ class CachingProvider(WrappingProvider):
         if stored is not None:
             return WholeReply(stored.text, _hit(stored))
         reply = await whole_reply(self.inner, request)
-        await self._keep(key, request, reply.finished, reply.text)
-        return WholeReply(reply.text, dataclasses.replace(reply.finished, cache="miss"))
+        if not reply.tool_calls and not reply.reasoning:
+            await self._keep(key, request, reply.finished, reply.text)
+        return dataclasses.replace(
+            reply, finished=dataclasses.replace(reply.finished, cache="miss")
+        )
 
     def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
         # Most requests are not cacheable: theirs is `inner`'s own stream, not one more
@@ -226,14 +230,16 @@ class CachingProvider(WrappingProvider):
                 yield TextDelta(stored.text)
             yield _hit(stored)
             return
-        parts: list[str] = []
+        reply = ReplyBuilder()
         async for event in self.inner.stream(request):
-            if isinstance(event, TextDelta):
-                parts.append(event.text)
+            if not isinstance(event, Finished):
+                reply.add(event)
                 yield event
                 continue
             # Kept before the finish is passed on: a caller may stop reading right after it.
-            await self._keep(key, request, event, "".join(parts))
+            # Only text is kept: a reply that called tools or reasoned is never replayed.
+            if not reply.tool_calls and not reply.reasoning:
+                await self._keep(key, request, event, reply.text)
             yield dataclasses.replace(event, cache="miss")
             return
 

@@ -24,7 +24,6 @@ from app.providers.base import (
     Finished,
     Provider,
     StreamEvent,
-    TextDelta,
     Usage,
     WholeReply,
     WrappingProvider,
@@ -68,7 +67,7 @@ class InstrumentedProvider(WrappingProvider):
         except BaseException as error:
             call.fail(error)
             raise
-        if reply.text:
+        if reply.text or reply.tool_calls:
             call.first_token()
         call.finish(reply.finished)
         return reply
@@ -82,12 +81,12 @@ class InstrumentedProvider(WrappingProvider):
                 # the call's span is current while the chunk is awaited, and only then).
                 step = anext(events)
                 event = await (step if call.span is None else call.run(step))
-                if isinstance(event, TextDelta):
-                    call.first_token()
-                else:
+                if isinstance(event, Finished):
                     # Recorded before it is yielded: a caller that stops reading at `Finished`
                     # leaves this generator to be closed later, out of the request's context.
                     call.finish(event)
+                else:
+                    call.first_token()
                 yield event
                 if isinstance(event, Finished):
                     return

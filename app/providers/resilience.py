@@ -28,7 +28,6 @@ from app.providers.base import (
     Finished,
     Provider,
     StreamEvent,
-    TextDelta,
     WholeReply,
     WrappingProvider,
     one_shot_of,
@@ -219,7 +218,7 @@ class FallbackProvider:
                 provider=reply.finished.provider or provider.name,
                 requested_model=model,
             )
-            return WholeReply(reply.text, finished)
+            return dataclasses.replace(reply, finished=finished)
         assert last_error is not None
         raise last_error
 
@@ -234,19 +233,19 @@ class FallbackProvider:
         for index, (provider, model) in enumerate(self.candidates):
             if index == 0:
                 model = request.model
-            produced_text = False
+            produced = False
             try:
                 async for event in provider.stream(dataclasses.replace(request, model=model)):
-                    if isinstance(event, TextDelta):
-                        produced_text = True
-                    elif isinstance(event, Finished):
+                    if not isinstance(event, Finished):
+                        produced = True  # text, a tool call or reasoning: the reply's now
+                    else:
                         event = dataclasses.replace(
                             event, provider=event.provider or provider.name, requested_model=model
                         )
                     yield event
                 return
             except UpstreamError as error:
-                if produced_text or isinstance(error, UpstreamRejected):
+                if produced or isinstance(error, UpstreamRejected):
                     raise
                 last_error = error
                 self._log_fallback(provider, model, error)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 from uuid import UUID
 
 from sqlalchemy import (
@@ -133,6 +134,7 @@ class TurnConversation:
     provider: str | None
     model: str | None
     system_prompt: str | None
+    tools: list[Any] | None = None  # offered on turns that name none
 
 
 _CONVERSATIONS: Table = Conversation.__table__  # type: ignore[assignment]

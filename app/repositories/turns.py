@@ -51,7 +51,7 @@ from app.db.base import utcnow
 from app.db.driver import Statements
 from app.db.models import Conversation, Message, MessageRole, MessageStatus, UserMonthlyUsage
 from app.db.rows import column_values, with_defaults
-from app.providers.base import Usage
+from app.providers.base import ChatMessage, Usage
 from app.repositories.conversations import (
     CHARGE_TOTALS,
     INSERT_CONVERSATION,
@@ -63,10 +63,13 @@ from app.repositories.messages import (
     COLUMN_OF,
     FINISH_RUNNING,
     MUTABLE_COLUMNS,
+    PROMPT_COLUMNS,
     PROMPT_STATUSES,
     MessageRepo,
     changes_of,
+    in_prompt,
     is_running_reply_violation,
+    prompt_message,
 )
 from app.repositories.usage import SPENT, UserUsageRepo, charge_month_statement
 
@@ -85,7 +88,7 @@ class TurnView:
 
     conversation: TurnConversation
     message_count: int
-    history: list[tuple[MessageRole, str]]
+    history: list[ChatMessage]
     reply_running: bool
     month_spent: Decimal
 
@@ -119,15 +122,13 @@ class TurnRepo:
         if not found:
             return None
         row = tuple(found[0])
-        conversation = TurnConversation(*row[:5])
-        message_count, spent, running = row[5:8]
+        conversation = TurnConversation(*row[:6])
+        message_count, spent, running = row[6:9]
         if not history:
-            history_read: list[tuple[MessageRole, str]] = []
+            history_read: list[ChatMessage] = []
         elif self.postgres:
-            roles, contents = row[8] or (), row[9] or ()
-            history_read = [
-                (MessageRole(role), text) for role, text in zip(roles, contents, strict=True)
-            ]
+            columns = [column or () for column in row[9:]]
+            history_read = [prompt_message(*values) for values in zip(*columns, strict=True)]
         else:
             history_read = await MessageRepo(self.session).prompt_history(conversation.id)
         return TurnView(conversation, message_count, history_read, bool(running), Decimal(spent))
@@ -274,6 +275,7 @@ def _view_statement(*, postgres: bool, owned: bool, history: bool) -> Select[Any
         _c.provider,
         _c.model,
         _c.system_prompt,
+        _c.tools,
         _c.message_count,
         func.coalesce(spent, literal(Decimal(0), _u.cost_usd.type)),
         running,
@@ -281,25 +283,24 @@ def _view_statement(*, postgres: bool, owned: bool, history: bool) -> Select[Any
     if owned:
         statement = statement.where(_c.user_id == bindparam("owner"))
     if postgres and history:
-        # The history as two arrays in the same row: one statement, one index range scan.
-        # Equalities, not IN: an IN list is expanded at execution, so it is not fixed SQL.
-        in_prompt = and_(
-            or_(*(_m.status == status for status in PROMPT_STATUSES)), _m.content != ""
-        )
+        # The history as an array per column in the same row: one statement, one index
+        # range scan. Equalities, not IN: an IN list is expanded at execution, so it is not
+        # fixed SQL.
+        wanted = and_(or_(*(_m.status == status for status in PROMPT_STATUSES)), in_prompt())
         in_order = (_m.created_at, _m.id)
         prompt = (
             select(
-                func.array_agg(aggregate_order_by(_m.role, *in_order))
-                .filter(in_prompt)
-                .label("roles"),
-                func.array_agg(aggregate_order_by(_m.content, *in_order))
-                .filter(in_prompt)
-                .label("contents"),
+                *(
+                    func.array_agg(aggregate_order_by(column, *in_order))
+                    .filter(wanted)
+                    .label(column.name)
+                    for column in PROMPT_COLUMNS
+                )
             )
             .where(_m.conversation_id == _c.id)
             .lateral("history")
         )
-        statement = statement.add_columns(prompt.c.roles, prompt.c.contents).select_from(
+        statement = statement.add_columns(*prompt.c).select_from(
             _CONVERSATIONS.join(prompt, true())
         )
     return statement

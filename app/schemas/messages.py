@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
-from pydantic import Field, StrictBool, StrictFloat, StrictInt
+from pydantic import Field, StrictBool, StrictFloat, StrictInt, model_validator
 
 from app.db.models import MessageRole, MessageStatus
 from app.schemas.common import (
@@ -18,13 +18,42 @@ from app.schemas.common import (
     Schema,
     StorableText,
 )
+from app.schemas.content import (
+    MAX_MESSAGE_CHARS,
+    MAX_TOOL_CALLS,
+    ContentParts,
+    ResponseFormat,
+    ToolChoice,
+    Tools,
+)
 
-MAX_MESSAGE_CHARS = 100_000
 MAX_REPLY_TOKENS = 128_000
 
 
+class ToolResult(RequestBody):
+    """The result of one of the previous reply's tool calls, sent back with the next turn."""
+
+    tool_call_id: Annotated[StorableText, Field(min_length=1, max_length=255)]
+    content: Annotated[StorableText, Field(max_length=MAX_MESSAGE_CHARS)]
+
+
 class MessageCreate(RequestBody):
-    content: Annotated[StorableText, Field(min_length=1, max_length=MAX_MESSAGE_CHARS)]
+    """A turn: the user's message (text, or content parts with images and files), the results
+    of the previous reply's tool calls, or both (results first); and what the reply may do."""
+
+    content: (
+        Annotated[StorableText, Field(min_length=1, max_length=MAX_MESSAGE_CHARS)]
+        | ContentParts
+        | None
+    ) = None
+    tool_results: Annotated[list[ToolResult], Field(max_length=MAX_TOOL_CALLS)] = Field(
+        default_factory=list
+    )
+    # Offered to the model this turn (else the conversation's `tools`); `[]` offers none.
+    tools: Tools | None = None
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: StrictBool | None = None
+    response_format: ResponseFormat | None = None
     provider: ProviderName | None = None
     model: ModelName | None = None
     # Strict: JSON `true` or `"1"` is a wrong type (422), not a silently coerced 1.
@@ -35,6 +64,12 @@ class MessageCreate(RequestBody):
     # (docs/api/limits-and-caching.md).
     cache: StrictBool = False
     metadata: Metadata = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _says_something(self) -> MessageCreate:
+        if self.content is None and not self.tool_results:
+            raise ValueError("a turn needs `content`, `tool_results` or both")
+        return self
 
 
 class ReplyPricing(Schema):
@@ -52,6 +87,15 @@ class MessageRead(Schema):
     conversation_id: UUID
     role: MessageRole
     content: str
+    # The whole content when it is more than text (images, files), as OpenAI's parts.
+    parts: list[dict[str, Any]] | None = None
+    # An assistant's function calls (OpenAI's `tool_calls` items); its finish_reason is then
+    # `tool_calls`, and the next turn carries their results.
+    tool_calls: list[dict[str, Any]] | None = None
+    # A tool result's call.
+    tool_call_id: str | None = None
+    # The model's visible reasoning, where the provider returns it.
+    reasoning: str | None = None
     status: MessageStatus
     provider: str | None
     model: str | None
@@ -60,6 +104,8 @@ class MessageRead(Schema):
     total_tokens: int
     cached_tokens: int
     cache_write_tokens: int
+    # Part of `completion_tokens`: what the model spent thinking.
+    reasoning_tokens: int = 0
     cost_usd: Money | None
     pricing: ReplyPricing | None = Field(default=None, validation_alias="reply_pricing")
     latency_ms: int | None

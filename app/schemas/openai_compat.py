@@ -17,11 +17,23 @@ from pydantic import (
     StrictBool,
     StrictFloat,
     StrictInt,
+    TypeAdapter,
     model_validator,
 )
 
 from app.schemas.common import ModelName, StorableText
-from app.schemas.messages import MAX_MESSAGE_CHARS, MAX_REPLY_TOKENS
+from app.schemas.content import (
+    MAX_MESSAGE_CHARS,
+    ContentParts,
+    JsonObject,
+    ResponseFormat,
+    TextParts,
+    ToolCalls,
+    ToolChoice,
+    Tools,
+    text_of,
+)
+from app.schemas.messages import MAX_REPLY_TOKENS
 
 MAX_MESSAGES = 1_000
 MAX_STOP_SEQUENCES = 4
@@ -32,27 +44,35 @@ class _Request(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
-class TextPart(_Request):
-    type: Literal["text"]
-    text: Annotated[StorableText, Field(max_length=MAX_MESSAGE_CHARS)]
-
-
 MessageText = Annotated[StorableText, Field(max_length=MAX_MESSAGE_CHARS)]
 
 
 class ChatMessageIn(_Request):
-    """One message of the prompt: plain text, or a list of text parts joined in order."""
+    """One message of the prompt: text, or content parts (images and files only from the
+    user); an assistant's `tool_calls`; a tool result's `tool_call_id`."""
 
     # `developer` is what newer OpenAI models call the system message.
-    role: Literal["system", "developer", "user", "assistant"]
-    content: MessageText | Annotated[list[TextPart], Field(min_length=1, max_length=100)] | None
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: MessageText | ContentParts | None = None
     name: Annotated[str, Field(max_length=64)] | None = None
+    tool_calls: ToolCalls | None = None
+    tool_call_id: Annotated[StorableText, Field(min_length=1, max_length=255)] | None = None
+
+    @model_validator(mode="after")
+    def _fits_role(self) -> ChatMessageIn:
+        if self.role == "tool" and self.tool_call_id is None:
+            raise ValueError("a `tool` message needs the `tool_call_id` it answers")
+        if self.role != "tool" and self.tool_call_id is not None:
+            raise ValueError("only a `tool` message has a `tool_call_id`")
+        if self.tool_calls and self.role != "assistant":
+            raise ValueError("only an `assistant` message has `tool_calls`")
+        if self.role != "user" and isinstance(self.content, list):
+            TextPartsOnly.validate_python(self.content)
+        return self
 
     @property
     def text(self) -> str:
-        if isinstance(self.content, list):
-            return "".join(part.text for part in self.content)
-        return self.content or ""
+        return text_of(self.content)
 
 
 class StreamOptions(_Request):
@@ -61,7 +81,8 @@ class StreamOptions(_Request):
     include_obfuscation: Literal[False] | None = None
 
 
-JsonObject = dict[str, Any]
+# Only text parts: what system, developer, assistant and tool messages may hold.
+TextPartsOnly: TypeAdapter[list[Any]] = TypeAdapter(TextParts)
 Penalty = Annotated[StrictFloat | StrictInt, Field(ge=-2, le=2)]
 ShortText = Annotated[StorableText, Field(min_length=1, max_length=512)]
 # OpenAI's `metadata`: at most 16 pairs, keys up to 64 characters, values up to 512.
@@ -72,21 +93,6 @@ RequestMetadata = Annotated[
     ],
     Field(max_length=16),
 ]
-
-
-class ResponseFormat(BaseModel):
-    """`{"type": "text" | "json_object" | "json_schema", ...}`; sent on exactly as received."""
-
-    model_config = ConfigDict(extra="allow")
-
-    type: Literal["text", "json_object", "json_schema"]
-    json_schema: JsonObject | None = None
-
-    @model_validator(mode="after")
-    def _schema_given(self) -> ResponseFormat:
-        if self.type == "json_schema" and not self.json_schema:
-            raise ValueError("`json_schema` is required when `type` is 'json_schema'")
-        return self
 
 
 class ChatCompletionCreate(_Request):
@@ -140,8 +146,8 @@ class ChatCompletionCreate(_Request):
     stream: StrictBool | None = False
     stream_options: StreamOptions | None = None
     temperature: Annotated[StrictFloat | StrictInt, Field(ge=0, le=2)] | None = None
-    tool_choice: Literal["none", "auto", "required"] | JsonObject | None = None
-    tools: list[JsonObject] | None = None
+    tool_choice: ToolChoice | None = None
+    tools: Tools | None = None
     top_logprobs: Annotated[StrictInt, Field(ge=0, le=20)] | None = None
     top_p: Annotated[StrictFloat | StrictInt, Field(ge=0, le=1)] | None = None
     user: Annotated[StorableText, Field(min_length=1, max_length=255)] | None = None
@@ -181,10 +187,25 @@ class CompletionUsage(BaseModel):
 OpenAIFinishReason = Literal["stop", "length", "content_filter", "tool_calls"]
 
 
+class FunctionCallOut(BaseModel):
+    name: str
+    arguments: str
+
+
+class ToolCallOut(BaseModel):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCallOut
+
+
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
-    content: str
+    # Null when the reply is only tool calls, as OpenAI sends it.
+    content: str | None
     refusal: str | None = None
+    tool_calls: list[ToolCallOut] | None = None
+    # A reasoning server's visible thinking (vLLM, DeepSeek: `reasoning_content`).
+    reasoning_content: str | None = None
 
 
 class Choice(BaseModel):
@@ -207,9 +228,23 @@ class ChatCompletion(BaseModel):
     service_tier: str | None = None
 
 
+class ChunkFunctionCall(BaseModel):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class ChunkToolCall(BaseModel):
+    index: int
+    id: str | None = None
+    type: Literal["function"] | None = None
+    function: ChunkFunctionCall
+
+
 class ChunkDelta(BaseModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
+    tool_calls: list[ChunkToolCall] | None = None
+    reasoning_content: str | None = None
 
 
 class ChunkChoice(BaseModel):

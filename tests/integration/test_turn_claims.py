@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.db.base import utcnow
 from app.db.driver import statements
 from app.db.models import Message, MessageRole, MessageStatus
+from app.providers.base import ChatMessage
 from app.repositories.turns import Claim, TurnRepo, TurnView
 from app.repositories.usage import month_of
 from tests.factories import create_conversation, send_message
@@ -95,7 +96,7 @@ class TestTurnClaims:
         assert [m["content"] for m in stored["messages"]][::2] == ["first", "landed in between"]
         # Read again, the history holds the turn that landed, and the claim goes through.
         again = await view(sessions, conversation_id)
-        assert [text for _, text in again.history][2] == "landed in between"
+        assert [message.content for message in again.history][2] == "landed in between"
         assert await claim(sessions, conversation_id, again.message_count, "now") is Claim.CLAIMED
 
     async def test_a_claim_while_a_reply_runs_is_refused_and_stores_nothing(
@@ -126,10 +127,10 @@ class TestTurnClaims:
 
         seen = await view(sessions, conversation_id)
 
-        expected: list[tuple[MessageRole, str]] = []
+        expected: list[ChatMessage] = []
         for text, turn in zip(said, replies, strict=True):
             reply = turn["message"]["content"]
-            expected += [(MessageRole.USER, text), (MessageRole.ASSISTANT, reply)]
+            expected += [ChatMessage("user", text), ChatMessage("assistant", reply)]
         assert seen.history == expected
         assert seen.message_count == 6
         assert seen.conversation.system_prompt == "Be brief"

@@ -19,6 +19,8 @@ from app.schemas.openai_compat import (
     ChatCompletionChunk,
     ChunkChoice,
     ChunkDelta,
+    ChunkFunctionCall,
+    ChunkToolCall,
     CompletionUsage,
     OpenAIFinishReason,
     error_body,
@@ -56,8 +58,13 @@ def _chunk(
     )
     body: dict[str, Any] = chunk.model_dump(mode="json")
     for choice in body["choices"]:
-        # OpenAI leaves unset delta fields out (`"delta": {}` on the finishing chunk).
-        choice["delta"] = {k: v for k, v in choice["delta"].items() if v is not None}
+        # OpenAI leaves unset delta fields out (`"delta": {}` on the finishing chunk, no `id`
+        # on a tool call's later pieces).
+        choice["delta"] = sent = {k: v for k, v in choice["delta"].items() if v is not None}
+        for call in sent.get("tool_calls", ()):
+            for key in [key for key, value in call.items() if value is None]:
+                del call[key]
+            call["function"] = {k: v for k, v in call["function"].items() if v is not None}
     return format_sse_event(data_str=json.dumps(body, ensure_ascii=False))
 
 
@@ -81,6 +88,17 @@ async def completion_chunks(
         elif item.event == "delta":
             content = str(data.get("content", ""))
             yield _chunk(chunk_id, created, model, delta=ChunkDelta(content=content))
+        elif item.event == "tool_call":
+            call = ChunkToolCall(
+                index=int(data.get("index", 0)),
+                id=data.get("id"),
+                type="function" if data.get("id") else None,
+                function=ChunkFunctionCall(name=data.get("name"), arguments=data.get("arguments")),
+            )
+            yield _chunk(chunk_id, created, model, delta=ChunkDelta(tool_calls=[call]))
+        elif item.event == "reasoning":
+            if thought := str(data.get("content", "")):
+                yield _chunk(chunk_id, created, model, delta=ChunkDelta(reasoning_content=thought))
         elif item.event == "done":
             message = TurnResult.model_validate(data).message
             model = message.model or model

@@ -227,8 +227,19 @@ def replay_of(message: Message) -> list[tuple[str, str]]:
         "model": message.model,
     }
     replay = [("start", json.dumps(start))]
+    if message.reasoning:
+        replay.append(("reasoning", json.dumps({"content": message.reasoning})))
     if message.content:
         replay.append(("delta", json.dumps({"content": message.content})))
+    for index, call in enumerate(message.tool_calls or ()):
+        function = call.get("function") or {}
+        whole_call = {
+            "index": index,
+            "id": call.get("id"),
+            "name": function.get("name"),
+            "arguments": function.get("arguments", ""),
+        }
+        replay.append(("tool_call", json.dumps(whole_call)))
     if message.status == MessageStatus.FAILED:
         error = dict((message.metadata_ or {}).get("error") or {})
         body = {

@@ -17,19 +17,23 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.security import Principal
 from app.errors import ChatAPIError
-from app.providers.base import ChatMessage
+from app.providers.base import ChatMessage, ToolCall
 from app.providers.registry import ModelChoice, ProviderRegistry
+from app.schemas.content import stored_parts
 from app.schemas.messages import MessageRead, TurnResult
 from app.schemas.openai_compat import (
     AssistantMessage,
     ChatCompletion,
     ChatCompletionCreate,
+    ChatMessageIn,
     Choice,
+    CompletionTokensDetails,
     CompletionUsage,
     OpenAIFinishReason,
     OpenAIModel,
     OpenAIModelList,
     PromptTokensDetails,
+    ToolCallOut,
 )
 from app.services.limits.idempotency import ResponseRecorder
 from app.services.pricing.price_book import PriceBook
@@ -68,17 +72,14 @@ def plan_turn(
     system_parts: list[str] = []
     prompt: list[ChatMessage] = []
     for position, message in enumerate(body.messages):
-        text = message.text
         if message.role in ("system", "developer"):
-            system_parts.append(text)
-        elif message.role == "assistant":
-            prompt.append(ChatMessage("assistant", text))
+            system_parts.append(message.text)
         else:
-            if not text:
-                raise InvalidChatRequest(f"messages.{position}.content", "must not be empty")
-            prompt.append(ChatMessage("user", text))
-    if not prompt or prompt[-1].role != "user":
-        raise InvalidChatRequest("messages", "the last message must be a user message")
+            prompt.append(_prompt_message(position, message))
+    if not prompt or prompt[-1].role not in ("user", "tool"):
+        raise InvalidChatRequest(
+            "messages", "the last message must be a user message or a tool result"
+        )
     if conversation_id is None:
         new_messages = tuple(prompt)
     else:
@@ -86,13 +87,14 @@ def plan_turn(
             (i for i, message in enumerate(prompt) if message.role == "assistant"), default=-1
         )
         new_messages = tuple(prompt[last_assistant + 1 :])
+    first_said = next((m.content for m in prompt if m.role == "user" and m.content), "")
     return PromptTurn(
         choice=choice,
         messages=tuple(prompt),
         new_messages=new_messages,
         system_prompt="\n\n".join(system_parts) or None,
         conversation_id=conversation_id,
-        title=_title_of(next(m.content for m in prompt if m.role == "user")),
+        title=_title_of(first_said) if first_said else None,
         owner=body.user,
         temperature=None if body.temperature is None else float(body.temperature),
         top_p=None if body.top_p is None else float(body.top_p),
@@ -101,6 +103,22 @@ def plan_turn(
         options=options,
         metadata=body.metadata or None,
     )
+
+
+def _prompt_message(position: int, message: ChatMessageIn) -> ChatMessage:
+    """A client's user, assistant or tool message as the provider and the store take it."""
+    text = message.text
+    if message.role == "assistant":
+        calls = tuple(
+            ToolCall(c.id, c.function.name, c.function.arguments) for c in message.tool_calls or ()
+        )
+        return ChatMessage("assistant", text, tool_calls=calls)
+    if message.role == "tool":
+        return ChatMessage("tool", text, tool_call_id=message.tool_call_id)
+    parts = stored_parts(message.content)
+    if not text and parts is None:
+        raise InvalidChatRequest(f"messages.{position}.content", "must not be empty")
+    return ChatMessage("user", text, parts=tuple(parts or ()))
 
 
 def _title_of(text: str) -> str:
@@ -176,6 +194,9 @@ def usage_of(message: MessageRead) -> CompletionUsage:
         completion_tokens=message.completion_tokens,
         total_tokens=message.total_tokens,
         prompt_tokens_details=PromptTokensDetails(cached_tokens=message.cached_tokens),
+        completion_tokens_details=CompletionTokensDetails(
+            reasoning_tokens=message.reasoning_tokens
+        ),
     )
 
 
@@ -188,7 +209,15 @@ def completion_of(result: TurnResult) -> ChatCompletion:
         model=message.model or "",
         choices=[
             Choice(
-                message=AssistantMessage(content=message.content),
+                message=AssistantMessage(
+                    content=message.content or (None if message.tool_calls else ""),
+                    tool_calls=(
+                        [ToolCallOut.model_validate(call) for call in message.tool_calls]
+                        if message.tool_calls
+                        else None
+                    ),
+                    reasoning_content=message.reasoning or None,
+                ),
                 finish_reason=finish_reason_of(message.finish_reason),
             )
         ],

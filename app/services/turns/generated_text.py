@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import time
 
-from app.providers.base import ReasoningDelta, ReplyBuilder, TextDelta, ToolCallDelta
+from app.providers.base import (
+    ReasoningDelta,
+    ReplyBuilder,
+    TextDelta,
+    ToolCallDelta,
+    WholeReply,
+)
 
 
 class Generation(ReplyBuilder):
@@ -27,6 +33,15 @@ class Generation(ReplyBuilder):
         if self.first_token_at is None:
             self.first_token_at = monotonic_ms()
         super().add(event)
+
+    def take(self, reply: WholeReply) -> None:
+        """A reply that arrived whole (one upstream call): all of it at once."""
+        if reply.text:
+            self.add(TextDelta(reply.text))
+        for index, call in enumerate(reply.tool_calls):
+            self.add(ToolCallDelta(index, call.arguments, call.id, call.name))
+        if reply.reasoning or reply.reasoning_signature:
+            self.add(ReasoningDelta(reply.reasoning, reply.reasoning_signature))
 
 
 def monotonic_ms() -> int:

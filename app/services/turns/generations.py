@@ -31,7 +31,15 @@ from app.errors import (
     UpstreamTimeout,
     failure_fields,
 )
-from app.providers.base import ChatRequest, Finished, Provider, TextDelta, Usage
+from app.providers.base import (
+    ChatRequest,
+    Finished,
+    Provider,
+    ReasoningDelta,
+    TextDelta,
+    ToolCallDelta,
+    Usage,
+)
 from app.providers.context import counter_for, prompt_tokens
 from app.repositories.conversations import ConversationRepo
 from app.repositories.messages import MessageRepo
@@ -179,16 +187,11 @@ class Generations:
             async with asyncio.timeout(self._ctx.generation_timeout_s):
                 finished = None
                 async for event in provider.stream(request):
-                    if isinstance(event, TextDelta):
-                        if generation.first_token_at is None:
-                            generation.first_token_at = monotonic_ms()
-                        generation.parts.append(event.text)
-                        await self._events.append(
-                            reply_id, "delta", json.dumps({"content": event.text})
-                        )
-                    else:
+                    if isinstance(event, Finished):
                         finished = event
                         break
+                    generation.add(event)
+                    await self._events.append(reply_id, *logged_event(event))
             if finished is None:
                 raise UpstreamError(f"provider {provider.name!r} ended its reply early")
         except asyncio.CancelledError:
@@ -286,6 +289,22 @@ class Generations:
     async def _end(self, reply_id: UUID, event: str, data: str) -> None:
         await self._events.append(reply_id, event, data)
         await self._events.finish(reply_id)
+
+
+def logged_event(event: TextDelta | ToolCallDelta | ReasoningDelta) -> tuple[str, str]:
+    """A piece of a reply as its event log (and SSE) carries it: `delta` for text,
+    `tool_call` for a piece of a function call, `reasoning` for visible thinking."""
+    if isinstance(event, TextDelta):
+        return "delta", json.dumps({"content": event.text})
+    if isinstance(event, ToolCallDelta):
+        call: dict[str, object] = {"index": event.index}
+        if event.id is not None:
+            call["id"] = event.id
+        if event.name is not None:
+            call["name"] = event.name
+        call["arguments"] = event.arguments
+        return "tool_call", json.dumps(call)
+    return "reasoning", json.dumps({"content": event.text})
 
 
 def _error_event(error: ChatAPIError) -> dict[str, object]:

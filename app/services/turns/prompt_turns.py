@@ -31,6 +31,7 @@ from app.services.turns.turns import (
     guarded_claim,
     redacted_request,
     refuse_over_budget,
+    stored_message,
 )
 
 
@@ -77,8 +78,8 @@ async def open_prompt_turn(
     reply in one transaction with the messages.
     """
     *_, last = turn.new_messages
-    if last.role != "user":
-        raise ValueError("a prompt turn's new messages must end with a user message")
+    if last.role not in ("user", "tool"):
+        raise ValueError("a prompt turn's new messages must end with a user or tool message")
     month = month_of(utcnow())
     # Without a recorder each statement is atomic alone: no transaction around them.
     async with (
@@ -148,14 +149,7 @@ def _prompt_messages(turn: PromptTurn, owner: UUID | None) -> list[Message]:
     """
     now = utcnow()
     stored = [
-        Message(
-            role=MessageRole(message.role),
-            content=message.content,
-            status=MessageStatus.COMPLETED,
-            metadata_={},
-            cost_usd=Decimal(0),
-            created_at=now + timedelta(microseconds=position),
-        )
+        stored_message(message, now + timedelta(microseconds=position))
         for position, message in enumerate(turn.new_messages)
     ]
     reply = Message(

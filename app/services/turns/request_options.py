@@ -128,4 +128,6 @@ def _wire_value(value: object) -> object:
     """The value as JSON would carry it (a nested model as the fields the client set)."""
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json", exclude_unset=True)
+    if isinstance(value, list):
+        return [_wire_value(item) for item in value]
     return value

@@ -11,8 +11,9 @@ import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import TypeVar
+from typing import Any, TypeVar
 from uuid import UUID
 
 import structlog
@@ -41,14 +42,16 @@ from app.providers.base import (
     ChatRequest,
     Finished,
     Provider,
-    TextDelta,
     Usage,
     one_shot_of,
 )
+from app.providers.options import option_support_of
 from app.providers.registry import ModelChoice, ProviderRegistry
 from app.repositories.conversations import TurnConversation
+from app.repositories.messages import prompt_message
 from app.repositories.turns import Claim, TurnRepo, TurnView
 from app.repositories.usage import month_of
+from app.schemas.content import stored_parts, text_of, tools_of, wire
 from app.schemas.messages import MessageCreate, TurnResult
 from app.services.limits.idempotency import ResponseRecorder
 from app.services.limits.rate_limits import RateLimiter
@@ -57,6 +60,7 @@ from app.services.pricing.price_book import PriceBook
 from app.services.turns.generated_text import Generation, monotonic_ms
 from app.services.turns.outcomes import OutcomeWriter
 from app.services.turns.partial_text import PartialTextSaver
+from app.services.turns.request_options import InvalidChatRequest
 
 log = structlog.get_logger(__name__)
 
@@ -175,17 +179,12 @@ async def _generate(provider: Provider, request: ChatRequest, generation: Genera
         # The caller wants only the whole reply: one upstream call, no stream to parse. Its
         # first token arrives with the rest; a failure leaves no partial text.
         reply = await one_shot.complete(request)
-        if reply.text:
-            generation.first_token_at = monotonic_ms()
-            generation.parts.append(reply.text)
+        generation.take(reply)
         return reply.finished
     async for event in provider.stream(request):
-        if isinstance(event, TextDelta):
-            if generation.first_token_at is None:
-                generation.first_token_at = monotonic_ms()
-            generation.parts.append(event.text)
-        else:
+        if isinstance(event, Finished):
             return event
+        generation.add(event)
     raise UpstreamError(f"provider {provider.name!r} ended its reply without finishing")
 
 
@@ -206,9 +205,11 @@ async def open_turn(
     that reply and never starts a second one.
     """
 
-    def prepare(view: TurnView) -> tuple[tuple[Message, Message], ModelChoice]:
+    def prepare(view: TurnView) -> tuple[list[Message], tuple[ModelChoice, dict[str, Any]]]:
         choice = choose_model(ctx.registry, view.conversation, body)
-        return _turn_messages(view.conversation.id, body, choice, ctx.generation_owner), choice
+        options = reply_options(choice, body, view.conversation.tools)
+        messages = _turn_messages(view.conversation.id, body, choice, ctx.generation_owner)
+        return messages, (choice, options)
 
     # One connection for the read and the claim: under a full pool each checkout is a wait.
     # Without a recorder each statement is atomic alone: no transaction around them.
@@ -218,22 +219,21 @@ async def open_turn(
     ):
         turns = TurnRepo(run)
         owner = principal.visible_owner(None)
-        view, (_, reply), choice = await claim_after_read(
+        view, messages, (choice, options) = await claim_after_read(
             ctx, turns, conversation_id, owner, prepare, guard=guard
         )
+        *said, reply = messages
         conversation = view.conversation
         if record is not None:
             await record(turns.session, StartedGeneration(reply.id, conversation.id))
     request = ChatRequest(
         model=choice.model,
-        messages=(
-            *(ChatMessage(role.value, content) for role, content in view.history),
-            ChatMessage("user", body.content),
-        ),
+        messages=(*view.history, *(prompt_message_of(message) for message in said)),
         system_prompt=conversation.system_prompt,
         cache_scope=conversation.user_id if body.cache else None,  # the reply cache's tenant
         temperature=body.temperature,
         max_tokens=body.max_tokens,
+        options=options,
     )
     if ctx.redact_provider_text:
         request = redacted_request(request)
@@ -313,20 +313,52 @@ async def claim_after_read(
     raise GenerationInProgress(conversation_id)
 
 
+def reply_options(
+    choice: ModelChoice, body: MessageCreate, default_tools: list[Any] | None
+) -> dict[str, Any]:
+    """What a turn asks of its reply beyond text (tools, their choice, a response format),
+    under OpenAI's names; a 422 naming the first one `choice`'s provider cannot honour."""
+    options: dict[str, Any] = {}
+    tools = tools_of(body.tools) if body.tools is not None else default_tools
+    if tools:
+        options["tools"] = tools
+    if body.tool_choice is not None:
+        options["tool_choice"] = (
+            body.tool_choice if isinstance(body.tool_choice, str) else wire(body.tool_choice)
+        )
+    if body.parallel_tool_calls is not None:
+        options["parallel_tool_calls"] = body.parallel_tool_calls
+    if body.response_format is not None and body.response_format.type != "text":
+        options["response_format"] = wire(body.response_format)
+    if not options:
+        return options
+    if "tools" not in options and ("tool_choice" in options or "parallel_tool_calls" in options):
+        field = "tool_choice" if "tool_choice" in options else "parallel_tool_calls"
+        raise InvalidChatRequest(field, "is only allowed when `tools` are offered")
+    refused = option_support_of(choice.provider).first_refused(options, ())
+    if refused is not None:
+        raise InvalidChatRequest(
+            refused, f"the {choice.provider.name!r} provider does not support {refused}"
+        )
+    return options
+
+
 def _turn_messages(
     conversation_id: UUID, body: MessageCreate, choice: ModelChoice, owner: UUID | None
-) -> tuple[Message, Message]:
-    """The user's message and the in-progress reply a turn stores before calling the model."""
+) -> list[Message]:
+    """What a turn stores before calling the model: the tool results it carries, the user's
+    message (if any) and the in-progress reply, in that order."""
     now = utcnow()
-    user_message = Message(
-        conversation_id=conversation_id,
-        role=MessageRole.USER,
-        content=body.content,
-        status=MessageStatus.COMPLETED,
-        metadata_=body.metadata,
-        cost_usd=Decimal(0),
-        created_at=now,
-    )
+    said = [ChatMessage("tool", r.content, tool_call_id=r.tool_call_id) for r in body.tool_results]
+    if body.content is not None:
+        parts = stored_parts(body.content)
+        said.append(ChatMessage("user", text_of(body.content), parts=tuple(parts or ())))
+    # Distinct times keep the order: history is read by (created_at, id).
+    stored = [
+        stored_message(message, now + timedelta(microseconds=position))
+        for position, message in enumerate(said)
+    ]
+    stored[-1].metadata_ = body.metadata  # the turn's metadata goes with what the user said
     reply = Message(
         conversation_id=conversation_id,
         role=MessageRole.ASSISTANT,
@@ -338,17 +370,42 @@ def _turn_messages(
         # 0 until charged (what the column default stored anyway): setting the same columns
         # as the user's message lets both go in one INSERT.
         cost_usd=Decimal(0),
-        created_at=now,
+        created_at=now + timedelta(microseconds=len(said)),
         generation_owner=owner,
     )
-    return user_message, reply
+    for message in stored:
+        message.conversation_id = conversation_id
+    return [*stored, reply]
+
+
+def stored_message(message: ChatMessage, created_at: datetime) -> Message:
+    """A message the client sent, as stored (completed, free): its parts, calls and call id
+    only when it has them."""
+    return Message(
+        role=MessageRole(message.role),
+        content=message.content,
+        parts=list(message.parts) if message.parts else None,
+        tool_calls=[call.as_openai() for call in message.tool_calls] or None,
+        tool_call_id=message.tool_call_id,
+        status=MessageStatus.COMPLETED,
+        metadata_={},
+        cost_usd=Decimal(0),
+        created_at=created_at,
+    )
+
+
+def prompt_message_of(message: Message) -> ChatMessage:
+    """A stored message as the provider sees it."""
+    return prompt_message(
+        message.role, message.content, message.parts, message.tool_calls, message.tool_call_id
+    )
 
 
 def redacted_request(request: ChatRequest) -> ChatRequest:
     """The request with personal data and keys masked; the stored messages keep the original."""
     return replace(
         request,
-        messages=tuple(ChatMessage(m.role, redact(m.content)) for m in request.messages),
+        messages=tuple(replace(m, content=redact(m.content)) for m in request.messages),
         system_prompt=None if request.system_prompt is None else redact(request.system_prompt),
     )
 
@@ -394,6 +451,7 @@ async def complete_reply(
             model=finished.model,
         )
     reply.content = generation.text
+    _record_calls_and_reasoning(reply, generation)
     reply.status = status
     reply.provider = served_by
     reply.model = finished.model
@@ -440,8 +498,17 @@ async def complete_reply(
     return result
 
 
+def _record_calls_and_reasoning(reply: Message, generation: Generation) -> None:
+    calls = generation.tool_calls
+    reply.tool_calls = [call.as_openai() for call in calls] if calls else None
+    reply.reasoning = generation.reasoning or None
+    if generation.signature is not None:  # sent back with the reasoning on the next turn
+        reply.metadata_ = {**reply.metadata_, "reasoning_signature": generation.signature}
+
+
 def _record_usage(reply: Message, usage: Usage, cost: Decimal | None, price: Price | None) -> None:
     reply.prompt_tokens = usage.prompt_tokens
+    reply.reasoning_tokens = usage.reasoning_tokens
     reply.completion_tokens = usage.completion_tokens
     reply.cached_tokens = usage.cached_tokens
     reply.cache_write_tokens = usage.cache_write_tokens
