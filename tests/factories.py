@@ -15,11 +15,14 @@ async def create_conversation(client: httpx.AsyncClient, **fields: Any) -> dict[
 
 
 async def send_message(
-    client: httpx.AsyncClient, conversation_id: str, content: str = "Hello!", **fields: Any
+    client: httpx.AsyncClient,
+    conversation_id: str,
+    content: str | list[dict[str, Any]] | None = "Hello!",
+    **fields: Any,
 ) -> dict[str, Any]:
-    response = await client.post(
-        f"/api/v1/conversations/{conversation_id}/messages", json={"content": content, **fields}
-    )
+    """A turn; `content=None` sends none (a turn of tool results only)."""
+    body = fields if content is None else {"content": content, **fields}
+    response = await client.post(f"/api/v1/conversations/{conversation_id}/messages", json=body)
     assert response.status_code == 201, response.text
     body: dict[str, Any] = response.json()
     return body

@@ -18,6 +18,7 @@ from app.schemas.common import (
     StorableText,
     UserId,
 )
+from app.schemas.content import Tools
 from app.schemas.messages import MessageRead
 
 Title = Annotated[StorableText, Field(max_length=500)]
@@ -30,6 +31,8 @@ class ConversationCreate(RequestBody):
     provider: ProviderName | None = None
     model: ModelName | None = None
     system_prompt: SystemPrompt | None = None
+    # Offered to the model on every turn that names no `tools` of its own.
+    tools: Tools | None = None
     user_id: UserId | None = None
 
 
@@ -41,6 +44,7 @@ class ConversationUpdate(RequestBody):
     provider: ProviderName | None = None
     model: ModelName | None = None
     system_prompt: SystemPrompt | None = None
+    tools: Tools | None = None
 
 
 class ConversationRead(Schema):
@@ -51,6 +55,7 @@ class ConversationRead(Schema):
     provider: str | None
     model: str | None
     system_prompt: str | None
+    tools: list[dict[str, Any]] | None = None
     message_count: int
     total_tokens: int
     total_cost_usd: Money

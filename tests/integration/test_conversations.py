@@ -320,9 +320,9 @@ class TestUpdateConversation:
     ) -> None:
         conversation = await create_conversation(client, title="t")
         url = f"{CONVERSATIONS}/{conversation['id']}/messages"
-        response = await client.post(url, json={"content": "hi", "tools": []})
+        response = await client.post(url, json={"content": "hi", "tool_set": []})
         expect_problem(response, 422, "validation_error")
-        assert response.json()["errors"][0]["loc"] == ["body", "tools"]
+        assert response.json()["errors"][0]["loc"] == ["body", "tool_set"]
         assert (await client.get(f"{CONVERSATIONS}/{conversation['id']}")).json()["messages"] == []
 
     async def test_an_unknown_model_is_refused_and_nothing_changes(

@@ -89,7 +89,8 @@ class Refused:
 Expectation = Sent | Stored | Refused | tuple[Sent, Stored]
 REFUSED = Refused()
 AS_IS = Sent()
-# Refused everywhere: they need the message model of tools and audio, or logprobs plumbing.
+# Refused everywhere: audio output, more than one choice, logprobs plumbing, and the
+# deprecated `functions` (`tools` replaced them).
 _NOWHERE = dict.fromkeys(
     (
         "audio",
@@ -98,13 +99,15 @@ _NOWHERE = dict.fromkeys(
         "logprobs",
         "modalities",
         "n",
-        "parallel_tool_calls",
-        "tool_choice",
-        "tools",
         "top_logprobs",
     ),
     REFUSED,
 )
+# Fields that only mean something beside another, sent with it.
+COMPANIONS: dict[str, dict[str, Any]] = {
+    "tool_choice": {"tools": SAMPLES["tools"]},
+    "parallel_tool_calls": {"tools": SAMPLES["tools"]},
+}
 OPENAI: dict[str, Expectation] = {
     **{name: AS_IS for name in SAMPLES if name not in _NOWHERE},
     **_NOWHERE,
@@ -136,11 +139,15 @@ MOCK: dict[str, Expectation] = {
             "prompt_cache_options",
             "prompt_cache_retention",
             "reasoning_effort",
+            "parallel_tool_calls",
+            "response_format",
             "safety_identifier",
             "seed",
             "service_tier",
             "stop",
             "temperature",
+            "tool_choice",
+            "tools",
             "top_p",
             "user",
             "verbosity",
@@ -209,9 +216,8 @@ async def _check_each_field(
 ) -> None:
     for name, expected in table.items():
         sample = SAMPLES[name]
-        response = await client.post(
-            "/v1/chat/completions", json={"model": model, "messages": HI, name: sample}
-        )
+        body = {"model": model, "messages": HI, **COMPANIONS.get(name, {}), name: sample}
+        response = await client.post("/v1/chat/completions", json=body)
         if isinstance(expected, Refused):
             assert response.status_code == 400, (name, response.text)
             assert response.json()["error"]["param"] == name

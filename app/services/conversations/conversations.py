@@ -15,6 +15,7 @@ from app.errors import ConversationNotFound
 from app.providers.registry import ProviderRegistry
 from app.repositories.conversations import ConversationRepo, insert_conversation
 from app.repositories.messages import MessageRepo
+from app.schemas.content import tools_of
 from app.schemas.conversations import ConversationCreate, ConversationUpdate
 
 
@@ -48,6 +49,7 @@ async def create(
         provider=body.provider,
         model=body.model,
         system_prompt=body.system_prompt,
+        tools=tools_of(body.tools) or None,
         created_at=now,
         updated_at=now,
     )
@@ -88,6 +90,8 @@ async def update(
             registry.resolve(provider, model)
     if "metadata" in changes:
         conversation.metadata_ = changes.pop("metadata") or {}
+    if "tools" in changes:
+        changes["tools"] = tools_of(body.tools) or None
     for field, value in changes.items():
         setattr(conversation, field, value)
     conversation.updated_at = utcnow()

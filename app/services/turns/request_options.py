@@ -29,9 +29,11 @@ class InvalidChatRequest(ChatAPIError):
     code = "validation_error"
 
     def __init__(self, field: str, reason: str) -> None:
+        """`field` is a dotted path (`messages.2.content`), as pydantic's `loc` spells it."""
+        loc: list[str | int] = [int(p) if p.isdigit() else p for p in field.split(".")]
         super().__init__(
             "the request is not valid",
-            extra={"errors": [{"loc": ["body", field], "msg": reason}]},
+            extra={"errors": [{"loc": ["body", *loc], "msg": reason}]},
         )
 
 
@@ -110,6 +112,7 @@ def turn_options(choice: ModelChoice, body: ChatCompletionCreate) -> TurnOptions
     if body.max_completion_tokens is not None:
         # One limit, under the name the client used: `max_tokens` rides on ChatRequest.
         requested.pop("max_tokens", None)
+    refuse_tool_settings_without_tools(requested)
     options = TurnOptions(requested, frozenset(extra))
     provider = choice.provider.name
     refused = option_support_of(choice.provider).first_refused(requested, options.unknown)
@@ -122,6 +125,16 @@ def turn_options(choice: ModelChoice, body: ChatCompletionCreate) -> TurnOptions
     raise InvalidChatRequest(
         refused, f"the {provider!r} provider does not support {refused}={requested[refused]!r}"
     )
+
+
+def refuse_tool_settings_without_tools(options: Mapping[str, object]) -> None:
+    """`tool_choice` or `parallel_tool_calls` with no `tools` asks about nothing: a 400 (as
+    OpenAI answers it), on every provider."""
+    if "tools" in options:
+        return
+    for name in ("tool_choice", "parallel_tool_calls"):
+        if name in options:
+            raise InvalidChatRequest(name, f"`{name}` is only allowed when `tools` are given")
 
 
 def _wire_value(value: object) -> object:

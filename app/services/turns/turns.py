@@ -60,7 +60,10 @@ from app.services.pricing.price_book import PriceBook
 from app.services.turns.generated_text import Generation, monotonic_ms
 from app.services.turns.outcomes import OutcomeWriter
 from app.services.turns.partial_text import PartialTextSaver
-from app.services.turns.request_options import InvalidChatRequest
+from app.services.turns.request_options import (
+    InvalidChatRequest,
+    refuse_tool_settings_without_tools,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -207,6 +210,7 @@ async def open_turn(
 
     def prepare(view: TurnView) -> tuple[list[Message], tuple[ModelChoice, dict[str, Any]]]:
         choice = choose_model(ctx.registry, view.conversation, body)
+        refuse_unasked_results(body, view.history)
         options = reply_options(choice, body, view.conversation.tools)
         messages = _turn_messages(view.conversation.id, body, choice, ctx.generation_owner)
         return messages, (choice, options)
@@ -313,6 +317,25 @@ async def claim_after_read(
     raise GenerationInProgress(conversation_id)
 
 
+def refuse_unasked_results(body: MessageCreate, history: Sequence[ChatMessage]) -> None:
+    """Tool results answer the calls of the conversation's last reply, each at most once: a
+    result for a call nobody made is a 422 naming it (a provider would refuse the prompt)."""
+    if not body.tool_results:
+        return
+    last = history[-1] if history else None
+    asked = {call.id for call in last.tool_calls} if last and last.role == "assistant" else set()
+    seen: set[str] = set()
+    for position, result in enumerate(body.tool_results):
+        if result.tool_call_id not in asked or result.tool_call_id in seen:
+            raise InvalidChatRequest(
+                f"tool_results.{position}.tool_call_id",
+                "answers no tool call of the conversation's last reply"
+                if result.tool_call_id not in asked
+                else "answers a tool call another result already answers",
+            )
+        seen.add(result.tool_call_id)
+
+
 def reply_options(
     choice: ModelChoice, body: MessageCreate, default_tools: list[Any] | None
 ) -> dict[str, Any]:
@@ -332,9 +355,7 @@ def reply_options(
         options["response_format"] = wire(body.response_format)
     if not options:
         return options
-    if "tools" not in options and ("tool_choice" in options or "parallel_tool_calls" in options):
-        field = "tool_choice" if "tool_choice" in options else "parallel_tool_calls"
-        raise InvalidChatRequest(field, "is only allowed when `tools` are offered")
+    refuse_tool_settings_without_tools(options)
     refused = option_support_of(choice.provider).first_refused(options, ())
     if refused is not None:
         raise InvalidChatRequest(
