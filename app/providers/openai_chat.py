@@ -11,15 +11,18 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import openai
-from openai.types.chat import ChatCompletionMessageParam
 
 from app.errors import UpstreamError
 from app.providers.base import (
+    ChatMessage,
     ChatRequest,
     Finished,
     FinishReason,
+    ReasoningDelta,
     StreamEvent,
     TextDelta,
+    ToolCall,
+    ToolCallDelta,
     Usage,
     WholeReply,
 )
@@ -52,19 +55,39 @@ _FINISH_REASONS: Mapping[str, FinishReason] = {
 }
 
 
-def to_openai_messages(request: ChatRequest) -> list[ChatCompletionMessageParam]:
-    """The system prompt first, then the history in order, exactly as stored."""
-    messages: list[ChatCompletionMessageParam] = []
+def to_openai_messages(request: ChatRequest) -> list[dict[str, Any]]:
+    """The system prompt first, then the history in order, in OpenAI's shapes: content parts
+    as stored, an assistant's tool calls, tool results. Reasoning is never sent back."""
+    messages: list[dict[str, Any]] = []
     if request.system_prompt:
         messages.append({"role": "system", "content": request.system_prompt})
     for message in request.messages:
-        if message.role == "assistant":
-            messages.append({"role": "assistant", "content": message.content})
-        elif message.role == "system":
-            messages.append({"role": "system", "content": message.content})
-        else:
-            messages.append({"role": "user", "content": message.content})
+        if message.parts or message.tool_calls or message.role == "tool":
+            messages.append(_openai_message(message))
+        else:  # plain text, nearly every message: system, user and assistant alike
+            messages.append({"role": message.role, "content": message.content})
     return messages
+
+
+def _openai_message(message: ChatMessage) -> dict[str, Any]:
+    """A message that is more than text: its parts, tool calls or tool result."""
+    role = message.role
+    if role == "user":
+        return {"role": "user", "content": list(message.parts) or message.content}
+    if role == "assistant" and message.tool_calls:
+        return {
+            "role": "assistant",
+            # OpenAI's own replies carry `null` beside tool calls when they say nothing.
+            "content": message.content or None,
+            "tool_calls": [call.as_openai() for call in message.tool_calls],
+        }
+    if role == "tool":
+        # A missing id stays missing: the upstream's 400 names the message, a made-up id would not.
+        if message.tool_call_id is None:
+            return {"role": "tool", "content": message.content}
+        return {"role": "tool", "tool_call_id": message.tool_call_id, "content": message.content}
+    # Parts on a system or assistant message: OpenAI takes only text there.
+    return {"role": role, "content": message.content}
 
 
 @dataclass
@@ -113,7 +136,7 @@ class OpenAIChatProvider:
 
         Sent through the SDK's `post` rather than `create`: `create` walks every message
         through its TypedDict transform (about 1 ms a turn, a third of this adapter's CPU),
-        which does nothing to a body of plain strings and numbers like this one.
+        which does nothing to a body of plain JSON values like this one.
         """
         body: dict[str, object] = {
             "model": self.deployments.get(request.model, request.model),
@@ -165,7 +188,18 @@ class OpenAIChatProvider:
             provider=self.name,
             system_fingerprint=_text(completion.get("system_fingerprint")) or None,
         )
-        return WholeReply(_text(_fields(choice.get("message")).get("content")), finished)
+        message = _fields(choice.get("message"))
+        calls = _listed(message.get("tool_calls"))
+        return WholeReply(
+            _text(message.get("content")),
+            finished,
+            tool_calls=tuple(
+                ToolCall.of_openai(item)
+                for item in calls
+                if isinstance(_fields(item).get("function"), dict)
+            ),
+            reasoning=_reasoning_of(message),
+        )
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
         reported_model = request.model
@@ -191,8 +225,14 @@ class OpenAIChatProvider:
                     choices = chunk.get("choices")
                     for choice in choices if isinstance(choices, list) else ():
                         fields = _fields(choice)
-                        if content := _text(_fields(fields.get("delta")).get("content")):
-                            yield TextDelta(content)
+                        delta = _fields(fields.get("delta"))
+                        # Nearly every chunk is plain text (`{"content": ...}`): kept cheap.
+                        if len(delta) == 1 and isinstance(content := delta.get("content"), str):
+                            if content:
+                                yield TextDelta(content)
+                        else:
+                            for event in _events_of(delta):
+                                yield event
                         if isinstance(finished_as := fields.get("finish_reason"), str):
                             reason = _FINISH_REASONS.get(finished_as, "stop")
         except Exception as error:
@@ -229,10 +269,49 @@ def _count(value: object) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
+def _listed(value: object) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _reasoning_of(message: dict[str, Any]) -> str:
+    """The visible reasoning of a message or delta: `reasoning_content` (vLLM, DeepSeek) or
+    `reasoning` (Ollama, OpenRouter). OpenAI's own models show none."""
+    return _text(message.get("reasoning_content")) or _text(message.get("reasoning"))
+
+
+def _events_of(delta: dict[str, Any]) -> list[TextDelta | ToolCallDelta | ReasoningDelta]:
+    """What a stream chunk's `delta` says, in reply order: reasoning, text, tool calls.
+
+    A tool call's first piece carries its `index`, `id` and `function.name`, later pieces
+    slices of `function.arguments`; an item without an `index` is placed by position.
+    """
+    events: list[TextDelta | ToolCallDelta | ReasoningDelta] = []
+    if reasoning := _reasoning_of(delta):
+        events.append(ReasoningDelta(reasoning))
+    if content := _text(delta.get("content")):
+        events.append(TextDelta(content))
+    for position, raw in enumerate(_listed(delta.get("tool_calls"))):
+        item = _fields(raw)
+        function = _fields(item.get("function"))
+        index = item.get("index")
+        events.append(
+            ToolCallDelta(
+                index=index if isinstance(index, int) and not isinstance(index, bool) else position,
+                arguments=_text(function.get("arguments")),
+                id=_text(item.get("id")) or None,
+                name=_text(function.get("name")) or None,
+            )
+        )
+    return events
+
+
 def _usage_of(raw: object) -> Usage:
     usage = _fields(raw)
     return Usage(
         prompt_tokens=_count(usage.get("prompt_tokens")),
         completion_tokens=_count(usage.get("completion_tokens")),
         cached_tokens=_count(_fields(usage.get("prompt_tokens_details")).get("cached_tokens")),
+        reasoning_tokens=_count(
+            _fields(usage.get("completion_tokens_details")).get("reasoning_tokens")
+        ),
     )

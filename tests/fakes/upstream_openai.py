@@ -13,13 +13,17 @@ import string
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tests.fakes.upstream import FakeToolCall, Reply
 
 JsonObject = dict[str, Any]
 Rejection = tuple[int, JsonObject]
 Headers = list[tuple[str, str]]
 
 ROLES = ("system", "developer", "user", "assistant", "tool", "function")
+PART_TYPES = ("text", "image_url", "input_audio", "refusal", "audio", "file")
 API_VERSION = re.compile(r"\d{4}-\d{2}-\d{2}(-preview)?")
 SAFE = {"filtered": False, "severity": "safe"}
 CONTENT_FILTER_RESULTS = {"hate": SAFE, "self_harm": SAFE, "sexual": SAFE, "violence": SAFE}
@@ -152,7 +156,9 @@ class OpenAIDialect:
                     "invalid_value",
                     f"messages[{index}].role",
                 )
-        return None
+            if rejection := _reject_message(index, message):
+                return rejection
+        return _reject_tool_turns(messages) or _reject_tools(body)
 
     def wants_stream(self, body: Any) -> bool:
         return bool(body.get("stream"))
@@ -162,6 +168,7 @@ class OpenAIDialect:
         return str(body.get("model", ""))
 
     def prompt_text(self, body: Any) -> str:
+        """The prompt's text: every message's text (parts too) and its tool calls."""
         parts: list[str] = []
         for message in body.get("messages", []):
             content = message.get("content")
@@ -171,6 +178,9 @@ class OpenAIDialect:
                 parts.extend(
                     str(part.get("text", "")) for part in content if isinstance(part, dict)
                 )
+            for call in message.get("tool_calls") or ():
+                function = call.get("function") or {}
+                parts.append(f"{function.get('name', '')}{function.get('arguments', '')}")
         return "".join(parts)
 
     def error(self, status: int, message: str | None, error_type: str | None) -> JsonObject:
@@ -182,7 +192,9 @@ class OpenAIDialect:
         )
         return openai_error(message or default_message, error_type or default_type, code)
 
-    def usage(self, prompt: int, completion: int, cached: int, cache_write: int) -> JsonObject:
+    def usage(
+        self, prompt: int, completion: int, cached: int, cache_write: int, reasoning: int = 0
+    ) -> JsonObject:
         del cache_write  # OpenAI caches automatically and reports only the reads.
         return {
             "prompt_tokens": prompt,
@@ -190,17 +202,31 @@ class OpenAIDialect:
             "total_tokens": prompt + completion,
             "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
             "completion_tokens_details": {
-                "reasoning_tokens": 0,
+                "reasoning_tokens": reasoning,
                 "audio_tokens": 0,
                 "accepted_prediction_tokens": 0,
                 "rejected_prediction_tokens": 0,
             },
         }
 
-    def message(self, text: str, model: str, finish_reason: str, usage: JsonObject) -> JsonObject:
+    def message(
+        self, text: str, model: str, finish_reason: str, usage: JsonObject, reply: Reply
+    ) -> JsonObject:
+        calls = [_tool_call(call) for call in reply.tool_calls]
+        message: JsonObject = {
+            "role": "assistant",
+            # OpenAI says `null`, not "", when the reply is only tool calls.
+            "content": None if calls and not text else text,
+            "refusal": None,
+            "annotations": [],
+        }
+        if reply.reasoning:  # vLLM's and DeepSeek's field; OpenAI's models show none
+            message["reasoning_content"] = reply.reasoning
+        if calls:
+            message["tool_calls"] = calls
         choice = {
             "index": 0,
-            "message": {"role": "assistant", "content": text, "refusal": None, "annotations": []},
+            "message": message,
             "logprobs": None,
             "finish_reason": finish_reason,
         }
@@ -233,17 +259,203 @@ class OpenAIDialect:
         return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
 
     def stream(
-        self, pieces: list[str], model: str, finish_reason: str, usage: JsonObject, body: Any
+        self,
+        pieces: list[str],
+        model: str,
+        finish_reason: str,
+        usage: JsonObject,
+        body: Any,
+        reply: Reply,
     ) -> tuple[list[bytes], list[bytes], list[bytes]]:
-        """The events of a streamed reply: (before the text, one per piece of text, after it)."""
-        role = {"role": "assistant", "content": "", "refusal": None}
-        head = [_sse(self._chunk(model, [self._delta(role)], body))]
-        content = [_sse(self._chunk(model, [self._delta({"content": p})], body)) for p in pieces]
-        tail = [_sse(self._chunk(model, [self._delta({}, finish_reason)], body))]
+        """The events of a streamed reply: (before the text: its role and reasoning; one per
+        piece of text; after it: tool calls, the end, usage)."""
+        calls = [_tool_call(call) for call in reply.tool_calls]
+        call_deltas = [
+            delta for index, call in enumerate(calls) for delta in _call_deltas(index, call)
+        ]
+        role: JsonObject = {"role": "assistant", "content": "", "refusal": None}
+        if calls and not pieces and not reply.reasoning:
+            # A reply of only tool calls: OpenAI's first chunk opens the first call too.
+            role = {"role": "assistant", "content": None, **call_deltas.pop(0), "refusal": None}
+        head = [self._sse_delta(model, role, body)]
+        head.extend(
+            self._sse_delta(model, {"content": None, "reasoning_content": piece}, body)
+            for piece in _words(reply.reasoning)
+        )
+        content = [self._sse_delta(model, {"content": piece}, body) for piece in pieces]
+        tail = [self._sse_delta(model, delta, body) for delta in call_deltas]
+        tail.append(_sse(self._chunk(model, [self._delta({}, finish_reason)], body)))
         if _includes_usage(body):
             tail.append(_sse({**self._chunk(model, [], body), "usage": usage}))
         tail.append(_sse("[DONE]"))
         return head, content, tail
+
+    def _sse_delta(self, model: str, delta: JsonObject, body: Any) -> bytes:
+        return _sse(self._chunk(model, [self._delta(delta)], body))
+
+
+def _tool_call(call: FakeToolCall) -> JsonObject:
+    """A `tool_calls[]` item as OpenAI writes it, with an id like OpenAI's when none is set."""
+    return {
+        "id": call.id or f"call_{_random_id(24)}",
+        "type": "function",
+        "function": {"name": call.name, "arguments": call.arguments},
+    }
+
+
+def _call_deltas(index: int, call: JsonObject) -> list[JsonObject]:
+    """A tool call as OpenAI streams it: a first delta with its id, type, name and empty
+    arguments, then one delta per token-sized piece of its arguments."""
+    function = call["function"]
+    opening = {
+        "index": index,
+        "id": call["id"],
+        "type": "function",
+        "function": {"name": function["name"], "arguments": ""},
+    }
+    pieces = re.findall(r"\w+|\W+", function["arguments"])
+    return [
+        {"tool_calls": [opening]},
+        *({"tool_calls": [{"index": index, "function": {"arguments": p}}]} for p in pieces),
+    ]
+
+
+def _words(text: str) -> list[str]:
+    """Word-sized pieces (leading whitespace kept) that concatenate back to `text`."""
+    return re.findall(r"\s*\S+|\s+$", text)
+
+
+def _missing(param: str) -> Rejection:
+    return 400, openai_error(
+        f"Missing required parameter: '{param}'.",
+        "invalid_request_error",
+        "missing_required_parameter",
+        param,
+    )
+
+
+def _reject_message(index: int, message: JsonObject) -> Rejection | None:
+    """What OpenAI refuses in one message: a tool result without its call's id, a tool call
+    without id or function, content that is null where it may not be or a malformed part."""
+    role, content = message["role"], message.get("content")
+    if role == "tool" and not isinstance(message.get("tool_call_id"), str):
+        return 400, openai_error(
+            "Missing parameter 'tool_call_id': messages with role 'tool' must have a "
+            "'tool_call_id'.",
+            "invalid_request_error",
+            param=f"messages.[{index}].tool_call_id",
+        )
+    calls = message.get("tool_calls") if role == "assistant" else None
+    for number, call in enumerate(calls or ()):
+        where = f"messages[{index}].tool_calls[{number}]"
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(call, dict) or not call.get("id"):
+            return _missing(f"{where}.id")
+        if not isinstance(function, dict):
+            return _missing(f"{where}.function")
+        for key in ("name", "arguments"):
+            if not isinstance(function.get(key), str):
+                return _missing(f"{where}.function.{key}")
+    if content is None and not calls:
+        if "content" not in message:
+            return _missing(f"messages[{index}].content")
+        return 400, openai_error(
+            "Invalid value for 'content': expected a string, got null.",
+            "invalid_request_error",
+            param=f"messages.[{index}].content",
+        )
+    if isinstance(content, list):
+        return _reject_parts(index, content)
+    return None
+
+
+def _reject_parts(index: int, parts: list[Any]) -> Rejection | None:
+    if not parts:
+        return 400, openai_error(
+            f"Invalid 'messages[{index}].content': empty array. Expected an array with minimum "
+            "length 1, but got an empty array instead.",
+            "invalid_request_error",
+            "empty_array",
+            f"messages[{index}].content",
+        )
+    for number, part in enumerate(parts):
+        where = f"messages[{index}].content[{number}]"
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind not in PART_TYPES:
+            return 400, openai_error(
+                f"Invalid value: '{kind}'. Supported values are: 'text', 'image_url', "
+                "'input_audio', 'refusal', 'audio', and 'file'.",
+                "invalid_request_error",
+                "invalid_value",
+                f"{where}.type",
+            )
+        if kind not in part:  # each part holds its payload under its type's name
+            return _missing(f"{where}.{kind}")
+        if kind == "image_url" and not (part["image_url"] or {}).get("url"):
+            return _missing(f"{where}.image_url.url")
+    return None
+
+
+def _reject_tool_turns(messages: list[JsonObject]) -> Rejection | None:
+    """OpenAI's pairing rule: an assistant's tool calls are answered, each by a tool message
+    right after it, and a tool message answers a call of the assistant message before it."""
+    unanswered: list[str] = []
+    asked_at = 0
+    for index, message in enumerate(messages):
+        if message["role"] == "tool":
+            if message["tool_call_id"] not in unanswered:
+                return 400, openai_error(
+                    "Invalid parameter: messages with role 'tool' must be a response to a "
+                    "preceeding message with 'tool_calls'.",
+                    "invalid_request_error",
+                    param=f"messages.[{index}].role",
+                )
+            unanswered.remove(message["tool_call_id"])
+            continue
+        if unanswered:
+            break
+        if message["role"] == "assistant" and message.get("tool_calls"):
+            unanswered = [call["id"] for call in message["tool_calls"]]
+            asked_at = index
+    if unanswered:
+        return 400, openai_error(
+            "An assistant message with 'tool_calls' must be followed by tool messages "
+            "responding to each 'tool_call_id'. The following tool_call_ids did not have "
+            f"response messages: {', '.join(unanswered)}",
+            "invalid_request_error",
+            param=f"messages.[{asked_at}].role",
+        )
+    return None
+
+
+def _reject_tools(body: JsonObject) -> Rejection | None:
+    """Tool definitions that are there and whole; tool options only beside them."""
+    tools = body.get("tools")
+    if isinstance(tools, list):
+        if not tools:
+            return 400, openai_error(
+                "Invalid 'tools': empty array. Expected an array with minimum length 1, but "
+                "got an empty array instead.",
+                "invalid_request_error",
+                "empty_array",
+                "tools",
+            )
+        for number, tool in enumerate(tools):
+            function = tool.get("function") if isinstance(tool, dict) else None
+            if not isinstance(function, dict):
+                return _missing(f"tools[{number}].function")
+            if not function.get("name"):
+                return _missing(f"tools[{number}].function.name")
+        return None
+    for option in ("tool_choice", "parallel_tool_calls"):
+        if body.get(option) is not None:
+            return 400, openai_error(
+                f"Invalid value for '{option}': '{option}' is only allowed when 'tools' are "
+                "specified.",
+                "invalid_request_error",
+                param=option,
+            )
+    return None
 
 
 def _includes_usage(body: Any) -> bool:
@@ -313,8 +525,10 @@ class AzureDialect(OpenAIDialect):
             return "The server had an error while processing your request. Sorry about that!"
         return "Invalid request."
 
-    def message(self, text: str, model: str, finish_reason: str, usage: JsonObject) -> JsonObject:
-        body = super().message(text, model, finish_reason, usage)
+    def message(
+        self, text: str, model: str, finish_reason: str, usage: JsonObject, reply: Reply
+    ) -> JsonObject:
+        body = super().message(text, model, finish_reason, usage, reply)
         body["choices"][0]["content_filter_results"] = CONTENT_FILTER_RESULTS
         body["prompt_filter_results"] = [
             {"prompt_index": 0, "content_filter_results": CONTENT_FILTER_RESULTS}
@@ -322,9 +536,15 @@ class AzureDialect(OpenAIDialect):
         return body
 
     def stream(
-        self, pieces: list[str], model: str, finish_reason: str, usage: JsonObject, body: Any
+        self,
+        pieces: list[str],
+        model: str,
+        finish_reason: str,
+        usage: JsonObject,
+        body: Any,
+        reply: Reply,
     ) -> tuple[list[bytes], list[bytes], list[bytes]]:
-        head, content, tail = super().stream(pieces, model, finish_reason, usage, body)
+        head, content, tail = super().stream(pieces, model, finish_reason, usage, body, reply)
         filters = {
             "choices": [],
             "created": 0,
