@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Iterable, Mapping, MutableMapping
 from http import HTTPStatus
 from typing import Any
 
@@ -147,11 +147,17 @@ def _allowed_methods(request: Request) -> str:
     return ", ".join(allowed)
 
 
+def field_path(loc: Iterable[object]) -> list[str]:
+    """Pydantic's `loc` as the body's own path: the steps it adds for a union's members
+    (`function-after[...]`, `[parts]`) are no field of the body."""
+    return [str(part) for part in loc if not any(mark in str(part) for mark in "[]()")]
+
+
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     # Only where and what: the offending input is never echoed (it may hold message text).
     errors = [
-        {"loc": [str(part) for part in error.get("loc", ())], "msg": str(error.get("msg", ""))}
+        {"loc": field_path(error.get("loc", ())), "msg": str(error.get("msg", ""))}
         for error in exc.errors()
     ]
     return problem_response(

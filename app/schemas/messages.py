@@ -6,7 +6,15 @@ from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
-from pydantic import Field, StrictBool, StrictFloat, StrictInt, model_validator
+from pydantic import (
+    Discriminator,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    Tag,
+    model_validator,
+)
 
 from app.db.models import MessageRole, MessageStatus
 from app.schemas.common import (
@@ -42,8 +50,15 @@ class MessageCreate(RequestBody):
     of the previous reply's tool calls, or both (results first); and what the reply may do."""
 
     content: (
-        Annotated[StorableText, Field(min_length=1, max_length=MAX_MESSAGE_CHARS)]
-        | ContentParts
+        Annotated[
+            Annotated[
+                StorableText, Field(min_length=1, max_length=MAX_MESSAGE_CHARS), Tag("[text]")
+            ]
+            | Annotated[ContentParts, Tag("[parts]")],
+            # Chosen by type, so a bad image is an error about that image, not also "Input
+            # should be a valid string".
+            Discriminator(lambda value: "[text]" if isinstance(value, str) else "[parts]"),
+        ]
         | None
     ) = None
     tool_results: Annotated[list[ToolResult], Field(max_length=MAX_TOOL_CALLS)] = Field(

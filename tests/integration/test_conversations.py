@@ -96,7 +96,13 @@ class TestCreateConversation:
         uuid.UUID(body.pop("id"))
         for moment in (body.pop("created_at"), body.pop("updated_at")):
             assert RFC3339_UTC.match(moment), moment
-        assert body == {**fields, "message_count": 0, "total_tokens": 0, "total_cost_usd": 0.0}
+        assert body == {
+            **fields,
+            "message_count": 0,
+            "total_tokens": 0,
+            "total_cost_usd": 0.0,
+            "tools": None,
+        }
         assert isinstance(body["total_cost_usd"], float)
         stored = (await client.get(f"{CONVERSATIONS}/{response.json()['id']}")).json()
         assert stored == {**response.json(), "messages": []}

@@ -9,12 +9,16 @@ from __future__ import annotations
 import base64
 import json
 import struct
+import uuid
 import zlib
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 import httpx
 
+from app.db.models import Message, MessageRole, MessageStatus
+from app.services.streaming.streams import replay_of
 from tests.factories import create_conversation, send_message
 from tests.sse import read_stream
 
@@ -158,12 +162,12 @@ class TestToolRoundTrip:
         forged = [{"tool_call_id": "call_forged'); DROP TABLE messages;--", "content": "x"}]
         await expect_422(
             await client.post(url, json={"tool_results": forged}),
-            ["body", "tool_results", 0, "tool_call_id"],
+            ["body", "tool_results", "0", "tool_call_id"],
         )
         twice = [{"tool_call_id": call["id"], "content": "a"}] * 2
         await expect_422(
             await client.post(url, json={"tool_results": twice}),
-            ["body", "tool_results", 1, "tool_call_id"],
+            ["body", "tool_results", "1", "tool_call_id"],
         )
         assert len(await stored_messages(client, conversation["id"])) == 2
 
@@ -210,18 +214,18 @@ class TestStreamedToolCalls:
 
         assert stream.status_code == 200, stream.body
         pieces = [frame.json() for frame in stream.events if frame.event == "tool_call"]
-        assert pieces[0]["index"] == 0 and pieces[0]["name"] == "get_weather"
+        assert (pieces[0]["index"], pieces[0]["name"]) == (0, "get_weather")
         assert json.loads("".join(p["arguments"] for p in pieces)) == {"city": "Lagos"}
         done = stream.terminal.json()["message"]
         assert done["tool_calls"][0]["id"] == pieces[0]["id"]
         assert done["finish_reason"] == "tool_calls"
-        # A client that comes back after the end replays the whole call from the stored row.
+        # A client that comes back after the end gets the same call again.
         replay = await read_stream(
-            client, "GET", f"{messages_url(conversation['id'])}/{done['id']}/stream"
+            client, "GET", f"/api/v1/conversations/{conversation['id']}/stream"
         )
-        [whole] = [frame.json() for frame in replay.events if frame.event == "tool_call"]
-        assert json.loads(whole["arguments"]) == {"city": "Lagos"}
-        assert whole["id"] == pieces[0]["id"]
+        again = [frame.json() for frame in replay.events if frame.event == "tool_call"]
+        assert again[0]["id"] == pieces[0]["id"]
+        assert json.loads("".join(p["arguments"] for p in again)) == {"city": "Lagos"}
 
 
 class TestContentParts:
@@ -247,16 +251,14 @@ class TestContentParts:
         grown = reply["message"]["prompt_tokens"] - plain["message"]["prompt_tokens"]
         assert grown >= 765
 
-    async def test_bad_images_are_refused_with_their_field(
-        self, client: httpx.AsyncClient
-    ) -> None:
+    async def test_bad_images_are_refused_with_their_field(self, client: httpx.AsyncClient) -> None:
         conversation = await create_conversation(client)
         url = messages_url(conversation["id"])
         for url_value in ("data:image/png;base64,@@not-base64@@", "ftp://x/y.png"):
             parts = [{"type": "image_url", "image_url": {"url": url_value}}]
             response = await client.post(url, json={"content": parts})
             assert response.status_code == 422, response.text
-            assert response.json()["errors"][0]["loc"][:3] == ["body", "content", 0]
+            assert response.json()["errors"][0]["loc"][:3] == ["body", "content", "0"]
         assert await stored_messages(client, conversation["id"]) == []
 
 
@@ -282,4 +284,38 @@ class TestStructuredOutput:
 
         person = json.loads(reply["message"]["content"])
         assert set(person) == {"name", "age"}
-        assert isinstance(person["name"], str) and isinstance(person["age"], int)
+        assert (type(person["name"]), type(person["age"])) == (str, int)
+
+
+def test_a_stored_reply_replays_its_reasoning_text_and_whole_calls_in_order() -> None:
+    call = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    reply = Message(
+        id=uuid.uuid4(),
+        conversation_id=uuid.uuid4(),
+        role=MessageRole.ASSISTANT,
+        content="Let me look.",
+        reasoning="The user wants f.",
+        tool_calls=[call],
+        status=MessageStatus.COMPLETED,
+        finish_reason="tool_calls",
+        metadata_={},
+        cost_usd=Decimal(0),
+        prompt_tokens=0,
+        completion_tokens=0,
+        cached_tokens=0,
+        cache_write_tokens=0,
+        reasoning_tokens=0,
+        total_tokens=0,
+        created_at=datetime.now(UTC),
+    )
+
+    replayed = replay_of(reply)
+
+    assert [name for name, _ in replayed] == ["start", "reasoning", "delta", "tool_call", "done"]
+    assert json.loads(replayed[3][1]) == {
+        "index": 0,
+        "id": "call_1",
+        "name": "f",
+        "arguments": "{}",
+    }
+    assert json.loads(replayed[-1][1])["message"]["tool_calls"] == [call]

@@ -30,10 +30,9 @@ class InvalidChatRequest(ChatAPIError):
 
     def __init__(self, field: str, reason: str) -> None:
         """`field` is a dotted path (`messages.2.content`), as pydantic's `loc` spells it."""
-        loc: list[str | int] = [int(p) if p.isdigit() else p for p in field.split(".")]
         super().__init__(
             "the request is not valid",
-            extra={"errors": [{"loc": ["body", *loc], "msg": reason}]},
+            extra={"errors": [{"loc": ["body", *field.split(".")], "msg": reason}]},
         )
 
 
