@@ -333,7 +333,10 @@ class FakeUpstream:
             prompt = max(_estimate(dialect.prompt_text(body)), cached + written)
         completion = reply.completion_tokens
         if completion is None:
-            completion = _estimate(reply.text)
+            # Everything the model wrote: text, calls' arguments and reasoning.
+            written_text = reply.text + reply.reasoning
+            completion = _estimate(written_text + "".join(c.arguments for c in reply.tool_calls))
+            completion += reply.reasoning_tokens
         usage = dialect.usage(prompt, completion, cached, written, reply.reasoning_tokens)
         model = reply.model or dialect.reported_model(body)
         headers = dialect.headers()
@@ -352,9 +355,7 @@ class FakeUpstream:
             return
 
         pieces = split_text(reply.text)
-        head, content, tail = dialect.stream(
-            pieces, model, reply.finish_reason, usage, body, reply
-        )
+        head, content, tail = dialect.stream(pieces, model, reply.finish_reason, usage, body, reply)
         headers.append(("cache-control", "no-cache"))
         await exchange.start(200, "text/event-stream; charset=utf-8", headers)
         cut = len(content) if isinstance(behaviour, Reply) else behaviour.after_chunks
