@@ -50,7 +50,11 @@ SAMPLES: dict[str, Any] = {
     "reasoning_effort": "low",
     "response_format": {
         "type": "json_schema",
-        "json_schema": {"name": "person", "schema": {"type": "object"}, "strict": True},
+        "json_schema": {
+            "name": "person",
+            "schema": {"type": "object", "additionalProperties": False},
+            "strict": True,
+        },
     },
     "safety_identifier": "user-hash-1",
     "seed": 7,
@@ -118,7 +122,21 @@ ANTHROPIC: dict[str, Expectation] = {
     "max_completion_tokens": Sent("max_tokens"),
     "max_tokens": AS_IS,
     "metadata": Stored(),
-    "reasoning_effort": Sent("output_config", {"effort": "low"}),
+    "reasoning_effort": Sent("thinking", {"type": "enabled", "budget_tokens": 1024}),
+    "response_format": Sent(
+        "output_config",
+        {
+            "format": {
+                "type": "json_schema",
+                "schema": {"type": "object", "additionalProperties": False},
+            }
+        },
+    ),
+    "tools": Sent(
+        "tools", [{"name": "lookup", "input_schema": {"type": "object", "properties": {}}}]
+    ),
+    "tool_choice": Sent("tool_choice", {"type": "auto"}),
+    "parallel_tool_calls": Sent("tool_choice", {"type": "auto", "disable_parallel_tool_use": True}),
     "safety_identifier": Sent("metadata", {"user_id": "user-hash-1"}),
     "service_tier": AS_IS,
     "stop": Sent("stop_sequences"),

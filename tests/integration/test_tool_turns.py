@@ -169,6 +169,9 @@ class TestToolRoundTrip:
             await client.post(url, json={"tool_results": twice}),
             ["body", "tool_results", "1", "tool_call_id"],
         )
+        unanswered = await client.post(url, json={"content": "Never mind, what time is it?"})
+        await expect_422(unanswered, ["body", "tool_results"])
+        assert call["id"] in unanswered.json()["errors"][0]["msg"]
         assert len(await stored_messages(client, conversation["id"])) == 2
 
     async def test_tool_settings_without_tools_and_empty_turns_are_refused(

@@ -210,7 +210,7 @@ async def open_turn(
 
     def prepare(view: TurnView) -> tuple[list[Message], tuple[ModelChoice, dict[str, Any]]]:
         choice = choose_model(ctx.registry, view.conversation, body)
-        refuse_unasked_results(body, view.history)
+        check_tool_results(body, view.history)
         options = reply_options(choice, body, view.conversation.tools)
         messages = _turn_messages(view.conversation.id, body, choice, ctx.generation_owner)
         return messages, (choice, options)
@@ -317,13 +317,12 @@ async def claim_after_read(
     raise GenerationInProgress(conversation_id)
 
 
-def refuse_unasked_results(body: MessageCreate, history: Sequence[ChatMessage]) -> None:
-    """Tool results answer the calls of the conversation's last reply, each at most once: a
-    result for a call nobody made is a 422 naming it (a provider would refuse the prompt)."""
-    if not body.tool_results:
-        return
+def check_tool_results(body: MessageCreate, history: Sequence[ChatMessage]) -> None:
+    """A reply that called tools is answered by a result for each call, and results answer
+    only those calls, each once: anything else is a 422 naming `tool_results` (every
+    provider refuses a prompt whose calls and results do not pair up)."""
     last = history[-1] if history else None
-    asked = {call.id for call in last.tool_calls} if last and last.role == "assistant" else set()
+    asked = [call.id for call in last.tool_calls] if last and last.role == "assistant" else []
     seen: set[str] = set()
     for position, result in enumerate(body.tool_results):
         if result.tool_call_id not in asked or result.tool_call_id in seen:
@@ -334,6 +333,11 @@ def refuse_unasked_results(body: MessageCreate, history: Sequence[ChatMessage]) 
                 else "answers a tool call another result already answers",
             )
         seen.add(result.tool_call_id)
+    if unanswered := [call_id for call_id in asked if call_id not in seen]:
+        raise InvalidChatRequest(
+            "tool_results",
+            f"the last reply called tools: send a result for each ({', '.join(unanswered)})",
+        )
 
 
 def reply_options(
