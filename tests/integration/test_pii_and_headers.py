@@ -202,6 +202,28 @@ class TestProviderRedaction:
         assert contents == [f"My card is {CARD}", CARRYING_PII]
         assert stored["system_prompt"] == f"The user's email is {EMAIL}."
 
+    async def test_text_parts_beside_an_image_are_masked_too(
+        self, start_app: StartApp, make_settings: Callable[..., Settings]
+    ) -> None:
+        recording = RecordingProvider()
+        client: httpx.AsyncClient = await start_app(
+            make_settings(pii_redaction="provider"), providers=registry_with(recording)
+        )
+        conversation = await create_conversation(client, provider=FAKE_PROVIDER, model=FAKE_MODEL)
+        image = {"type": "image_url", "image_url": {"url": "https://example.com/card.png"}}
+        parts = [{"type": "text", "text": f"My card is {CARD}"}, image]
+
+        response = await client.post(
+            f"/api/v1/conversations/{conversation['id']}/messages", json={"content": parts}
+        )
+
+        assert response.status_code == 201, response.text
+        [sent] = recording.requests[-1].messages
+        assert sent.content == "My card is [card]"
+        assert list(sent.parts) == [{"type": "text", "text": "My card is [card]"}, image]
+        stored = (await client.get(f"/api/v1/conversations/{conversation['id']}")).json()
+        assert stored["messages"][0]["parts"] == parts
+
     @pytest.mark.parametrize("mode", ["off", "logs"])
     async def test_other_modes_send_the_original_text(
         self, start_app: StartApp, make_settings: Callable[..., Settings], mode: str

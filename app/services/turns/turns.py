@@ -430,9 +430,21 @@ def redacted_request(request: ChatRequest) -> ChatRequest:
     """The request with personal data and keys masked; the stored messages keep the original."""
     return replace(
         request,
-        messages=tuple(replace(m, content=redact(m.content)) for m in request.messages),
+        messages=tuple(_redacted(message) for message in request.messages),
         system_prompt=None if request.system_prompt is None else redact(request.system_prompt),
     )
+
+
+def _redacted(message: ChatMessage) -> ChatMessage:
+    """Its text masked wherever it travels: `content`, text parts, tool-call arguments."""
+    if not message.parts and not message.tool_calls:
+        return replace(message, content=redact(message.content))
+    parts = tuple(
+        {**part, "text": redact(str(part.get("text", "")))} if part.get("type") == "text" else part
+        for part in message.parts
+    )
+    calls = tuple(replace(call, arguments=redact(call.arguments)) for call in message.tool_calls)
+    return replace(message, content=redact(message.content), parts=parts, tool_calls=calls)
 
 
 def refuse_over_budget(ctx: TurnContext, month_spent: Decimal) -> None:
