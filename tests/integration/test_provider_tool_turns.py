@@ -139,3 +139,71 @@ class TestReasoningTokens:
         message = completion.choices[0].message.model_dump()
         assert message["reasoning_content"] == "Six times seven."
         assert json.loads(completion.model_dump_json())["choices"][0]["message"]["content"] == "42."
+
+
+class TestThroughV1OnAnthropic:
+    """The OpenAI SDK against /v1, answered by Claude: OpenAI's shapes both ways."""
+
+    @pytest.mark.parametrize("stream", [False, True])
+    async def test_a_tool_round_trip_and_an_image(
+        self, client: httpx.AsyncClient, upstream: FakeUpstream, stream: bool
+    ) -> None:
+        sdk = openai.AsyncOpenAI(
+            base_url="http://testserver/v1", api_key="unused", http_client=client, max_retries=0
+        )
+        upstream.script(
+            Reply(text="", tool_calls=(CALL,), finish_reason="tool_calls"),
+            Reply("Sunny, and the picture is red."),
+        )
+        image = {"type": "image_url", "image_url": {"url": "https://example.com/red.png"}}
+        asked: list[Any] = [
+            {"role": "user", "content": [{"type": "text", "text": "Weather in Paris?"}, image]}
+        ]
+
+        if stream:
+            chunks = await sdk.chat.completions.create(
+                model="claude-sonnet-4-6", messages=asked, tools=[WEATHER], stream=True
+            )
+            pieces = [c.choices[0].delta async for c in chunks if c.choices]
+            calls = [call for delta in pieces for call in delta.tool_calls or ()]
+            call_id = next(call.id for call in calls if call.id)
+            arguments = "".join(call.function.arguments or "" for call in calls if call.function)
+        else:
+            first = await sdk.chat.completions.create(
+                model="claude-sonnet-4-6", messages=asked, tools=[WEATHER]
+            )
+            [made] = first.choices[0].message.tool_calls or []
+            assert first.choices[0].finish_reason == "tool_calls"
+            call_id, arguments = made.id, made.function.arguments  # type: ignore[union-attr]
+        assert call_id == "call_weather_1"
+        assert json.loads(arguments) == {"city": "Paris"}
+        sent = upstream.requests[0].json
+        assert sent["tools"][0]["name"] == "get_weather"
+        assert sent["messages"][0]["content"][1] == {
+            "type": "image",
+            "source": {"type": "url", "url": "https://example.com/red.png"},
+        }
+
+        call = {
+            "id": call_id,
+            "type": "function",
+            "function": {"name": "get_weather", "arguments": arguments},
+        }
+        final = await sdk.chat.completions.create(
+            model="claude-sonnet-4-6",
+            tools=[WEATHER],
+            messages=[
+                *asked,
+                {"role": "assistant", "content": None, "tool_calls": [call]},
+                {"role": "tool", "tool_call_id": call_id, "content": "sunny"},
+            ],
+        )
+
+        assert final.choices[0].message.content == "Sunny, and the picture is red."
+        turns = upstream.requests[1].json["messages"]
+        assert [turn["role"] for turn in turns] == ["user", "assistant", "user"]
+        assert turns[1]["content"] == [
+            {"type": "tool_use", "id": call_id, "name": "get_weather", "input": {"city": "Paris"}}
+        ]
+        assert turns[2]["content"][0]["type"] == "tool_result"
+        assert turns[2]["content"][0]["tool_use_id"] == call_id
