@@ -28,7 +28,7 @@ from tests.fakes.providers import (
     StallingProvider,
     registry_with,
 )
-from tests.fakes.upstream import CutStream, FakeUpstream, StallMidStream
+from tests.fakes.upstream import CutStream, FakeUpstream, Stall, StallMidStream
 from tests.sse import EventStream, read_stream
 
 StartApp = Callable[..., Any]
@@ -327,4 +327,31 @@ class TestHeartbeat:
         assert kinds[:first_delta] == ["start"]
         assert kinds[first_delta + 1 : next_delta].count("ping") >= 2, kinds
         assert set(kinds[first_delta + 1 : next_delta]) == {"ping"}
+        assert stream.terminal.event == "done"
+
+    async def test_a_long_silence_before_the_first_token_starts_the_response_with_a_ping(
+        self,
+        start_app: StartApp,
+        make_settings: MakeSettings,
+        upstream: FakeUpstream,
+        event_log: dict[str, Any],
+    ) -> None:
+        # A model thinking for longer than a heartbeat: waiting on for its first token to
+        # choose the status would leave the connection silent past a proxy's read timeout.
+        settings = make_settings(
+            openai_api_key=upstream.api_key,
+            openai_base_url=f"{upstream.url}/v1",
+            stream_heartbeat_seconds=0.1,
+            **QUICK_SHUTDOWN,
+            **event_log,
+        )
+        client = await start_app(settings)
+        conversation = await create_conversation(client, provider="openai", model="gpt-4o")
+        upstream.script(Stall(seconds=0.6))
+
+        stream = await stream_turn(client, conversation["id"], "Think hard")
+
+        assert stream.status_code == 200
+        kinds = [frame.event or ",".join(frame.comments) for frame in stream.frames[1:]]
+        assert kinds[:2] == ["start", "ping"], kinds
         assert stream.terminal.event == "done"

@@ -159,14 +159,17 @@ async def opened(items: AsyncIterator[StreamItem]) -> AsyncIterator[StreamItem]:
     """`items` once the first event after `start` is known; if the reply failed before any
     text, its error is raised instead, so the client gets it as an HTTP status, not as 200.
 
-    Keep-alives while waiting are dropped (no response has started to keep alive); the wait
-    is bounded by the generation's own timeouts, and `items` is closed if it is interrupted.
+    A first keep-alive (the reply silent for a whole heartbeat: a model thinking at length)
+    ends the wait: the response starts with it, so no proxy between here and the client times
+    the request out, and a later failure is the stream's `error` event. `items` is closed if
+    the wait is interrupted.
     """
     held: list[StreamItem] = []
     try:
         async for item in items:
             if item.comment is not None:
-                continue
+                held.append(item)
+                break
             if item.event == "error":
                 data = json.loads(item.data or "{}")
                 raise ReportedFailure(data, str(data.get("message") or ""))
