@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.providers.anthropic_messages import to_anthropic_messages
+from app.providers.anthropic_requests import to_anthropic_messages
 from app.providers.base import ChatMessage, ChatRole
 
 
