@@ -2,6 +2,7 @@
 
 Pure functions of the request and of what to answer: no scripting, no I/O. The server in
 `tests.fakes.upstream` decides *what* to answer; these dialects say it as the services do.
+What the services refuse in a body is checked in `upstream_openai_checks`.
 """
 
 from __future__ import annotations
@@ -15,15 +16,13 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from tests.fakes.upstream_openai_checks import JsonObject, Rejection, openai_error, reject_body
+
 if TYPE_CHECKING:
     from tests.fakes.upstream import FakeToolCall, Reply
 
-JsonObject = dict[str, Any]
-Rejection = tuple[int, JsonObject]
 Headers = list[tuple[str, str]]
 
-ROLES = ("system", "developer", "user", "assistant", "tool", "function")
-PART_TYPES = ("text", "image_url", "input_audio", "refusal", "audio", "file")
 API_VERSION = re.compile(r"\d{4}-\d{2}-\d{2}(-preview)?")
 SAFE = {"filtered": False, "severity": "safe"}
 CONTENT_FILTER_RESULTS = {"hate": SAFE, "self_harm": SAFE, "sexual": SAFE, "violence": SAFE}
@@ -71,12 +70,6 @@ def mask_key(key: str) -> str:
     return f"{key[:5]}{'*' * (len(key) - 9)}{key[-4:]}"
 
 
-def openai_error(
-    message: str, error_type: str, code: str | None = None, param: str | None = None
-) -> JsonObject:
-    return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
-
-
 def _sse(payload: JsonObject | str) -> bytes:
     data = payload if isinstance(payload, str) else json.dumps(payload)
     return f"data: {data}\n\n".encode()
@@ -118,47 +111,7 @@ class OpenAIDialect:
                 "invalid_request_error",
                 "invalid_api_key",
             )
-        return self._reject_body(body, model_required=True)
-
-    def _reject_body(self, body: Any, *, model_required: bool) -> Rejection | None:
-        if not isinstance(body, dict):
-            return 400, openai_error(
-                "We could not parse the JSON body of your request. (HINT: This likely means "
-                "you aren't using your HTTP library correctly. The OpenAI API expects a JSON "
-                "payload, but what was sent was not valid JSON.",
-                "invalid_request_error",
-            )
-        if model_required and not body.get("model"):
-            return 400, openai_error("you must provide a model parameter", "invalid_request_error")
-        messages = body.get("messages")
-        if not isinstance(messages, list):
-            return 400, openai_error(
-                "Missing required parameter: 'messages'.",
-                "invalid_request_error",
-                "missing_required_parameter",
-                "messages",
-            )
-        if not messages:
-            return 400, openai_error(
-                "Invalid 'messages': empty array. Expected an array with minimum length 1, "
-                "but got an empty array instead.",
-                "invalid_request_error",
-                "empty_array",
-                "messages",
-            )
-        for index, message in enumerate(messages):
-            role = message.get("role") if isinstance(message, dict) else None
-            if role not in ROLES:
-                return 400, openai_error(
-                    f"Invalid value: '{role}'. Supported values are: 'system', 'assistant', "
-                    "'user', 'function', 'tool', and 'developer'.",
-                    "invalid_request_error",
-                    "invalid_value",
-                    f"messages[{index}].role",
-                )
-            if rejection := _reject_message(index, message):
-                return rejection
-        return _reject_tool_turns(messages) or _reject_tools(body)
+        return reject_body(body, model_required=True)
 
     def wants_stream(self, body: Any) -> bool:
         return bool(body.get("stream"))
@@ -325,139 +278,6 @@ def _words(text: str) -> list[str]:
     return re.findall(r"\s*\S+|\s+$", text)
 
 
-def _missing(param: str) -> Rejection:
-    return 400, openai_error(
-        f"Missing required parameter: '{param}'.",
-        "invalid_request_error",
-        "missing_required_parameter",
-        param,
-    )
-
-
-def _reject_message(index: int, message: JsonObject) -> Rejection | None:
-    """What OpenAI refuses in one message: a tool result without its call's id, a tool call
-    without id or function, content that is null where it may not be or a malformed part."""
-    role, content = message["role"], message.get("content")
-    if role == "tool" and not isinstance(message.get("tool_call_id"), str):
-        return 400, openai_error(
-            "Missing parameter 'tool_call_id': messages with role 'tool' must have a "
-            "'tool_call_id'.",
-            "invalid_request_error",
-            param=f"messages.[{index}].tool_call_id",
-        )
-    calls = message.get("tool_calls") if role == "assistant" else None
-    for number, call in enumerate(calls or ()):
-        where = f"messages[{index}].tool_calls[{number}]"
-        function = call.get("function") if isinstance(call, dict) else None
-        if not isinstance(call, dict) or not call.get("id"):
-            return _missing(f"{where}.id")
-        if not isinstance(function, dict):
-            return _missing(f"{where}.function")
-        for key in ("name", "arguments"):
-            if not isinstance(function.get(key), str):
-                return _missing(f"{where}.function.{key}")
-    if content is None and not calls:
-        if "content" not in message:
-            return _missing(f"messages[{index}].content")
-        return 400, openai_error(
-            "Invalid value for 'content': expected a string, got null.",
-            "invalid_request_error",
-            param=f"messages.[{index}].content",
-        )
-    if isinstance(content, list):
-        return _reject_parts(index, content)
-    return None
-
-
-def _reject_parts(index: int, parts: list[Any]) -> Rejection | None:
-    if not parts:
-        return 400, openai_error(
-            f"Invalid 'messages[{index}].content': empty array. Expected an array with minimum "
-            "length 1, but got an empty array instead.",
-            "invalid_request_error",
-            "empty_array",
-            f"messages[{index}].content",
-        )
-    for number, part in enumerate(parts):
-        where = f"messages[{index}].content[{number}]"
-        kind = part.get("type") if isinstance(part, dict) else None
-        if kind not in PART_TYPES:
-            return 400, openai_error(
-                f"Invalid value: '{kind}'. Supported values are: 'text', 'image_url', "
-                "'input_audio', 'refusal', 'audio', and 'file'.",
-                "invalid_request_error",
-                "invalid_value",
-                f"{where}.type",
-            )
-        if kind not in part:  # each part holds its payload under its type's name
-            return _missing(f"{where}.{kind}")
-        if kind == "image_url" and not (part["image_url"] or {}).get("url"):
-            return _missing(f"{where}.image_url.url")
-    return None
-
-
-def _reject_tool_turns(messages: list[JsonObject]) -> Rejection | None:
-    """OpenAI's pairing rule: an assistant's tool calls are answered, each by a tool message
-    right after it, and a tool message answers a call of the assistant message before it."""
-    unanswered: list[str] = []
-    asked_at = 0
-    for index, message in enumerate(messages):
-        if message["role"] == "tool":
-            if message["tool_call_id"] not in unanswered:
-                return 400, openai_error(
-                    "Invalid parameter: messages with role 'tool' must be a response to a "
-                    "preceeding message with 'tool_calls'.",
-                    "invalid_request_error",
-                    param=f"messages.[{index}].role",
-                )
-            unanswered.remove(message["tool_call_id"])
-            continue
-        if unanswered:
-            break
-        if message["role"] == "assistant" and message.get("tool_calls"):
-            unanswered = [call["id"] for call in message["tool_calls"]]
-            asked_at = index
-    if unanswered:
-        return 400, openai_error(
-            "An assistant message with 'tool_calls' must be followed by tool messages "
-            "responding to each 'tool_call_id'. The following tool_call_ids did not have "
-            f"response messages: {', '.join(unanswered)}",
-            "invalid_request_error",
-            param=f"messages.[{asked_at}].role",
-        )
-    return None
-
-
-def _reject_tools(body: JsonObject) -> Rejection | None:
-    """Tool definitions that are there and whole; tool options only beside them."""
-    tools = body.get("tools")
-    if isinstance(tools, list):
-        if not tools:
-            return 400, openai_error(
-                "Invalid 'tools': empty array. Expected an array with minimum length 1, but "
-                "got an empty array instead.",
-                "invalid_request_error",
-                "empty_array",
-                "tools",
-            )
-        for number, tool in enumerate(tools):
-            function = tool.get("function") if isinstance(tool, dict) else None
-            if not isinstance(function, dict):
-                return _missing(f"tools[{number}].function")
-            if not function.get("name"):
-                return _missing(f"tools[{number}].function.name")
-        return None
-    for option in ("tool_choice", "parallel_tool_calls"):
-        if body.get(option) is not None:
-            return 400, openai_error(
-                f"Invalid value for '{option}': '{option}' is only allowed when 'tools' are "
-                "specified.",
-                "invalid_request_error",
-                param=option,
-            )
-    return None
-
-
 def _includes_usage(body: Any) -> bool:
     options = body.get("stream_options")
     return isinstance(options, dict) and bool(options.get("include_usage"))
@@ -507,7 +327,7 @@ class AzureDialect(OpenAIDialect):
                     "and try again.",
                 }
             }
-        return self._reject_body(body, model_required=False)
+        return reject_body(body, model_required=False)
 
     def error(self, status: int, message: str | None, error_type: str | None) -> JsonObject:
         default = self._default_message(status)
