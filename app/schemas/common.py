@@ -44,36 +44,42 @@ def _storable(text: str) -> str:
 StorableText = Annotated[str, AfterValidator(_storable)]
 
 
-def _check_metadata(value: dict[str, Any]) -> dict[str, Any]:
-    keys = 0
+def storable_json(value: Any, *, what: str, max_depth: int, max_items: int, max_string: int) -> Any:
+    """`value` if the database can store it as JSON (no NUL or lone surrogate in any key or
+    string, finite numbers) within the limits given; a ValueError naming `what` else."""
+    items = 0
 
     def walk(node: Any, depth: int) -> None:
-        nonlocal keys
-        if depth > METADATA_MAX_DEPTH:
-            raise ValueError(f"metadata is nested deeper than {METADATA_MAX_DEPTH} levels")
-        if isinstance(node, dict):
-            keys += len(node)
-            if keys > METADATA_MAX_KEYS:
-                raise ValueError(f"metadata has more than {METADATA_MAX_KEYS} keys")
-            for key, item in node.items():
+        nonlocal items
+        if depth > max_depth:
+            raise ValueError(f"{what} is nested deeper than {max_depth} levels")
+        if isinstance(node, dict | list):
+            items += len(node)
+            if items > max_items:
+                raise ValueError(f"{what} has more than {max_items} keys and values")
+            for key in node if isinstance(node, dict) else ():
                 _storable(key)
-                walk(item, depth + 1)
-        elif isinstance(node, list):
-            keys += len(node)
-            if keys > METADATA_MAX_KEYS:
-                raise ValueError(f"metadata has more than {METADATA_MAX_KEYS} values")
-            for item in node:
+            for item in node.values() if isinstance(node, dict) else node:
                 walk(item, depth + 1)
         elif isinstance(node, str):
-            if len(node) > METADATA_MAX_STRING:
-                raise ValueError(
-                    f"metadata strings are limited to {METADATA_MAX_STRING} characters"
-                )
+            if len(node) > max_string:
+                raise ValueError(f"{what} strings are limited to {max_string} characters")
             _storable(node)
         elif isinstance(node, float) and not math.isfinite(node):
-            raise ValueError("metadata numbers must be finite")
+            raise ValueError(f"{what} numbers must be finite")
 
     walk(value, 1)
+    return value
+
+
+def _check_metadata(value: dict[str, Any]) -> dict[str, Any]:
+    storable_json(
+        value,
+        what="metadata",
+        max_depth=METADATA_MAX_DEPTH,
+        max_items=METADATA_MAX_KEYS,
+        max_string=METADATA_MAX_STRING,
+    )
     return value
 
 

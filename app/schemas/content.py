@@ -18,7 +18,7 @@ from pydantic import (
     model_validator,
 )
 
-from app.schemas.common import StorableText
+from app.schemas.common import StorableText, storable_json
 
 MAX_MESSAGE_CHARS = 100_000
 MAX_PARTS = 100
@@ -28,12 +28,27 @@ MAX_TOOL_CALLS = 128
 _DATA_URL = re.compile(r"data:(?P<media_type>[\w.+-]+/[\w.+-]+);base64,(?P<data>.*)", re.DOTALL)
 _FUNCTION_NAME = r"^[a-zA-Z0-9_-]{1,64}$"
 
-JsonObject = dict[str, Any]
+
+def _storable_json(value: Any) -> Any:
+    return storable_json(
+        value, what="a JSON value", max_depth=64, max_items=10_000, max_string=MAX_MESSAGE_CHARS
+    )
+
+
+# A client's JSON document (a tool's parameters schema, a response format's schema): stored
+# and sent as is, so only what the database can store (no NUL, finite numbers) is taken.
+JsonObject = Annotated[dict[str, Any], AfterValidator(_storable_json)]
 
 
 class _Shape(BaseModel):
     # Strict about what is known; what a newer client adds is kept and sent on as it came.
     model_config = ConfigDict(extra="allow")
+
+    @model_validator(mode="after")
+    def _storable_extras(self) -> _Shape:
+        if self.model_extra:
+            _storable_json(self.model_extra)
+        return self
 
 
 def media_type_of(url: str) -> str | None:
@@ -68,7 +83,7 @@ class TextPart(_Shape):
 
 
 class ImageURL(_Shape):
-    url: Annotated[str, Field(min_length=1), AfterValidator(_image_url)]
+    url: Annotated[StorableText, Field(min_length=1), AfterValidator(_image_url)]
     detail: Literal["auto", "low", "high"] | None = None
 
 
@@ -78,7 +93,9 @@ class ImagePart(_Shape):
 
 
 class FileData(_Shape):
-    file_data: Annotated[str, AfterValidator(lambda v: _checked_data_url(v, ""))] | None = None
+    file_data: (
+        Annotated[StorableText, AfterValidator(lambda v: _checked_data_url(v, ""))] | None
+    ) = None
     file_id: Annotated[StorableText, Field(max_length=255)] | None = None
     filename: Annotated[StorableText, Field(max_length=255)] | None = None
 

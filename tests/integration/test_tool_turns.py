@@ -190,6 +190,22 @@ class TestToolRoundTrip:
         assert response.status_code == 422, response.text
         assert await stored_messages(client, conversation["id"]) == []
 
+    async def test_tool_schemas_the_database_cannot_store_are_refused(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        nul = {"type": "function", "function": {"name": "f", "parameters": {"d": "a\u0000b"}}}
+        response = await client.post("/api/v1/conversations", json={"tools": [nul]})
+        assert response.status_code == 422, response.text
+        nan = b'{"tools": [{"type": "function", "function": {"name": "f", "parameters": '
+        nan += b'{"x": NaN}}}]}'
+        response = await client.post(
+            "/api/v1/conversations", content=nan, headers={"content-type": "application/json"}
+        )
+        assert response.status_code == 422, response.text
+        extra = {"type": "function", "function": {"name": "f"}, "x-note": "\u0000"}
+        response = await client.post("/api/v1/conversations", json={"tools": [extra]})
+        assert response.status_code == 422, response.text
+
     async def test_a_conversations_tools_can_be_changed_and_cleared(
         self, client: httpx.AsyncClient
     ) -> None:
