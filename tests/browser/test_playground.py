@@ -1,10 +1,15 @@
-"""The playground in a real Chromium against a real server: stream, resume after reload, vote."""
+"""The playground in a real Chromium against a real server: stream, resume after reload, vote,
+attach images, call tools and answer them."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import re
+import struct
 import time
+import zlib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -150,6 +155,48 @@ async def create_conversation(page: Page, title: str) -> str:
     return conversation_id
 
 
+def tiny_png(width: int = 8, height: int = 6) -> bytes:
+    """A valid RGB PNG of one colour, built by hand (no imaging library needed)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        checksum = struct.pack(">I", zlib.crc32(kind + data))
+        return struct.pack(">I", len(data)) + kind + data + checksum
+
+    rows = b"".join(b"\x00" + b"\xd0\x40\x30" * width for _ in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+
+
+WEATHER_TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "The weather in a city now",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}},
+                "required": ["city"],
+            },
+        },
+    }
+]
+
+
+async def save_tools(page: Page, text: str) -> None:
+    """Types `text` into the conversation's "Tools (JSON)" setting and saves it."""
+    settings = page.locator("#conversation-settings")
+    if await settings.get_attribute("open") is None:
+        await settings.get_by_text("Conversation settings").click()
+    await page.get_by_label("Tools (JSON)").fill(text)
+    await page.get_by_role("button", name="Save tools").click()
+
+
 async def api_get(server: LiveServer, path: str) -> Any:
     async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as http:
         response = await http.get(path)
@@ -255,6 +302,202 @@ class TestPlayground:
         await expect(alert).to_contain_text("conversation_not_found")
         await expect(page.get_by_role("textbox", name="Message")).to_have_value("Anyone there?")
         await expect(page.locator(".message")).to_have_count(0)
+
+
+class TestPlaygroundImages:
+    async def test_an_attached_image_is_previewed_sent_beside_the_text_and_shown_as_a_thumbnail(
+        self, page: Page, playground_server: LiveServer, tmp_path: Path
+    ) -> None:
+        conversation_id = await create_conversation(page, "Pictures")
+        png = tiny_png()
+        image = tmp_path / "dot.png"
+        image.write_bytes(png)
+
+        await page.locator("#image-input").set_input_files(image)
+        await expect(page.get_by_role("img", name="Image to send")).to_be_visible()
+        await page.get_by_role("textbox", name="Message").fill("What is in this picture?")
+        await page.get_by_role("button", name="Send").click()
+
+        reply = page.locator(".message.assistant").last
+        await expect(reply).to_have_attribute("data-status", "completed", timeout=15_000)
+        await expect(reply.locator(".content")).to_contain_text("I see 1 image")
+        await expect(page.locator("#attachment")).to_be_hidden()
+        stored = await api_get(playground_server, f"/api/v1/conversations/{conversation_id}")
+        question = stored["messages"][0]
+        data_url = "data:image/png;base64," + base64.b64encode(png).decode()
+        assert question["content"] == "What is in this picture?"
+        assert question["parts"] == [
+            {"type": "text", "text": "What is in this picture?"},
+            {"type": "image_url", "image_url": {"url": data_url, "detail": "auto"}},
+        ]
+        # The history's thumbnail, loaded (the page's CSP allows data: images).
+        await expect(page.locator("#conversation-messages")).to_have_text("2")
+        thumbnail = page.locator(".message.user").get_by_role("img", name="Attached image 1")
+        await expect(thumbnail).to_be_visible()
+        await expect(thumbnail).to_have_attribute("src", data_url)
+        assert await thumbnail.evaluate("img => img.complete && img.naturalWidth") == 8
+
+    async def test_an_image_too_big_for_a_request_is_refused_before_sending(
+        self, page: Page, tmp_path: Path
+    ) -> None:
+        await create_conversation(page, "Too big")
+        image = tmp_path / "big.png"
+        image.write_bytes(tiny_png() + bytes(800 * 1024))
+
+        await page.locator("#image-input").set_input_files(image)
+
+        await expect(page.get_by_role("alert")).to_contain_text("images up to 700 KiB")
+        await expect(page.locator("#attachment")).to_be_hidden()
+
+
+class TestPlaygroundTools:
+    async def test_the_tools_setting_refuses_bad_json_and_shows_the_servers_422(
+        self, page: Page, playground_server: LiveServer
+    ) -> None:
+        conversation_id = await create_conversation(page, "Tool settings")
+        error = page.locator("#tools-error")
+
+        await save_tools(page, '[{"type": "function"')
+        await expect(error).to_contain_text("not valid JSON")
+        await save_tools(page, '{"type": "function"}')
+        await expect(error).to_contain_text("must be a JSON array")
+        await save_tools(page, '[{"type": "function", "function": {"name": "get weather"}}]')
+        await expect(error).to_contain_text("tools.0.function.name")
+        await expect(page.get_by_label("Tools (JSON)")).to_have_attribute("aria-invalid", "true")
+        stored = await api_get(playground_server, f"/api/v1/conversations/{conversation_id}")
+        assert stored["tools"] is None
+
+        await save_tools(page, json.dumps(WEATHER_TOOLS))
+        await expect(page.locator("#tools-status")).to_have_text("Saved: 1 tool.")
+        await expect(error).to_be_hidden()
+        stored = await api_get(playground_server, f"/api/v1/conversations/{conversation_id}")
+        assert stored["tools"] == WEATHER_TOOLS
+        await page.reload()
+        await expect(page.locator("body")).to_have_attribute("data-ready", "true")
+        shown = await page.get_by_label("Tools (JSON)").input_value()
+        assert json.loads(shown) == WEATHER_TOOLS
+
+    async def test_a_tool_call_renders_and_its_typed_result_gets_the_final_reply(
+        self, page: Page, playground_server: LiveServer
+    ) -> None:
+        conversation_id = await create_conversation(page, "Weather")
+        await save_tools(page, json.dumps(WEATHER_TOOLS))
+        await expect(page.locator("#tools-status")).to_have_text("Saved: 1 tool.")
+
+        await page.get_by_role("textbox", name="Message").fill("get_weather for city: Paris")
+        await page.get_by_role("button", name="Send").click()
+        calling = page.locator(".message.assistant").last
+        await expect(calling).to_have_attribute("data-status", "completed", timeout=15_000)
+        stored = await api_get(playground_server, f"/api/v1/conversations/{conversation_id}")
+        stored_call = stored["messages"][-1]
+        assert stored_call["finish_reason"] == "tool_calls"
+        [call] = stored_call["tool_calls"]
+        call_view = calling.locator(".tool-call")
+        await expect(call_view).to_have_count(1)
+        await expect(call_view).to_have_attribute("data-tool-call-id", call["id"])
+        await expect(call_view.locator(".tool-name")).to_have_text("get_weather")
+        await expect(call_view.locator(".tool-arguments")).to_have_text(
+            json.dumps({"city": "Paris"}, indent=2)
+        )
+
+        await calling.get_by_label("Result of get_weather").fill("Sunny, 21 °C")
+        await calling.get_by_role("button", name="Send results").click()
+
+        await expect(page.locator(".message.assistant")).to_have_count(2)
+        final = page.locator(".message.assistant").last
+        await expect(final).to_have_attribute("data-status", "completed", timeout=15_000)
+        await expect(final.locator(".content")).to_have_text(
+            "The tool get_weather returned: Sunny, 21 °C."
+        )
+        result = page.locator(".message.tool")
+        await expect(result).to_have_count(1)
+        await expect(result.locator(".tool-answer")).to_have_text(
+            f"Result of get_weather ({call['id']})"
+        )
+        await expect(result.locator(".content")).to_have_text("Sunny, 21 °C")
+        await expect(page.locator(".tool-results")).to_have_count(0)
+        await expect(page.locator("#conversation-messages")).to_have_text("4")
+        stored = await api_get(playground_server, f"/api/v1/conversations/{conversation_id}")
+        assert [(m["role"], m["tool_call_id"]) for m in stored["messages"]] == [
+            ("user", None),
+            ("assistant", None),
+            ("tool", call["id"]),
+            ("assistant", None),
+        ]
+
+    async def test_a_tool_calls_arguments_render_piece_by_piece_while_the_reply_streams(
+        self, page: Page
+    ) -> None:
+        await create_conversation(page, "Live call")
+        await save_tools(page, json.dumps(WEATHER_TOOLS))
+        await expect(page.locator("#tools-status")).to_have_text("Saved: 1 tool.")
+        # Every state of the reply's call block, as the DOM changes.
+        await page.evaluate(
+            """() => {
+              window.callStates = [];
+              new MutationObserver(() => {
+                const reply = [...document.querySelectorAll(".message.assistant")].at(-1);
+                const call = reply && reply.querySelector(".tool-call");
+                if (!call) return;
+                window.callStates.push([
+                  reply.dataset.status,
+                  call.querySelector(".tool-name").textContent,
+                  call.querySelector(".tool-arguments").textContent,
+                ]);
+              }).observe(document.getElementById("messages"),
+                         { subtree: true, childList: true, characterData: true });
+            }"""
+        )
+
+        await page.get_by_role("textbox", name="Message").fill("get_weather for city: Paris")
+        await page.get_by_role("button", name="Send").click()
+        reply = page.locator(".message.assistant").last
+        await expect(reply).to_have_attribute("data-status", "completed", timeout=15_000)
+
+        states: list[list[str]] = await page.evaluate("window.callStates")
+        whole = json.dumps({"city": "Paris"})
+        pretty = json.dumps({"city": "Paris"}, indent=2)  # shown once the JSON is whole
+        streaming = [(name, args) for status, name, args in states if status == "in_progress"]
+        assert streaming, states
+        assert {name for name, _ in streaming} == {"get_weather"}
+        partial = [args for _, args in streaming if args not in ("", whole, pretty)]
+        assert partial, f"no arguments were seen before they were whole: {states!r}"
+        assert all(whole.startswith(args) for args in partial), states
+        await expect(reply.locator(".tool-arguments")).to_have_text(pretty)
+
+    async def test_a_replys_reasoning_shows_collapsed_and_opens(
+        self, page: Page, playground_server: LiveServer
+    ) -> None:
+        conversation_id = await create_conversation(page, "Thinking")
+        await page.get_by_role("textbox", name="Message").fill("Hello there")
+        await page.get_by_role("button", name="Send").click()
+        reply = page.locator(".message.assistant").last
+        await expect(reply).to_have_attribute("data-status", "completed", timeout=15_000)
+        await expect(reply.locator(".reasoning")).to_be_hidden()
+
+        # The mock reasons only when asked, which /api/v1 turns do not: the stored reply
+        # is given reasoning on its way to the page.
+        async def with_reasoning(route: Any) -> None:
+            response = await route.fetch()
+            body = await response.json()
+            body["messages"][-1]["reasoning"] = "The user greets me.\nGreet back."
+            body["messages"][-1]["reasoning_tokens"] = 7
+            await route.fulfill(response=response, json=body)
+
+        await page.route(re.compile(rf".*/api/v1/conversations/{conversation_id}$"), with_reasoning)
+        await page.reload()
+        await expect(page.locator("body")).to_have_attribute("data-ready", "true")
+        reasoning = page.locator(".message.assistant").last.locator(".reasoning")
+        await expect(reasoning).to_be_visible()
+        await expect(reasoning).not_to_have_attribute("open", "")
+        await expect(reasoning.locator(".reasoning-text")).to_be_hidden()
+        await reasoning.get_by_text("Reasoning", exact=True).click()
+        await expect(reasoning.locator(".reasoning-text")).to_have_text(
+            "The user greets me.\nGreet back."
+        )
+        await expect(page.locator(".message.assistant").last.locator(".usage")).to_contain_text(
+            "7 reasoning"
+        )
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,9 @@ const TOKEN_KEY = "chat-api.playground.token";
 const MAX_EMPTY_RECONNECTS = 3;
 // With a token, how long to wait before reopening a dropped stream with a new ticket.
 const RECONNECT_DELAY_MS = 1000;
+// The server takes 1 MiB bodies by default and base64 makes an image a third larger: this
+// much image leaves room for the text beside it.
+const MAX_IMAGE_BYTES = 700 * 1024;
 
 const $ = (id) => document.getElementById(id);
 
@@ -17,6 +20,8 @@ const state = {
   busy: false, // a reply is streaming into the selected conversation
   abort: null, // AbortController of a POST stream
   source: null, // EventSource attached to a running reply
+  attachment: null, // { url, name }: the image the next message carries, as a data URL
+  toolsEdited: false, // the tools textarea holds an unsaved draft: a refresh keeps it
 };
 
 // ---------------------------------------------------------------- HTTP
@@ -291,6 +296,7 @@ function renderEmpty() {
   $("conversation-title").textContent = "Pick or create a conversation";
   $("conversation-model").textContent = "";
   $("messages").replaceChildren();
+  $("conversation-settings").hidden = true;
   renderTotals({ message_count: 0, total_tokens: 0, total_cost_usd: 0 });
   setBusy(false);
 }
@@ -306,7 +312,10 @@ function renderConversation(conversation, feedbackItems) {
   const model = [conversation.provider, conversation.model].filter(Boolean).join(" / ");
   $("conversation-model").textContent = model ? `Model: ${model}` : "Model: service default";
   renderTotals(conversation);
+  showTools(conversation);
+  toolCallNames.clear();
   $("messages").replaceChildren(...conversation.messages.map(messageView));
+  offerToolResults(conversation.messages);
   // Feedback is listed newest first: the first vote seen for a message is its current one.
   const voted = new Set();
   for (const item of feedbackItems) {
@@ -337,10 +346,15 @@ function showMessage(element, message) {
   if (message.id) element.dataset.messageId = message.id;
   element.querySelector(".content").textContent = message.content;
   setStatus(element, message.status);
+  showAttachments(element, message.parts);
+  showReasoning(element, message.reasoning);
+  showToolCalls(element, message.tool_calls);
+  if (message.role === "tool") showToolAnswer(element, message.tool_call_id);
   if (message.role !== "assistant") return;
   const parts = [];
   if (message.status !== "in_progress") {
-    parts.push(`${message.total_tokens} tokens (${message.prompt_tokens} in / ${message.completion_tokens} out)`);
+    const reasoned = message.reasoning_tokens ? `, ${message.reasoning_tokens} reasoning` : "";
+    parts.push(`${message.total_tokens} tokens (${message.prompt_tokens} in / ${message.completion_tokens} out${reasoned})`);
     parts.push(message.cost_usd === null ? "cost unknown" : usd(message.cost_usd));
   }
   if (message.model) parts.push([message.provider, message.model].filter(Boolean).join("/"));
@@ -392,15 +406,210 @@ async function vote(element, type) {
   }
 }
 
+// ---------------------------------------------------------------- reasoning, images, tool calls
+
+// The names of the calls shown so far, by id: a tool result says which call it answers.
+const toolCallNames = new Map();
+// A streaming reply's calls, assembled from its `tool_call` pieces (index → id, name, arguments).
+const liveCalls = new WeakMap();
+
+function showReasoning(element, text) {
+  const block = element.querySelector(".reasoning");
+  block.querySelector(".reasoning-text").textContent = text || "";
+  block.hidden = !text;
+}
+
+function appendReasoning(element, text) {
+  const block = element.querySelector(".reasoning");
+  block.querySelector(".reasoning-text").append(text);
+  block.hidden = false;
+}
+
+// Thumbnails of a message's images (data URLs; the page's CSP loads no other image), links to
+// the images it names by URL, and the names of its files.
+function showAttachments(element, parts) {
+  const views = [];
+  let images = 0;
+  for (const part of parts || []) {
+    if (part.type === "image_url") {
+      images += 1;
+      const url = String((part.image_url && part.image_url.url) || "");
+      if (url.startsWith("data:image/")) {
+        const image = document.createElement("img");
+        image.className = "thumbnail";
+        image.src = url;
+        image.alt = `Attached image ${images}`;
+        views.push(image);
+      } else if (/^https?:\/\//i.test(url)) {
+        const link = document.createElement("a");
+        link.className = "image-link";
+        link.href = url;
+        link.target = "_blank";
+        link.rel = "noopener noreferrer";
+        link.textContent = `Image ${images}: ${url}`;
+        views.push(link);
+      }
+    } else if (part.type === "file") {
+      const file = part.file || {};
+      const name = document.createElement("span");
+      name.className = "file-name";
+      name.textContent = `File: ${file.filename || file.file_id || "attached"}`;
+      views.push(name);
+    }
+  }
+  const box = element.querySelector(".attachments");
+  box.replaceChildren(...views);
+  box.hidden = views.length === 0;
+}
+
+function showToolCalls(element, calls) {
+  const box = element.querySelector(".tool-calls");
+  box.replaceChildren(
+    ...(calls || []).map((call) => {
+      const fn = call.function || {};
+      if (call.id && fn.name) toolCallNames.set(call.id, fn.name);
+      return toolCallView(document.createElement("details"), call.id, fn.name, fn.arguments);
+    }),
+  );
+  box.hidden = box.childElementCount === 0;
+}
+
+// One `tool_call` event: the first piece of a call names it, the rest extend its arguments.
+function addToolCallPiece(element, piece) {
+  const calls = liveCalls.get(element) || [];
+  liveCalls.set(element, calls);
+  const call = calls[piece.index] || { id: "", name: "", arguments: "" };
+  calls[piece.index] = call;
+  if (piece.id) call.id = piece.id;
+  if (piece.name) call.name = piece.name;
+  call.arguments += piece.arguments || "";
+  const box = element.querySelector(".tool-calls");
+  let block = box.querySelector(`.tool-call[data-index="${Number(piece.index)}"]`);
+  if (!block) {
+    block = document.createElement("details");
+    block.dataset.index = String(Number(piece.index));
+    box.append(block);
+  }
+  toolCallView(block, call.id, call.name, call.arguments);
+  box.hidden = false;
+}
+
+// Fills a call's block: its name and id as the summary, its arguments as indented JSON (as
+// written while they are not whole JSON yet).
+function toolCallView(block, id, name, args) {
+  block.className = "tool-call";
+  if (!block.dataset.filled) block.open = true;
+  block.dataset.filled = "true";
+  if (id) block.dataset.toolCallId = id;
+  const summary = document.createElement("summary");
+  const nameView = document.createElement("code");
+  nameView.className = "tool-name";
+  nameView.textContent = name || "…";
+  summary.append("Tool call ", nameView);
+  if (id) {
+    const idView = document.createElement("span");
+    idView.className = "tool-call-id";
+    idView.textContent = id;
+    summary.append(" ", idView);
+  }
+  const argsView = document.createElement("pre");
+  argsView.className = "tool-arguments";
+  argsView.textContent = prettyJson(args || "");
+  block.replaceChildren(summary, argsView);
+  return block;
+}
+
+function prettyJson(text) {
+  try {
+    return JSON.stringify(JSON.parse(text), null, 2);
+  } catch {
+    return text;
+  }
+}
+
+function showToolAnswer(element, callId) {
+  const answer = element.querySelector(".tool-answer");
+  const name = toolCallNames.get(callId);
+  answer.textContent = name ? `Result of ${name} (${callId})` : `Result of call ${callId || "?"}`;
+  answer.hidden = false;
+}
+
+// When the latest reply ended by calling tools, the next turn must answer every call: a form
+// under that reply takes a result for each, and an optional follow-up message.
+function offerToolResults(messages) {
+  const last = messages[messages.length - 1];
+  if (!last || last.role !== "assistant" || last.status !== "completed") return;
+  if (last.finish_reason !== "tool_calls" || !(last.tool_calls || []).length) return;
+  const element = messageElement(last.id);
+  if (element) element.insertBefore(toolResultsForm(last.tool_calls), element.querySelector(".meta"));
+}
+
+function toolResultsForm(calls) {
+  const form = document.createElement("form");
+  form.className = "tool-results";
+  form.setAttribute("aria-label", "Tool results");
+  const intro = document.createElement("p");
+  intro.className = "muted";
+  intro.textContent = "The reply called tools: give each call its result.";
+  form.append(intro);
+  calls.forEach((call, position) => {
+    const fieldId = `tool-result-${position}`;
+    const label = document.createElement("label");
+    label.htmlFor = fieldId;
+    label.textContent = `Result of ${(call.function && call.function.name) || "call"} (${call.id})`;
+    const input = document.createElement("textarea");
+    input.id = fieldId;
+    input.rows = 2;
+    input.spellcheck = false;
+    input.className = "tool-result-input";
+    input.dataset.toolCallId = call.id;
+    form.append(label, input);
+  });
+  const followLabel = document.createElement("label");
+  followLabel.htmlFor = "tool-follow-up";
+  followLabel.textContent = "Follow-up message (optional)";
+  const followUp = document.createElement("textarea");
+  followUp.id = "tool-follow-up";
+  followUp.rows = 1;
+  followUp.className = "tool-follow-up";
+  const send = document.createElement("button");
+  send.type = "submit";
+  send.textContent = "Send results";
+  send.disabled = state.busy;
+  form.append(followLabel, followUp, send);
+  form.addEventListener("submit", (event) => sendToolResults(event, form));
+  return form;
+}
+
+async function sendToolResults(event, form) {
+  event.preventDefault();
+  if (!state.conversationId || state.busy) return;
+  const results = [...form.querySelectorAll(".tool-result-input")].map((input) => ({
+    tool_call_id: input.dataset.toolCallId,
+    content: input.value,
+  }));
+  const text = form.querySelector(".tool-follow-up").value;
+  const body = { tool_results: results };
+  const said = results.map((result) => ({ role: "tool", status: "completed", ...result }));
+  if (text.trim()) {
+    body.content = text;
+    said.push({ role: "user", content: text, status: "completed" });
+  }
+  form.hidden = true;
+  await sendTurn(body, said, () => {
+    form.hidden = false;
+  });
+}
+
 // ---------------------------------------------------------------- streaming
 
 // Applies one SSE event to a reply's element; true when the reply has ended.
 function applyEvent(element, type, data) {
   switch (type) {
     case "start":
-      // Every stream read from its beginning opens with `start`: the text is rebuilt from here.
+      // Every stream read from its beginning opens with `start`: the reply is rebuilt from here.
       element.dataset.messageId = data.message_id;
-      element.querySelector(".content").textContent = "";
+      liveCalls.delete(element);
       showMessage(element, {
         role: "assistant",
         content: "",
@@ -413,7 +622,16 @@ function applyEvent(element, type, data) {
       element.querySelector(".content").append(data.content);
       scrollToEnd(false);
       return false;
+    case "reasoning":
+      appendReasoning(element, data.content);
+      scrollToEnd(false);
+      return false;
+    case "tool_call":
+      addToolCallPiece(element, data);
+      scrollToEnd(false);
+      return false;
     case "done":
+      liveCalls.delete(element);
       showMessage(element, data.message);
       return true;
     case "error":
@@ -429,7 +647,11 @@ function setBusy(busy) {
   state.busy = busy;
   const ready = Boolean(state.conversationId) && !busy;
   $("message-input").disabled = !state.conversationId;
+  $("attach").disabled = !state.conversationId;
   $("send").disabled = !ready;
+  for (const button of document.querySelectorAll(".tool-results button[type='submit']")) {
+    button.disabled = !ready;
+  }
 }
 
 function detachStreams() {
@@ -442,13 +664,32 @@ function detachStreams() {
 async function sendMessage(event) {
   event.preventDefault();
   const input = $("message-input");
-  const content = input.value;
+  const text = input.value;
+  const image = state.attachment;
+  if ((!text.trim() && !image) || !state.conversationId || state.busy) return;
+  let content = text;
+  let parts = null;
+  if (image) {
+    parts = [{ type: "image_url", image_url: { url: image.url, detail: "auto" } }];
+    if (text.trim()) parts.unshift({ type: "text", text });
+    content = parts;
+  }
+  input.value = "";
+  clearAttachment();
+  await sendTurn({ content }, [{ role: "user", content: text, parts, status: "completed" }], () => {
+    input.value = text;
+    if (image) setAttachment(image);
+  });
+}
+
+// Posts a turn and streams its reply in. `said` is what the turn adds before the reply, shown
+// at once; if the turn is refused before its reply starts, it goes and `restore` puts the
+// drafts back.
+async function sendTurn(body, said, restore) {
   const conversationId = state.conversationId;
-  if (!content.trim() || !conversationId || state.busy) return;
   hideError();
   setBusy(true);
-  input.value = "";
-  const question = appendMessage({ role: "user", content, status: "completed" });
+  const shown = said.map(appendMessage);
   const reply = appendMessage({ role: "assistant", content: "", status: "in_progress" });
   const abort = new AbortController();
   state.abort = abort;
@@ -458,7 +699,7 @@ async function sendMessage(event) {
     const response = await fetch(`${API}/conversations/${conversationId}/messages`, {
       method: "POST",
       headers: requestHeaders({ "Content-Type": "application/json", Accept: "text/event-stream" }),
-      body: JSON.stringify({ content, stream: true }),
+      body: JSON.stringify({ ...body, stream: true }),
       signal: abort.signal,
     });
     if (!response.ok) throw await problemOf(response);
@@ -470,9 +711,9 @@ async function sendMessage(event) {
   } catch (error) {
     if (abort.signal.aborted) return; // the user moved to another conversation
     if (!started) {
-      question.remove();
+      for (const element of shown) element.remove();
       reply.remove();
-      input.value = content;
+      restore();
       showError(error);
       setBusy(false);
       return;
@@ -549,10 +790,108 @@ async function attach(conversationId, reply) {
     const query = params.toString();
     source = new EventSource(`${API}/conversations/${conversationId}/stream${query ? `?${query}` : ""}`);
     state.source = source;
-    for (const type of ["start", "delta", "done"]) source.addEventListener(type, relay(type));
+    for (const type of ["start", "delta", "reasoning", "tool_call", "done"]) {
+      source.addEventListener(type, relay(type));
+    }
     source.addEventListener("error", onError);
   };
   await open();
+}
+
+// ---------------------------------------------------------------- image attachment
+
+function kib(bytes) {
+  return bytes >= 1024 * 1024 ? `${(bytes / 1024 / 1024).toFixed(1)} MiB` : `${Math.ceil(bytes / 1024)} KiB`;
+}
+
+// Reads the chosen image as a data URL for the next message; refuses what a request can't hold.
+function chooseImage() {
+  const input = $("image-input");
+  const file = input.files && input.files[0];
+  input.value = ""; // choosing the same file again still fires `change`
+  if (!file) return;
+  hideError();
+  if (!file.type.startsWith("image/")) {
+    showError(`${file.name} is not an image.`);
+    return;
+  }
+  if (file.size > MAX_IMAGE_BYTES) {
+    showError(
+      `The image is ${kib(file.size)}: images up to ${kib(MAX_IMAGE_BYTES)} can be sent ` +
+        "(a request holds 1 MiB, and an image grows by a third in it).",
+    );
+    return;
+  }
+  const reader = new FileReader();
+  reader.addEventListener("load", () => setAttachment({ url: reader.result, name: file.name }));
+  reader.addEventListener("error", () => showError(`${file.name} could not be read.`));
+  reader.readAsDataURL(file);
+}
+
+function setAttachment(image) {
+  state.attachment = image;
+  $("attachment-preview").src = image.url;
+  $("attachment-name").textContent = image.name;
+  $("attachment").hidden = false;
+}
+
+function clearAttachment() {
+  state.attachment = null;
+  $("attachment").hidden = true;
+  $("attachment-preview").removeAttribute("src");
+  $("attachment-name").textContent = "";
+}
+
+// ---------------------------------------------------------------- conversation tools
+
+// The conversation's default tools as editable JSON; an unsaved draft survives refreshes.
+function showTools(conversation) {
+  $("conversation-settings").hidden = false;
+  if (state.toolsEdited && $("tools-form").dataset.conversationId === conversation.id) return;
+  $("tools-form").dataset.conversationId = conversation.id;
+  $("tools-input").value = conversation.tools ? JSON.stringify(conversation.tools, null, 2) : "";
+  state.toolsEdited = false;
+  showToolsProblem(null);
+  $("tools-status").textContent = "";
+}
+
+function showToolsProblem(text) {
+  $("tools-error").textContent = text || "";
+  $("tools-error").hidden = !text;
+  $("tools-input").setAttribute("aria-invalid", String(Boolean(text)));
+}
+
+async function saveTools(event) {
+  event.preventDefault();
+  const id = state.conversationId;
+  if (!id) return;
+  const text = $("tools-input").value.trim();
+  let tools = null; // empty: the conversation offers no tools
+  if (text) {
+    try {
+      tools = JSON.parse(text);
+    } catch (error) {
+      showToolsProblem(`Tools are not valid JSON: ${error.message}`);
+      return;
+    }
+    if (!Array.isArray(tools)) {
+      showToolsProblem('Tools must be a JSON array of {"type": "function", "function": {...}} objects.');
+      return;
+    }
+  }
+  showToolsProblem(null);
+  $("tools-status").textContent = "Saving…";
+  try {
+    const conversation = await api("PATCH", `/conversations/${id}`, { tools });
+    if (state.conversationId !== id) return;
+    state.toolsEdited = false;
+    showTools(conversation);
+    const count = (conversation.tools || []).length;
+    $("tools-status").textContent = `Saved: ${count} tool${count === 1 ? "" : "s"}.`;
+  } catch (error) {
+    $("tools-status").textContent = "";
+    showToolsProblem(describeError(error));
+  }
 }
 
 // ---------------------------------------------------------------- start-up
@@ -568,6 +907,14 @@ function saveToken(event) {
 async function start() {
   $("new-conversation").addEventListener("submit", createConversation);
   $("composer").addEventListener("submit", sendMessage);
+  $("attach").addEventListener("click", () => $("image-input").click());
+  $("image-input").addEventListener("change", chooseImage);
+  $("attachment-remove").addEventListener("click", clearAttachment);
+  $("tools-form").addEventListener("submit", saveTools);
+  $("tools-input").addEventListener("input", () => {
+    state.toolsEdited = true;
+    $("tools-status").textContent = "";
+  });
   $("auth-form").addEventListener("submit", saveToken);
   $("error-dismiss").addEventListener("click", hideError);
   $("usage-panel").addEventListener("toggle", () => {
