@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -13,15 +14,17 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Column, MetaData, String, inspect, text
+from sqlalchemy import Column, MetaData, String, inspect, select, text
 from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Session
 
 from alembic import command
 from app.core.config import Settings
 from app.db.base import NAMING_CONVENTION
 from app.db.migrations import PROJECT_ROOT, alembic_config
-from app.db.models import Base
+from app.db.models import Base, Message
 from app.db.session import create_engine
+from app.schemas.messages import MessageRead
 from tests.databases import postgres_database
 
 APP_TABLES = {"conversations", "messages", "feedback"}
@@ -147,3 +150,67 @@ class TestMigrations:
         assert await on_database(empty_database_url, drift_from(Base.metadata)) == []
         revision = await on_database(empty_database_url, stored_revision)
         assert revision == head_revision(empty_database_url)
+
+
+def insert_text_only_exchange(connection: Connection) -> None:
+    """A conversation as 0007 stored it: a user message and a reply, text only."""
+    connection.execute(
+        text(
+            "INSERT INTO conversations (id, user_id, metadata, message_count, total_tokens,"
+            " total_cost_usd, created_at, updated_at) VALUES (:id, 'u1', '{}', 2, 5, 0.5,"
+            " CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+        ),
+        {"id": OLD_CONVERSATION.hex if connection.dialect.name == "sqlite" else OLD_CONVERSATION},
+    )
+    for position, (role, content) in enumerate([("user", "Hi 👋"), ("assistant", "Hello.")]):
+        message_id = uuid.UUID(int=position + 1)
+        connection.execute(
+            text(
+                "INSERT INTO messages (id, conversation_id, role, content, status, metadata,"
+                " prompt_tokens, completion_tokens, cached_tokens, total_tokens,"
+                " cache_write_tokens, cost_usd, created_at) VALUES (:id, :conversation, :role,"
+                " :content, 'completed', '{}', 0, 0, 0, 0, 0, 0, CURRENT_TIMESTAMP)"
+            ),
+            {
+                "id": message_id.hex if connection.dialect.name == "sqlite" else message_id,
+                "conversation": (
+                    OLD_CONVERSATION.hex
+                    if connection.dialect.name == "sqlite"
+                    else OLD_CONVERSATION
+                ),
+                "role": role,
+                "content": content,
+            },
+        )
+    connection.commit()
+
+
+OLD_CONVERSATION = uuid.UUID("0192f5b0-0000-7000-8000-0000000000aa")
+
+
+class TestMessagesBeyondText:
+    async def test_messages_stored_before_0008_read_back_as_text_only_messages(
+        self, empty_database_url: str
+    ) -> None:
+        await alembic("upgrade", empty_database_url, "0007")
+        await on_database(empty_database_url, insert_text_only_exchange)
+
+        await alembic("upgrade", empty_database_url, "head")
+
+        def read(connection: Connection) -> list[Any]:
+            with Session(connection) as session:
+                rows = session.scalars(select(Message).order_by(Message.id)).all()
+                return [MessageRead.model_validate(row).model_dump() for row in rows]
+
+        messages = await on_database(empty_database_url, read)
+        assert [(m["role"], m["content"]) for m in messages] == [
+            ("user", "Hi 👋"),
+            ("assistant", "Hello."),
+        ]
+        for message in messages:
+            assert (message["parts"], message["tool_calls"], message["tool_call_id"]) == (
+                None,
+                None,
+                None,
+            )
+            assert (message["reasoning"], message["reasoning_tokens"]) == (None, 0)
