@@ -12,7 +12,17 @@ ASSETS = Path(__file__).resolve().parent.parent / "static" / "playground"
 # The only files served, by name: nothing else under the directory can be reached.
 _MEDIA_TYPES = {
     "playground.css": "text/css; charset=utf-8",
+    # ES modules: playground.js starts the page and imports the others.
     "playground.js": "text/javascript; charset=utf-8",
+    "api.js": "text/javascript; charset=utf-8",
+    "page.js": "text/javascript; charset=utf-8",
+    "conversations.js": "text/javascript; charset=utf-8",
+    "messages.js": "text/javascript; charset=utf-8",
+    "tool-calls.js": "text/javascript; charset=utf-8",
+    "composer.js": "text/javascript; charset=utf-8",
+    "streaming.js": "text/javascript; charset=utf-8",
+    "settings.js": "text/javascript; charset=utf-8",
+    "usage.js": "text/javascript; charset=utf-8",
 }
 # Scripts and styles from this origin only, no inline code: data reaches the page as text.
 _PAGE_HEADERS = {
