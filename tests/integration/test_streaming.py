@@ -299,14 +299,15 @@ class TestUpstreamFailureMidStream:
 
 
 class TestHeartbeat:
-    async def test_pings_are_sent_while_the_provider_is_silent(
+    @pytest.fixture
+    async def client(
         self,
         start_app: StartApp,
         make_settings: MakeSettings,
         upstream: FakeUpstream,
         event_log: dict[str, Any],
-    ) -> None:
-        # Silence after the first token: before it, no response has started to keep alive.
+    ) -> httpx.AsyncClient:
+        """OpenAI against the fake upstream, with a heartbeat every 0.1 s."""
         settings = make_settings(
             openai_api_key=upstream.api_key,
             openai_base_url=f"{upstream.url}/v1",
@@ -314,7 +315,13 @@ class TestHeartbeat:
             **QUICK_SHUTDOWN,
             **event_log,
         )
-        client = await start_app(settings)
+        started: httpx.AsyncClient = await start_app(settings)
+        return started
+
+    async def test_pings_are_sent_while_the_provider_is_silent(
+        self, client: httpx.AsyncClient, upstream: FakeUpstream
+    ) -> None:
+        # Silence after the first token.
         conversation = await create_conversation(client, provider="openai", model="gpt-4o")
         upstream.script(StallMidStream(after_chunks=1, seconds=1.0, text="Take your time."))
 
@@ -330,22 +337,10 @@ class TestHeartbeat:
         assert stream.terminal.event == "done"
 
     async def test_a_long_silence_before_the_first_token_starts_the_response_with_a_ping(
-        self,
-        start_app: StartApp,
-        make_settings: MakeSettings,
-        upstream: FakeUpstream,
-        event_log: dict[str, Any],
+        self, client: httpx.AsyncClient, upstream: FakeUpstream
     ) -> None:
         # A model thinking for longer than a heartbeat: waiting on for its first token to
         # choose the status would leave the connection silent past a proxy's read timeout.
-        settings = make_settings(
-            openai_api_key=upstream.api_key,
-            openai_base_url=f"{upstream.url}/v1",
-            stream_heartbeat_seconds=0.1,
-            **QUICK_SHUTDOWN,
-            **event_log,
-        )
-        client = await start_app(settings)
         conversation = await create_conversation(client, provider="openai", model="gpt-4o")
         upstream.script(Stall(seconds=0.6))
 
