@@ -6,10 +6,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install run migrate test test-slow lint format docs docs-build bench bench-skeleton bench-turns bench-streams bench-pool clean
 
-$(STAMP): requirements.txt requirements-dev.txt
+$(STAMP): requirements.txt requirements-dev.txt requirements-clients.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.txt -r requirements-dev.txt
+	$(BIN)/python -m pip install --quiet --no-deps -r requirements-clients.txt
 	touch $(STAMP)
 
 ## install: create .venv and install pinned dependencies

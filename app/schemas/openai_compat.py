@@ -187,6 +187,16 @@ class CompletionUsage(BaseModel):
 OpenAIFinishReason = Literal["stop", "length", "content_filter", "tool_calls"]
 
 
+def _is_none(value: object) -> bool:
+    return value is None
+
+
+def omitted_when_null() -> Any:
+    """A response field OpenAI leaves out when it has no value: its schema types it as an
+    array or a string, never null, so `null` would fail clients that validate."""
+    return Field(default=None, exclude_if=_is_none)
+
+
 class FunctionCallOut(BaseModel):
     name: str
     arguments: str
@@ -203,9 +213,9 @@ class AssistantMessage(BaseModel):
     # Null when the reply is only tool calls, as OpenAI sends it.
     content: str | None
     refusal: str | None = None
-    tool_calls: list[ToolCallOut] | None = None
+    tool_calls: list[ToolCallOut] | None = omitted_when_null()
     # A reasoning server's visible thinking (vLLM, DeepSeek: `reasoning_content`).
-    reasoning_content: str | None = None
+    reasoning_content: str | None = omitted_when_null()
 
 
 class Choice(BaseModel):
@@ -224,8 +234,8 @@ class ChatCompletion(BaseModel):
     model: str
     choices: list[Choice]
     usage: CompletionUsage
-    system_fingerprint: str | None = None
-    service_tier: str | None = None
+    system_fingerprint: str | None = omitted_when_null()
+    service_tier: str | None = omitted_when_null()
 
 
 class ChunkFunctionCall(BaseModel):
@@ -263,7 +273,7 @@ class ChatCompletionChunk(BaseModel):
     model: str
     choices: list[ChunkChoice]
     usage: CompletionUsage | None = None
-    system_fingerprint: str | None = None
+    system_fingerprint: str | None = omitted_when_null()
 
 
 class OpenAIModel(BaseModel):

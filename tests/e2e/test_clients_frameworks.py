@@ -14,26 +14,18 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any, Literal
 
 import pytest
+from langchain_core.exceptions import OutputParserException
+from langchain_core.messages import AIMessageChunk, HumanMessage
+from langchain_core.tools import tool
+from langchain_openai import ChatOpenAI
 from pydantic import BaseModel
+from pydantic_ai import Agent, NativeOutput, ToolOutput
+from pydantic_ai.models.openai import OpenAIChatModel
+from pydantic_ai.providers.openai import OpenAIProvider
 
 from tests.e2e.conftest import LiveServer, start_server, stop_server
 from tests.e2e.test_clients_openai import assert_openai_shaped, calls_of, read_back
 from tests.openai_schema.traffic import Recorder
-
-try:
-    from langchain_core.exceptions import OutputParserException
-    from langchain_core.messages import AIMessageChunk, HumanMessage
-    from langchain_core.tools import tool
-    from langchain_openai import ChatOpenAI
-    from pydantic_ai import Agent, NativeOutput, ToolOutput
-    from pydantic_ai.models.openai import OpenAIChatModel
-    from pydantic_ai.providers.openai import OpenAIProvider
-except ImportError as missing:  # pragma: no cover
-    # Not in requirements-dev.txt yet: their pins clash with requirements.txt's.
-    pytest.skip(
-        f"langchain-openai and pydantic-ai-slim[openai] are not installed: {missing}",
-        allow_module_level=True,
-    )
 
 QUESTION = "What is the get_weather in city: Paris?"
 
