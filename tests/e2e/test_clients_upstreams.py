@@ -1,8 +1,9 @@
-"""openai-python against `python -m app` answered by real provider wires: the fake OpenAI and
-Anthropic upstreams on loopback, scripted with tool calls. A tool round trip, parallel
-streamed calls, `.parse()` and an image reach each provider in its own shape, come back in
-OpenAI's (every body and chunk valid under the pinned schema), and are stored and charged
-exactly as the provider reported them.
+"""openai-python, LangChain and pydantic-ai against `python -m app` answered by real
+provider wires: the fake OpenAI and Anthropic upstreams on loopback, scripted with tool calls.
+A tool round trip, parallel streamed calls, `.parse()`, an image, bound tools and an agent's
+tool and output type reach each provider in its own shape, come back in OpenAI's (every body
+and chunk valid under the pinned schema), and are stored and charged exactly as the provider
+reported them.
 """
 
 from __future__ import annotations
@@ -14,6 +15,12 @@ from typing import Any
 
 import openai
 import pytest
+from langchain_core.messages import HumanMessage
+from langchain_core.tools import tool
+from langchain_openai import ChatOpenAI
+from pydantic_ai import Agent
+from pydantic_ai.models.openai import OpenAIChatModel
+from pydantic_ai.providers.openai import OpenAIProvider
 
 from tests.e2e.conftest import LiveServer, start_server, stop_server
 from tests.e2e.test_clients_openai import (
@@ -31,6 +38,12 @@ from tests.openai_schema.traffic import Recorder
 MODELS = ["gpt-4o", "claude-sonnet-4-6"]
 PARIS = FakeToolCall("get_weather", '{"city": "Paris"}')
 LIMA_TIME = FakeToolCall("get_time", '{"city": "Lima"}')
+
+
+@tool
+def get_weather(city: str) -> str:
+    """The weather now in a city."""
+    return f"Sunny in {city}"
 
 
 @pytest.fixture(scope="module")
@@ -232,5 +245,85 @@ class TestThroughTheProviders:
         assert conversation_id is not None
         stored = await read_back(server, conversation_id)
         assert stored.messages[0]["parts"] == parts
+        stored.assert_charged_exactly()
+        assert_openai_shaped(recorder)
+
+
+@pytest.mark.parametrize("model", MODELS)
+class TestFrameworksThroughTheProviders:
+    async def test_langchain_bound_tools_round_trip(
+        self,
+        server: LiveServer,
+        fake: FakeUpstream,
+        recorder: Recorder,
+        clean_database: None,
+        model: str,
+    ) -> None:
+        chat = ChatOpenAI(
+            model=model,
+            base_url=f"{server.base_url}/v1",
+            api_key="not-checked",
+            max_retries=0,
+            http_async_client=recorder.client(),
+        ).bind_tools([get_weather])
+        fake.script(
+            Reply("", tool_calls=(PARIS,), finish_reason="tool_calls"),
+            Reply("Sunny in Paris, 21 C."),
+        )
+        asked = [HumanMessage("What is the weather in Paris?")]
+
+        call = await chat.ainvoke(asked)
+        [tool_call] = call.tool_calls
+        result = await get_weather.ainvoke(tool_call)
+        answer = await chat.ainvoke([*asked, call, result])
+
+        assert (tool_call["name"], tool_call["args"]) == ("get_weather", {"city": "Paris"})
+        assert answer.content == "Sunny in Paris, 21 C."
+        _, last_id = recorder.conversation_ids()
+        stored = await read_back(server, last_id)
+        assert stored.roles == ["user", "assistant", "tool", "assistant"]
+        assert stored.messages[2]["tool_call_id"] == tool_call["id"]
+        stored.assert_charged_exactly()
+        assert_openai_shaped(recorder)
+
+    async def test_a_pydantic_ai_agent_calls_its_tool_and_returns_its_output_type(
+        self,
+        server: LiveServer,
+        fake: FakeUpstream,
+        recorder: Recorder,
+        clean_database: None,
+        model: str,
+    ) -> None:
+        provider = OpenAIProvider(
+            base_url=f"{server.base_url}/v1", api_key="not-checked", http_client=recorder.client()
+        )
+        agent = Agent(OpenAIChatModel(model, provider=provider), output_type=Forecast)
+        cities: list[str] = []
+
+        @agent.tool_plain
+        def get_weather(city: str) -> str:
+            """The weather now in a city."""
+            cities.append(city)
+            return "sunny, 21 C"
+
+        forecast = Forecast(city="Paris", temperature_c=21, conditions="sunny", hourly_c=[21.0])
+        fake.script(
+            Reply("", tool_calls=(PARIS,), finish_reason="tool_calls"),
+            # pydantic-ai's structured output is a call of its `final_result` tool.
+            Reply(
+                "",
+                tool_calls=(FakeToolCall("final_result", forecast.model_dump_json()),),
+                finish_reason="tool_calls",
+            ),
+        )
+
+        result = await agent.run("Forecast for Paris, checking the weather first.")
+
+        assert cities == ["Paris"]
+        assert result.output == forecast
+        _, last_id = recorder.conversation_ids()
+        stored = await read_back(server, last_id)
+        assert stored.roles == ["user", "assistant", "tool", "assistant"]
+        assert calls_of(stored.messages[3]["tool_calls"])[0][1] == "final_result"
         stored.assert_charged_exactly()
         assert_openai_shaped(recorder)
