@@ -23,15 +23,14 @@ from app.repositories.turns import TurnRepo
 from app.repositories.usage import month_of
 from app.services.limits.idempotency import ResponseRecorder
 from app.services.turns.request_options import TurnOptions
+from app.services.turns.turn_messages import redacted_request, stored_message
 from app.services.turns.turns import (
     OpenTurn,
     StartedGeneration,
     TurnContext,
     claim_after_read,
     guarded_claim,
-    redacted_request,
     refuse_over_budget,
-    stored_message,
 )
 
 

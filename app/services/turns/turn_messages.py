@@ -1,0 +1,157 @@
+"""What a turn stores and what it sends: the client's tool results, message and parts as
+rows, what the reply may do (tools, their choice, a response format) checked against the
+provider, stored messages as the provider sees them, and the provider's copy with personal
+data masked."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+from app.core.redaction import redact
+from app.db.base import utcnow
+from app.db.models import Message, MessageRole, MessageStatus
+from app.providers.base import ChatMessage, ChatRequest
+from app.providers.options import option_support_of
+from app.providers.registry import ModelChoice
+from app.repositories.messages import prompt_message
+from app.schemas.content import stored_parts, text_of, tools_of, wire
+from app.schemas.messages import MessageCreate
+from app.services.turns.request_options import (
+    InvalidChatRequest,
+    refuse_tool_settings_without_tools,
+)
+
+
+def check_tool_results(body: MessageCreate, history: Sequence[ChatMessage]) -> None:
+    """A reply that called tools is answered by a result for each call, and results answer
+    only those calls, each once: anything else is a 422 naming `tool_results` (every
+    provider refuses a prompt whose calls and results do not pair up)."""
+    last = history[-1] if history else None
+    asked = [call.id for call in last.tool_calls] if last and last.role == "assistant" else []
+    seen: set[str] = set()
+    for position, result in enumerate(body.tool_results):
+        if result.tool_call_id not in asked or result.tool_call_id in seen:
+            raise InvalidChatRequest(
+                f"tool_results.{position}.tool_call_id",
+                "answers no tool call of the conversation's last reply"
+                if result.tool_call_id not in asked
+                else "answers a tool call another result already answers",
+            )
+        seen.add(result.tool_call_id)
+    if unanswered := [call_id for call_id in asked if call_id not in seen]:
+        raise InvalidChatRequest(
+            "tool_results",
+            f"the last reply called tools: send a result for each ({', '.join(unanswered)})",
+        )
+
+
+def reply_options(
+    choice: ModelChoice, body: MessageCreate, default_tools: list[Any] | None
+) -> dict[str, Any]:
+    """What a turn asks of its reply beyond text (tools, their choice, a response format),
+    under OpenAI's names; a 422 naming the first one `choice`'s provider cannot honour."""
+    options: dict[str, Any] = {}
+    tools = tools_of(body.tools) if body.tools is not None else default_tools
+    if tools:
+        options["tools"] = tools
+    if body.tool_choice is not None:
+        options["tool_choice"] = (
+            body.tool_choice if isinstance(body.tool_choice, str) else wire(body.tool_choice)
+        )
+    if body.parallel_tool_calls is not None:
+        options["parallel_tool_calls"] = body.parallel_tool_calls
+    if body.response_format is not None and body.response_format.type != "text":
+        options["response_format"] = wire(body.response_format)
+    if not options:
+        return options
+    refuse_tool_settings_without_tools(options)
+    refused = option_support_of(choice.provider).first_refused(options, ())
+    if refused is not None:
+        raise InvalidChatRequest(
+            refused, f"the {choice.provider.name!r} provider does not support {refused}"
+        )
+    return options
+
+
+def turn_messages(
+    conversation_id: UUID, body: MessageCreate, choice: ModelChoice, owner: UUID | None
+) -> list[Message]:
+    """What a turn stores before calling the model: the tool results it carries, the user's
+    message (if any) and the in-progress reply, in that order."""
+    now = utcnow()
+    said = [ChatMessage("tool", r.content, tool_call_id=r.tool_call_id) for r in body.tool_results]
+    if body.content is not None:
+        parts = stored_parts(body.content)
+        said.append(ChatMessage("user", text_of(body.content), parts=tuple(parts or ())))
+    # Distinct times keep the order: history is read by (created_at, id).
+    stored = [
+        stored_message(message, now + timedelta(microseconds=position))
+        for position, message in enumerate(said)
+    ]
+    stored[-1].metadata_ = body.metadata  # the turn's metadata goes with what the user said
+    reply = Message(
+        conversation_id=conversation_id,
+        role=MessageRole.ASSISTANT,
+        content="",
+        status=MessageStatus.IN_PROGRESS,
+        provider=choice.provider.name,
+        model=choice.model,
+        metadata_={},
+        # 0 until charged (what the column default stored anyway): setting the same columns
+        # as the user's message lets both go in one INSERT.
+        cost_usd=Decimal(0),
+        created_at=now + timedelta(microseconds=len(said)),
+        generation_owner=owner,
+    )
+    for message in stored:
+        message.conversation_id = conversation_id
+    return [*stored, reply]
+
+
+def stored_message(message: ChatMessage, created_at: datetime) -> Message:
+    """A message the client sent, as stored (completed, free): its parts, calls and call id
+    only when it has them."""
+    return Message(
+        role=MessageRole(message.role),
+        content=message.content,
+        parts=list(message.parts) if message.parts else None,
+        tool_calls=[call.as_openai() for call in message.tool_calls] or None,
+        tool_call_id=message.tool_call_id,
+        status=MessageStatus.COMPLETED,
+        metadata_={},
+        cost_usd=Decimal(0),
+        created_at=created_at,
+    )
+
+
+def prompt_message_of(message: Message) -> ChatMessage:
+    """A stored message as the provider sees it."""
+    return prompt_message(
+        message.role, message.content, message.parts, message.tool_calls, message.tool_call_id
+    )
+
+
+def redacted_request(request: ChatRequest) -> ChatRequest:
+    """The request with personal data and keys masked; the stored messages keep the original."""
+    return replace(
+        request,
+        messages=tuple(_redacted(message) for message in request.messages),
+        system_prompt=None if request.system_prompt is None else redact(request.system_prompt),
+    )
+
+
+def _redacted(message: ChatMessage) -> ChatMessage:
+    """Its text masked wherever it travels: `content`, text parts, tool-call arguments."""
+    if not message.parts and not message.tool_calls:
+        return replace(message, content=redact(message.content))
+    parts = tuple(
+        {**part, "text": redact(str(part.get("text", "")))} if part.get("type") == "text" else part
+        for part in message.parts
+    )
+    calls = tuple(replace(call, arguments=redact(call.arguments)) for call in message.tool_calls)
+    return replace(message, content=redact(message.content), parts=parts, tool_calls=calls)
