@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_asyn
 from app.db.base import utcnow
 from app.db.driver import statements
 from app.db.models import Message, MessageStatus
+from app.providers.base import TextDelta
 from app.repositories.turns import TurnRepo
 from app.services.turns.generated_text import Generation
 from app.services.turns.partial_text import PartialTextSaver
@@ -29,6 +30,16 @@ from tests.factories import create_conversation
 from tests.integration.test_turn_claims import turn_messages
 
 StateOf = Callable[[httpx.AsyncClient], dict[str, Any]]
+
+
+def generation_of(*pieces: str) -> Generation:
+    """A generation that has produced `pieces` of text so far."""
+    generation = Generation()
+    for piece in pieces:
+        generation.add(TextDelta(piece))
+    return generation
+
+
 Sessions = async_sessionmaker[AsyncSession]
 
 
@@ -79,8 +90,9 @@ class TestPartialTextSaver:
         generations = {reply_id: Generation() for reply_id in (grew, silent, ended)}
         for reply_id, generation in generations.items():
             saver.track(reply_id, generation)
-        generations[grew].parts += ["Once ", "upon 🙂 ", "'; DROP TABLE messages; --"]
-        generations[ended].parts += ["Once"]
+        for piece in ["Once ", "upon 🙂 ", "'; DROP TABLE messages; --"]:
+            generations[grew].add(TextDelta(piece))
+        generations[ended].add(TextDelta("Once"))
 
         saved = await saver.save_now()
 
@@ -98,7 +110,7 @@ class TestPartialTextSaver:
         sessions: Sessions = state_of(client)["sessionmaker"]
         (reply_id,) = await running_replies(client, sessions, 1)
         saver = PartialTextSaver(sessions, interval_s=60)
-        generation = Generation(parts=["Once"])
+        generation = generation_of("Once")
         saver.track(reply_id, generation)
         saver.forget(reply_id)
 
@@ -138,7 +150,7 @@ class TestPartialTextSaver:
             "postgresql+asyncpg://postgres@127.0.0.1:1/gone", connect_args={"timeout": 1}
         )
         saver = PartialTextSaver(async_sessionmaker(engine), interval_s=60)
-        saver.track(uuid4(), Generation(parts=["Once ", "upon"]))
+        saver.track(uuid4(), generation_of("Once ", "upon"))
         try:
             with pytest.raises(OSError, match="(?i)connect"):
                 await saver.save_now()
