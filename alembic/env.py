@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
+from sqlalchemy import event
 from sqlalchemy.engine import Connection
 
 from alembic import context
@@ -32,9 +34,21 @@ def _run(connection: Connection) -> None:
         context.run_migrations()
 
 
+def _foreign_keys_off(dbapi_connection: Any, _record: Any) -> None:
+    """Batch mode rebuilds a SQLite table by dropping the old one: with foreign keys on, the
+    drop cascades (a rebuilt `messages` took every feedback row with it). Off on migration
+    connections, set at connect, after the app's own listener turned them on and before any
+    transaction (SQLite ignores the pragma inside one)."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=OFF")
+    cursor.close()
+
+
 async def _run_online() -> None:
     settings = Settings(database_url=_database_url())
     engine = create_engine(settings)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine.sync_engine, "connect", _foreign_keys_off)
     async with engine.connect() as connection:
         await connection.run_sync(_run)
         await connection.commit()

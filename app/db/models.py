@@ -68,6 +68,17 @@ class Conversation(IdMixin, CreatedAtMixin, Base):
     system_prompt: Mapped[str | None] = mapped_column(Text)
     # Tools (OpenAI's `tools` items) offered to the model on every turn that names none.
     tools: Mapped[list[Any] | None] = mapped_column(JSONDocument)
+    # Generation settings every turn uses unless it names its own.
+    temperature: Mapped[float | None]
+    top_p: Mapped[float | None]
+    max_tokens: Mapped[int | None]
+    # Who named it: "user" (never overwritten), "generated" (TITLE_MODEL), "first_message"
+    # (/v1's first user message); null when untitled.
+    title_source: Mapped[str | None] = mapped_column(String(16))
+    # The message the conversation continues from: the end of the branch shown and extended.
+    active_leaf_id: Mapped[uuid.UUID | None]
+    archived: Mapped[bool] = mapped_column(default=False, server_default=false())
+    pinned: Mapped[bool] = mapped_column(default=False, server_default=false())
     message_count: Mapped[int] = mapped_column(default=0, server_default=text("0"))
     # BIGINT: a long-lived conversation can pass 2^31 tokens in total.
     total_tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
@@ -97,6 +108,10 @@ class Message(IdMixin, CreatedAtMixin, Base):
     conversation_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("conversations.id", ondelete="CASCADE")
     )
+    # The message this one follows (null: a first message): messages form a tree whose
+    # branches are edits and regenerations. No foreign key: a parent is always inserted
+    # before or with its child, in the same conversation, and goes with it.
+    parent_id: Mapped[uuid.UUID | None]
     role: Mapped[MessageRole] = mapped_column(constrained(MessageRole, "message_role"))
     content: Mapped[str] = mapped_column(Text, default="")
     # The whole content when it is more than text (images, files), as OpenAI's content parts;
@@ -157,6 +172,8 @@ class Message(IdMixin, CreatedAtMixin, Base):
     __table_args__ = (
         # History: a conversation's messages in order, keyset on (created_at, id).
         Index("ix_messages_conversation_id_created_at_id", "conversation_id", "created_at", "id"),
+        # A message's siblings: the other children of its parent.
+        Index("ix_messages_conversation_id_parent_id", "conversation_id", "parent_id"),
         CheckConstraint(
             "prompt_tokens >= 0 AND completion_tokens >= 0 AND cached_tokens >= 0"
             " AND total_tokens >= 0",

@@ -40,6 +40,15 @@ class MessageRepo:
             )
         ).one_or_none()
 
+    async def links(self, conversation_id: UUID) -> list[tuple[UUID, UUID | None]]:
+        """Every message's (id, parent id), oldest first: the conversation's tree."""
+        rows = await self.session.execute(
+            select(Message.id, Message.parent_id)
+            .where(Message.conversation_id == conversation_id)
+            .order_by(Message.created_at, Message.id)
+        )
+        return [(message_id, parent_id) for message_id, parent_id in rows]
+
     async def all_in_order(self, conversation_id: UUID) -> Sequence[Message]:
         statement = self.in_conversation(conversation_id).order_by(Message.created_at, Message.id)
         return (await self.session.scalars(statement)).all()

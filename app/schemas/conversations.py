@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
-from pydantic import Field
+from pydantic import Field, StrictBool, model_validator
 
 from app.schemas.common import (
     Metadata,
@@ -19,7 +19,7 @@ from app.schemas.common import (
     UserId,
 )
 from app.schemas.content import Tools
-from app.schemas.messages import MessageRead
+from app.schemas.messages import MessageRead, ReplyTokens, Temperature, TopP
 
 Title = Annotated[StorableText, Field(max_length=500)]
 SystemPrompt = Annotated[StorableText, Field(max_length=100_000)]
@@ -33,6 +33,11 @@ class ConversationCreate(RequestBody):
     system_prompt: SystemPrompt | None = None
     # Offered to the model on every turn that names no `tools` of its own.
     tools: Tools | None = None
+    # Used by every turn that does not set its own.
+    temperature: Temperature | None = None
+    top_p: TopP | None = None
+    max_tokens: ReplyTokens | None = None
+    pinned: StrictBool = False
     user_id: UserId | None = None
 
 
@@ -45,6 +50,21 @@ class ConversationUpdate(RequestBody):
     model: ModelName | None = None
     system_prompt: SystemPrompt | None = None
     tools: Tools | None = None
+    temperature: Temperature | None = None
+    top_p: TopP | None = None
+    max_tokens: ReplyTokens | None = None
+    archived: StrictBool | None = None
+    pinned: StrictBool | None = None
+    # Switch branches: the conversation continues from this message (a message that has
+    # replies below it moves to the newest message of its branch).
+    active_leaf_id: UUID | None = None
+
+    @model_validator(mode="after")
+    def _flags_and_leaf_not_cleared(self) -> ConversationUpdate:
+        for name in ("archived", "pinned", "active_leaf_id"):
+            if name in self.model_fields_set and getattr(self, name) is None:
+                raise ValueError(f"`{name}` cannot be null")
+        return self
 
 
 class ConversationRead(Schema):
@@ -56,6 +76,14 @@ class ConversationRead(Schema):
     model: str | None
     system_prompt: str | None
     tools: list[dict[str, Any]] | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = None
+    # "user" when the user named it (never overwritten), "generated", or "first_message".
+    title_source: str | None = None
+    archived: bool = False
+    pinned: bool = False
+    active_leaf_id: UUID | None = None
     message_count: int
     total_tokens: int
     total_cost_usd: Money

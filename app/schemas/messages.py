@@ -38,6 +38,13 @@ from app.schemas.content import (
 MAX_REPLY_TOKENS = 128_000
 
 
+# Generation settings, as a turn or a conversation gives them. Strict: JSON `true` or `"1"`
+# is a wrong type (422), not a silently coerced 1.
+Temperature = Annotated[StrictFloat | StrictInt, Field(ge=0, le=2, allow_inf_nan=False)]
+TopP = Annotated[StrictFloat | StrictInt, Field(ge=0, le=1, allow_inf_nan=False)]
+ReplyTokens = Annotated[StrictInt, Field(ge=1, le=MAX_REPLY_TOKENS)]
+
+
 class ToolResult(RequestBody):
     """The result of one of the previous reply's tool calls, sent back with the next turn."""
 
@@ -72,8 +79,12 @@ class MessageCreate(RequestBody):
     provider: ProviderName | None = None
     model: ModelName | None = None
     # Strict: JSON `true` or `"1"` is a wrong type (422), not a silently coerced 1.
-    temperature: Annotated[StrictFloat, Field(ge=0, le=2, allow_inf_nan=False)] | None = None
-    max_tokens: Annotated[StrictInt, Field(ge=1, le=MAX_REPLY_TOKENS)] | None = None
+    temperature: Temperature | None = None
+    top_p: TopP | None = None
+    max_tokens: ReplyTokens | None = None
+    # The message the user's message follows: another branch beside the message that
+    # followed it (an edit); `null` starts a new first message. Left out: the active leaf.
+    parent_id: UUID | None = None
     stream: StrictBool = False
     # Opt-in exact-match reply cache; honoured only with `temperature: 0`
     # (docs/api/limits-and-caching.md).
@@ -100,6 +111,8 @@ class ReplyPricing(Schema):
 class MessageRead(Schema):
     id: UUID
     conversation_id: UUID
+    # The message this one follows (null for a first message); see `sibling_ids`.
+    parent_id: UUID | None = None
     role: MessageRole
     content: str
     # The whole content when it is more than text (images, files), as OpenAI's parts.

@@ -22,7 +22,7 @@ from alembic import command
 from app.core.config import Settings
 from app.db.base import NAMING_CONVENTION
 from app.db.migrations import PROJECT_ROOT, alembic_config
-from app.db.models import Base, Message
+from app.db.models import Base, Conversation, Message
 from app.db.session import create_engine
 from app.schemas.messages import MessageRead
 from tests.databases import postgres_database
@@ -182,14 +182,34 @@ def insert_text_only_exchange(connection: Connection) -> None:
                 "content": content,
             },
         )
+    ids = {"conversation": OLD_CONVERSATION, "message": uuid.UUID(int=2)}
+    if connection.dialect.name == "sqlite":
+        ids = {name: value.hex for name, value in ids.items()}  # type: ignore[misc]
+    connection.execute(
+        text(
+            "INSERT INTO feedback (id, conversation_id, message_id, type, created_at)"
+            " VALUES (:id, :conversation, :message, 'thumbs_up', CURRENT_TIMESTAMP)"
+        ),
+        {
+            "id": uuid.UUID(int=9).hex if connection.dialect.name == "sqlite" else uuid.UUID(int=9),
+            **ids,
+        },
+    )
     connection.commit()
+
+
+def counts(connection: Connection) -> dict[str, int]:
+    return {
+        table: connection.execute(text(f"SELECT count(*) FROM {table}")).scalar_one()
+        for table in ("conversations", "messages", "feedback")
+    }
 
 
 OLD_CONVERSATION = uuid.UUID("0192f5b0-0000-7000-8000-0000000000aa")
 
 
 class TestMessagesBeyondText:
-    async def test_messages_stored_before_0008_read_back_as_text_only_messages(
+    async def test_messages_stored_before_0008_read_back_as_text_only_messages_and_lose_nothing(
         self, empty_database_url: str
     ) -> None:
         await alembic("upgrade", empty_database_url, "0007")
@@ -203,6 +223,24 @@ class TestMessagesBeyondText:
                 return [MessageRead.model_validate(row).model_dump() for row in rows]
 
         messages = await on_database(empty_database_url, read)
+
+        def tree(connection: Connection) -> tuple[list[Any], Any]:
+            with Session(connection) as session:
+                rows = session.scalars(select(Message).order_by(Message.id)).all()
+                leaf = session.scalar(select(Conversation.active_leaf_id))
+                return [(row.id, row.parent_id) for row in rows], leaf
+
+        # 0009: a linear history became one path, its newest message the leaf.
+        (first, no_parent), (second, parent) = (await on_database(empty_database_url, tree))[0]
+        assert (no_parent, parent) == (None, first)
+        assert (await on_database(empty_database_url, tree))[1] == second
+        # SQLite rebuilds tables in batch mode: with foreign keys on, dropping the old
+        # `messages` cascaded to the feedback on them.
+        assert await on_database(empty_database_url, counts) == {
+            "conversations": 1,
+            "messages": 2,
+            "feedback": 1,
+        }
         assert [(m["role"], m["content"]) for m in messages] == [
             ("user", "Hi 👋"),
             ("assistant", "Hello."),

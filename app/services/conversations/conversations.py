@@ -17,6 +17,7 @@ from app.repositories.conversations import ConversationRepo, insert_conversation
 from app.repositories.messages import MessageRepo
 from app.schemas.content import tools_of
 from app.schemas.conversations import ConversationCreate, ConversationUpdate
+from app.services.conversations.branches import Tree
 
 
 async def get_owned(
@@ -50,6 +51,11 @@ async def create(
         model=body.model,
         system_prompt=body.system_prompt,
         tools=tools_of(body.tools) or None,
+        temperature=body.temperature,
+        top_p=body.top_p,
+        max_tokens=body.max_tokens,
+        pinned=body.pinned,
+        title_source=None if body.title is None else "user",
         created_at=now,
         updated_at=now,
     )
@@ -92,6 +98,11 @@ async def update(
         conversation.metadata_ = changes.pop("metadata") or {}
     if "tools" in changes:
         changes["tools"] = tools_of(body.tools) or None
+    if "title" in changes:  # the user named it: a generated title never replaces it
+        changes["title_source"] = None if changes["title"] is None else "user"
+    if "active_leaf_id" in changes:
+        tree = Tree.of(await MessageRepo(session).links(conversation.id))
+        changes["active_leaf_id"] = tree.newest_leaf_under(changes["active_leaf_id"])
     for field, value in changes.items():
         setattr(conversation, field, value)
     conversation.updated_at = utcnow()
