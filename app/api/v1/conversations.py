@@ -62,10 +62,35 @@ async def list_conversations(
     # StorableText: a NUL in a query parameter is a 422 here, not a database error (500).
     user_id: Annotated[StorableText | None, Query(min_length=1, max_length=255)] = None,
     q: Annotated[StorableText | None, Query(min_length=1, max_length=200)] = None,
+    archived: Annotated[
+        bool,
+        Query(
+            description="`true`: only archived conversations; `false` (default): only the "
+            "others. Applies to `q` too: search never finds archived ones unless asked."
+        ),
+    ] = False,
+    pinned: Annotated[
+        bool | None,
+        Query(
+            description="`true`: only pinned conversations; `false`: only unpinned; left out: both."
+        ),
+    ] = None,
 ) -> Page[ConversationRead]:
-    """Newest first; `q` searches titles and message text; `cursor` is a `next_cursor`."""
+    """Newest first; `q` searches titles and message text; `cursor` is a `next_cursor`.
+
+    Archived conversations are left out unless `archived=true`, which lists only them;
+    `pinned` narrows to pinned or unpinned ones. Pass a `next_cursor` back with the same
+    filters it was returned with.
+    """
     rows, next_cursor = await service.list_page(
-        session, principal, user_id=user_id, query=q, limit=limit, cursor=cursor
+        session,
+        principal,
+        user_id=user_id,
+        query=q,
+        archived=archived,
+        pinned=pinned,
+        limit=limit,
+        cursor=cursor,
     )
     return Page[ConversationRead](
         items=[ConversationRead.model_validate(row) for row in rows], next_cursor=next_cursor

@@ -69,11 +69,21 @@ async def list_page(
     *,
     user_id: str | None,
     query: str | None,
+    archived: bool = False,
+    pinned: bool | None = None,
     limit: int,
     cursor: str | None,
 ) -> tuple[Sequence[Conversation], str | None]:
+    """A page of the conversations the caller may list, newest first: unarchived ones unless
+    `archived`, narrowed to pinned or unpinned ones when `pinned` is given."""
     return await ConversationRepo(session).page(
-        principal, user_id=user_id, query=query, limit=limit, cursor=cursor
+        principal,
+        user_id=user_id,
+        query=query,
+        archived=archived,
+        pinned=pinned,
+        limit=limit,
+        cursor=cursor,
     )
 
 
