@@ -10,10 +10,13 @@ from uuid import UUID
 
 from sqlalchemy import (
     BigInteger,
+    Delete,
     Insert,
+    Result,
     Select,
     Table,
     bindparam,
+    delete,
     exists,
     insert,
     or_,
@@ -25,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.security import Principal
 from app.db.base import utcnow
 from app.db.driver import Statements
-from app.db.models import Conversation, Message
+from app.db.models import Conversation, Feedback, Message
 from app.db.rows import column_values, columns_of, with_defaults
 from app.repositories.pagination import fetch_page
 
@@ -107,6 +110,24 @@ class ConversationRepo:
         await self.session.delete(conversation)
         await self.session.flush()
 
+    async def erase_owned_by(self, owner: str) -> ErasedConversations:
+        """Delete every conversation of `owner` with its messages and feedback; how many of each.
+
+        The conversations are locked first, in id order: the order a turn's writers lock in
+        (conversation, message, month), so an erasure never deadlocks with a completing reply,
+        which then finds its reply gone and charges nothing. Two erasures queue on the locks.
+        """
+        owner_only = {"owner": owner}
+        await self.session.execute(LOCK_OWNED_CONVERSATIONS, owner_only)
+        feedback = await self.session.execute(ERASE_FEEDBACK, owner_only)
+        messages = await self.session.execute(ERASE_MESSAGES, owner_only)
+        conversations = await self.session.execute(ERASE_CONVERSATIONS, owner_only)
+        return ErasedConversations(
+            conversations=_deleted(conversations),
+            messages=_deleted(messages),
+            feedback=_deleted(feedback),
+        )
+
     async def charge(self, conversation_id: UUID, *, tokens: int, cost_usd: Decimal) -> None:
         """Add a reply's tokens and cost to the totals in SQL (`total = total + delta`)."""
         await self.session.execute(
@@ -136,6 +157,20 @@ async def insert_conversation(run: Statements, conversation: Conversation) -> No
 def conversation_params(conversation: Conversation) -> dict[str, object]:
     """`INSERT_CONVERSATION`'s parameters: `c_<column>`, the new row's values."""
     return {f"c_{column}": value for column, value in column_values(conversation).items()}
+
+
+@dataclass(frozen=True, slots=True)
+class ErasedConversations:
+    """What `erase_owned_by` deleted."""
+
+    conversations: int
+    messages: int
+    feedback: int
+
+
+def _deleted(result: Result[Any]) -> int:
+    """The rows a DELETE removed (its command status on Postgres, `changes()` on SQLite)."""
+    return int(getattr(result, "rowcount", 0))
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,3 +206,12 @@ CHARGE_TOTALS = (
         updated_at=bindparam("now"),
     )
 )
+
+# Erasure of one owner's data. Explicit deletes rather than the cascade, so each count is exact.
+_OWNED_IDS = select(_c.id).where(_c.user_id == bindparam("owner"))
+_FEEDBACK: Table = Feedback.__table__  # type: ignore[assignment]
+_MESSAGES: Table = Message.__table__  # type: ignore[assignment]
+LOCK_OWNED_CONVERSATIONS = _OWNED_IDS.order_by(_c.id).with_for_update()  # no-op on SQLite
+ERASE_FEEDBACK: Delete = delete(_FEEDBACK).where(_FEEDBACK.c.conversation_id.in_(_OWNED_IDS))
+ERASE_MESSAGES: Delete = delete(_MESSAGES).where(_MESSAGES.c.conversation_id.in_(_OWNED_IDS))
+ERASE_CONVERSATIONS: Delete = delete(_CONVERSATIONS).where(_c.user_id == bindparam("owner"))

@@ -95,3 +95,12 @@ class IdempotencyRepo:
                 IdempotencyKey.status == IdempotencyStatus.IN_PROGRESS,
             )
         )
+
+    async def erase_owned_by(self, user_id: str) -> int:
+        """Delete every key of the user, live, expired or in flight (their stored responses
+        hold conversation data); how many. A request still running under a key then stores
+        no response (`complete` finds no claim), and a retry with it runs again."""
+        result = await self.session.execute(
+            delete(IdempotencyKey).where(IdempotencyKey.user_id == user_id)
+        )
+        return int(getattr(result, "rowcount", 0))

@@ -7,7 +7,16 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, bindparam, func, literal_column, select
+from sqlalchemy import (
+    ColumnElement,
+    FromClause,
+    Table,
+    bindparam,
+    delete,
+    func,
+    literal_column,
+    select,
+)
 from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -15,6 +24,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db.base import utcnow
 from app.db.models import Conversation, Message, MessageRole, MessageStatus, UserMonthlyUsage
 from app.providers.base import Usage
+
+# The owner of spending whose users had their data erased: billing still sums it, and it
+# names no one. Reserved like "anonymous": no real user should be called this.
+ERASED_USER = "erased"
 
 
 def month_of(moment: datetime) -> str:
@@ -42,6 +55,24 @@ class UserUsageRepo:
         }
         dialect = self.session.get_bind().dialect.name
         await self.session.execute(_CHARGE[dialect == "postgresql"], values)
+
+    async def move_to_erased(self, user_id: str) -> int:
+        """Add each of the user's months into `ERASED_USER`'s row of that month, and delete
+        the user's: every month's totals stay the same sum, exact (Decimal on Postgres), and
+        no longer name the user. How many months were moved.
+
+        Postgres: one statement (`WITH moved AS (DELETE ... RETURNING) INSERT ... ON CONFLICT
+        DO UPDATE SET x = x + excluded.x`), so a charge landing meanwhile is moved or kept
+        whole, never lost. SQLite: copy, then delete, under the transaction's write lock.
+        """
+        if user_id == ERASED_USER:
+            return 0  # already anonymous; moving it into itself would double it
+        params = {"from_user": user_id, "erased_user": ERASED_USER, "now": utcnow()}
+        if self.session.get_bind().dialect.name == "postgresql":
+            return len((await self.session.execute(_MOVE_MONTHS, params)).all())
+        await self.session.execute(_COPY_MONTHS, params)
+        moved = await self.session.execute(_DELETE_MONTHS, params)
+        return int(getattr(moved, "rowcount", 0))
 
 
 _USAGE: Table = UserMonthlyUsage.__table__  # type: ignore[assignment]
@@ -85,6 +116,42 @@ def charge_month_statement(
 
 # Indexed by "is Postgres".
 _CHARGE = (charge_month_statement(sqlite_insert), charge_month_statement(postgres_insert))
+
+
+_TOTALS = ("requests", "prompt_tokens", "completion_tokens", "cached_tokens", "cost_usd")
+
+
+def _add_to_erased(
+    insert: Callable[[Table], Any], months: FromClause, *, where: ColumnElement[bool] | None = None
+) -> Any:
+    """`INSERT INTO user_monthly_usage SELECT <erased user>, <months' totals> ... ON CONFLICT
+    (user_id, month) DO UPDATE SET x = x + excluded.x`: `months` added into the bucket."""
+    rows = select(
+        bindparam("erased_user", type_=_USAGE.c.user_id.type),
+        months.c.month,
+        *(months.c[name] for name in _TOTALS),
+        bindparam("now", type_=_USAGE.c.updated_at.type),
+    )
+    if where is not None:
+        rows = rows.where(where)  # SQLite: a WHERE also keeps `ON CONFLICT` from parsing as a join
+    statement = insert(_USAGE).from_select(["user_id", "month", *_TOTALS, "updated_at"], rows)
+    added = statement.excluded
+    return statement.on_conflict_do_update(
+        index_elements=[_USAGE.c.user_id, _USAGE.c.month],
+        set_={
+            **{name: _USAGE.c[name] + added[name] for name in _TOTALS},
+            "updated_at": added.updated_at,
+        },
+    )
+
+
+_OF_USER = _USAGE.c.user_id == bindparam("from_user")
+_DELETE_MONTHS = delete(_USAGE).where(_OF_USER)
+_MOVE_MONTHS = _add_to_erased(
+    postgres_insert,
+    _DELETE_MONTHS.returning(_USAGE.c.month, *(_USAGE.c[name] for name in _TOTALS)).cte("moved"),
+).returning(_USAGE.c.month)
+_COPY_MONTHS = _add_to_erased(sqlite_insert, _USAGE, where=_OF_USER)
 
 
 # Every provider call that ended counts as a request, failed ones included (they cost 0).
