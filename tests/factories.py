@@ -35,3 +35,8 @@ async def give_feedback(
     assert response.status_code == 201, response.text
     body: dict[str, Any] = response.json()
     return body
+
+
+def without_siblings(message: dict[str, Any]) -> dict[str, Any]:
+    """A message as every body but a listing shows it: `sibling_ids` is a listing's."""
+    return {name: value for name, value in message.items() if name != "sibling_ids"}

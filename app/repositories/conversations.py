@@ -182,7 +182,12 @@ class TurnConversation:
     provider: str | None
     model: str | None
     system_prompt: str | None
-    tools: list[Any] | None = None  # offered on turns that name none
+    tools: list[Any] | None  # offered on turns that name none
+    temperature: float | None
+    top_p: float | None
+    max_tokens: int | None
+    title: str | None
+    active_leaf_id: UUID | None  # where the next turn continues
 
 
 _CONVERSATIONS: Table = Conversation.__table__  # type: ignore[assignment]

@@ -17,6 +17,7 @@ SQLite (no writable CTEs) the read and the claim share one transaction, the outc
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -30,14 +31,12 @@ from sqlalchemy import (
     Table,
     Text,
     Uuid,
-    and_,
     bindparam,
     exists,
     func,
     insert,
     literal,
     literal_column,
-    or_,
     select,
     true,
     update,
@@ -62,14 +61,14 @@ from app.repositories.conversations import (
 from app.repositories.messages import (
     COLUMN_OF,
     FINISH_RUNNING,
+    HISTORY_COLUMNS,
     MUTABLE_COLUMNS,
-    PROMPT_COLUMNS,
-    PROMPT_STATUSES,
+    HistoryRow,
     MessageRepo,
+    branch_history,
+    branch_nodes,
     changes_of,
-    in_prompt,
     is_running_reply_violation,
-    prompt_message,
 )
 from app.repositories.usage import SPENT, UserUsageRepo, charge_month_statement
 
@@ -84,13 +83,47 @@ class Claim(Enum):
 
 @dataclass(frozen=True, slots=True)
 class TurnView:
-    """What a turn reads before it is claimed, as of one moment."""
+    """What a turn reads before it is claimed, as of one moment: `rows` are every message's
+    `HISTORY_COLUMNS` (empty when the history was not wanted), `history` the prompt along
+    the active branch."""
 
     conversation: TurnConversation
     message_count: int
-    history: list[ChatMessage]
+    rows: list[HistoryRow]
     reply_running: bool
     month_spent: Decimal
+
+    @property
+    def leaf(self) -> UUID | None:
+        """Where the conversation continues: its active leaf, else its newest message."""
+        if self.conversation.active_leaf_id is not None or not self.rows:
+            return self.conversation.active_leaf_id
+        return UUID(str(self.rows[-1][0]))
+
+    @property
+    def history(self) -> list[ChatMessage]:
+        return self.history_to(self.leaf)
+
+    def history_to(self, leaf: UUID | None) -> list[ChatMessage]:
+        """The prompt along the branch ending at `leaf` (None: nothing before it)."""
+        return branch_history(self.rows, leaf)
+
+    def path_to(self, leaf: UUID | None) -> list[tuple[UUID, ChatMessage]]:
+        """`history_to` with each message's id."""
+        return branch_nodes(self.rows, leaf)
+
+    def parent_of(self, message_id: UUID) -> tuple[bool, UUID | None]:
+        """Whether `message_id` is one of the conversation's messages, and its parent."""
+        for row in self.rows:
+            if row[0] == message_id:
+                return True, row[1]
+        return False, None
+
+    def role_of(self, message_id: UUID) -> str | None:
+        for row in self.rows:
+            if row[0] == message_id:
+                return str(row[3])
+        return None
 
 
 class TurnRepo:
@@ -122,16 +155,16 @@ class TurnRepo:
         if not found:
             return None
         row = tuple(found[0])
-        conversation = TurnConversation(*row[:6])
-        message_count, spent, running = row[6:9]
+        conversation = TurnConversation(*row[:_CONVERSATION_FIELDS])
+        message_count, spent, running = row[_CONVERSATION_FIELDS : _CONVERSATION_FIELDS + 3]
         if not history:
-            history_read: list[ChatMessage] = []
+            rows: list[HistoryRow] = []
         elif self.postgres:
-            columns = [column or () for column in row[9:]]
-            history_read = [prompt_message(*values) for values in zip(*columns, strict=True)]
+            columns = [column or () for column in row[_CONVERSATION_FIELDS + 3 :]]
+            rows = list(zip(*columns, strict=True))
         else:
-            history_read = await MessageRepo(self.session).prompt_history(conversation.id)
-        return TurnView(conversation, message_count, history_read, bool(running), Decimal(spent))
+            rows = await MessageRepo(self.session).history_rows(conversation.id)
+        return TurnView(conversation, message_count, rows, bool(running), Decimal(spent))
 
     async def claim(
         self, conversation_id: UUID, seen_count: int, messages: Sequence[Message]
@@ -149,6 +182,7 @@ class TurnRepo:
             "seen_count": seen_count,
             "added": len(messages),
             "now": utcnow(),
+            "new_leaf": messages[-1].id,
         }
         if not self.postgres:
             counted = await self.session.execute(_COUNT_IF_UNCHANGED, params)
@@ -270,12 +304,7 @@ def _view_statement(*, postgres: bool, owned: bool, history: bool) -> Select[Any
         _m.role == MessageRole.ASSISTANT,
     )
     statement = select(
-        _c.id,
-        _c.user_id,
-        _c.provider,
-        _c.model,
-        _c.system_prompt,
-        _c.tools,
+        *(_c[name] for name in _TURN_CONVERSATION_COLUMNS),
         _c.message_count,
         func.coalesce(spent, literal(Decimal(0), _u.cost_usd.type)),
         running,
@@ -283,18 +312,16 @@ def _view_statement(*, postgres: bool, owned: bool, history: bool) -> Select[Any
     if owned:
         statement = statement.where(_c.user_id == bindparam("owner"))
     if postgres and history:
-        # The history as an array per column in the same row: one statement, one index
-        # range scan. Equalities, not IN: an IN list is expanded at execution, so it is not
-        # fixed SQL.
-        wanted = and_(or_(*(_m.status == status for status in PROMPT_STATUSES)), in_prompt())
+        # Every message as an array per column in the same row: one statement, one index
+        # range scan; the branch is walked in Python (`branch_history`).
         in_order = (_m.created_at, _m.id)
         prompt = (
             select(
                 *(
-                    func.array_agg(aggregate_order_by(column, *in_order))
-                    .filter(wanted)
-                    .label(column.name)
-                    for column in PROMPT_COLUMNS
+                    func.array_agg(aggregate_order_by(column, *in_order)).label(
+                        f"history_{position}"
+                    )
+                    for position, column in enumerate(HISTORY_COLUMNS)
                 )
             )
             .where(_m.conversation_id == _c.id)
@@ -305,6 +332,10 @@ def _view_statement(*, postgres: bool, owned: bool, history: bool) -> Select[Any
         )
     return statement
 
+
+# What a turn reads of its conversation (`TurnConversation`'s fields, in order).
+_TURN_CONVERSATION_COLUMNS = tuple(field.name for field in dataclasses.fields(TurnConversation))
+_CONVERSATION_FIELDS = len(_TURN_CONVERSATION_COLUMNS)
 
 # Keyed (is Postgres, filtered by owner, with history); built once: each caches its SQL.
 _VIEW = {
@@ -336,7 +367,12 @@ _SAVE_PARTIALS = (
 _COUNT_IF_UNCHANGED = (
     update(_CONVERSATIONS)
     .where(_c.id == bindparam("conversation_id"), _c.message_count == bindparam("seen_count"))
-    .values(message_count=_c.message_count + bindparam("added"), updated_at=bindparam("now"))
+    .values(
+        message_count=_c.message_count + bindparam("added"),
+        updated_at=bindparam("now"),
+        # The turn's reply is the end of the branch the conversation continues from.
+        active_leaf_id=bindparam("new_leaf", type_=_c.active_leaf_id.type),
+    )
 )
 
 

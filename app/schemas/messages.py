@@ -98,6 +98,27 @@ class MessageCreate(RequestBody):
         return self
 
 
+class RegenerateCreate(RequestBody):
+    """A new reply beside an earlier one, to the same prompt: optionally from another
+    provider or model, or with other settings; the earlier reply is kept (a sibling)."""
+
+    provider: ProviderName | None = None
+    model: ModelName | None = None
+    temperature: Temperature | None = None
+    top_p: TopP | None = None
+    max_tokens: ReplyTokens | None = None
+    stream: StrictBool = False
+    tools: Tools | None = None
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: StrictBool | None = None
+    response_format: ResponseFormat | None = None
+    metadata: Metadata = Field(default_factory=dict)
+
+    def as_turn(self) -> MessageCreate:
+        """The turn it runs: these settings, no new message (checks already made here)."""
+        return MessageCreate.model_construct(_fields_set=self.model_fields_set, **dict(self))
+
+
 class ReplyPricing(Schema):
     """The rates (USD per million tokens) a reply was charged at, and where they came from."""
 
@@ -111,8 +132,12 @@ class ReplyPricing(Schema):
 class MessageRead(Schema):
     id: UUID
     conversation_id: UUID
-    # The message this one follows (null for a first message); see `sibling_ids`.
+    # The message this one follows (null for a first message).
     parent_id: UUID | None = None
+    # In listings and a conversation's detail only (left out elsewhere): this message and
+    # the others that follow its parent (edits, regenerations), oldest first, so a UI can
+    # show "2 / 3".
+    sibling_ids: list[UUID] | None = Field(default=None, exclude_if=lambda value: value is None)
     role: MessageRole
     content: str
     # The whole content when it is more than text (images, files), as OpenAI's parts.

@@ -23,6 +23,20 @@ RFC3339_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 JSON = {"content-type": "application/json"}
 ANY_ID = "0192f5b0-0000-7000-8000-000000000000"
 NULLABLE = ("title", "provider", "model", "system_prompt")
+# What a new conversation holds besides what it was created with.
+NEW_CONVERSATION: dict[str, Any] = {
+    "message_count": 0,
+    "total_tokens": 0,
+    "total_cost_usd": 0.0,
+    "tools": None,
+    "temperature": None,
+    "top_p": None,
+    "max_tokens": None,
+    "title_source": "user",
+    "archived": False,
+    "pinned": False,
+    "active_leaf_id": None,
+}
 DEFAULTS: dict[str, Any] = {"user_id": "anonymous", "metadata": {}, **dict.fromkeys(NULLABLE)}
 
 
@@ -96,13 +110,7 @@ class TestCreateConversation:
         uuid.UUID(body.pop("id"))
         for moment in (body.pop("created_at"), body.pop("updated_at")):
             assert RFC3339_UTC.match(moment), moment
-        assert body == {
-            **fields,
-            "message_count": 0,
-            "total_tokens": 0,
-            "total_cost_usd": 0.0,
-            "tools": None,
-        }
+        assert body == {**NEW_CONVERSATION, **fields}
         assert isinstance(body["total_cost_usd"], float)
         stored = (await client.get(f"{CONVERSATIONS}/{response.json()['id']}")).json()
         assert stored == {**response.json(), "messages": []}
@@ -314,10 +322,11 @@ class TestUpdateConversation:
     async def test_a_setting_the_api_does_not_take_is_refused_not_dropped(
         self, client: httpx.AsyncClient
     ) -> None:
-        """`temperature` on a conversation was a 201 that changed nothing."""
-        response = await client.post(CONVERSATIONS, json={"title": "t", "temperature": 0.2})
+        """`temperature` on a conversation was a 201 that changed nothing (it is a setting
+        now); a field the API does not have is refused."""
+        response = await client.post(CONVERSATIONS, json={"title": "t", "presence_penalty": 1})
         expect_problem(response, 422, "validation_error")
-        assert response.json()["errors"][0]["loc"] == ["body", "temperature"]
+        assert response.json()["errors"][0]["loc"] == ["body", "presence_penalty"]
         listed = (await client.get(CONVERSATIONS)).json()
         assert listed["items"] == []
 

@@ -20,7 +20,7 @@ from redis.exceptions import RedisError
 from app.core.config import Settings
 from app.errors import UpstreamError
 from tests.databases import REDIS_URL, unavailable
-from tests.factories import create_conversation
+from tests.factories import create_conversation, without_siblings
 from tests.fakes.providers import (
     FAKE_MODEL,
     FAKE_PROVIDER,
@@ -141,7 +141,7 @@ class TestStreamedTurn:
         assert stream.text == reply["content"] != ""
         done = stream.terminal
         assert done.event == "done"
-        assert done.json()["message"] == reply
+        assert done.json()["message"] == without_siblings(reply)
         assert reply["status"] == "completed"
         assert done.json()["conversation_id"] == conversation["id"]
         # The same object as the non-streaming 201: same keys, same usage and cost.

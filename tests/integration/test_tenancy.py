@@ -21,6 +21,7 @@ BODIES: dict[tuple[str, str], Any] = {
     ("PATCH", "/api/v1/conversations/{conversation_id}"): {"title": "taken over"},
     ("POST", "/api/v1/conversations/{conversation_id}/messages"): {"content": "hijack"},
     ("POST", "/api/v1/conversations/{conversation_id}/feedback"): {"type": "thumbs_down"},
+    ("POST", "/api/v1/conversations/{conversation_id}/messages/{message_id}/regenerate"): {},
 }
 # Query strings that reach deeper code paths of some routes, walked in addition to the bare one.
 EXTRA_QUERIES: dict[tuple[str, str], list[dict[str, str]]] = {

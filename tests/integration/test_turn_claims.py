@@ -20,13 +20,17 @@ from app.db.models import Message, MessageRole, MessageStatus
 from app.providers.base import ChatMessage
 from app.repositories.turns import Claim, TurnRepo, TurnView
 from app.repositories.usage import month_of
+from app.services.turns.turn_messages import chain
 from tests.factories import create_conversation, send_message
 
 StateOf = Callable[[httpx.AsyncClient], dict[str, Any]]
 Sessions = async_sessionmaker[AsyncSession]
 
 
-def turn_messages(conversation_id: UUID, text: str) -> tuple[Message, Message]:
+def turn_messages(
+    conversation_id: UUID, text: str, parent: UUID | None = None
+) -> tuple[Message, Message]:
+    """A user message following `parent` and its in-progress reply, as a turn builds them."""
     now = utcnow()
     said = Message(
         conversation_id=conversation_id,
@@ -43,6 +47,7 @@ def turn_messages(conversation_id: UUID, text: str) -> tuple[Message, Message]:
         model="mock",
         created_at=now,
     )
+    chain(parent, [said, reply])
     return said, reply
 
 
@@ -59,10 +64,11 @@ class _Refused(Exception):
 
 async def claim(sessions: Sessions, conversation_id: UUID, seen_count: int, text: str) -> Claim:
     """Claim as a turn does: a refused claim ends its transaction by raising."""
+    leaf = (await view(sessions, conversation_id)).conversation.active_leaf_id
     try:
         async with statements(sessions, single_statements=True) as run:
             outcome = await TurnRepo(run).claim(
-                conversation_id, seen_count, turn_messages(conversation_id, text)
+                conversation_id, seen_count, turn_messages(conversation_id, text, leaf)
             )
             if outcome is Claim.RUNNING:
                 raise _Refused

@@ -57,7 +57,8 @@ async def create_chat_completion(
     """Answer with the model the name routes to; store and charge the call as a turn.
 
     Without `X-Conversation-ID` the call becomes a new conversation of the caller; with it,
-    the new trailing user messages and the reply are appended to that conversation. Either
+    the messages its stored branch lacks and the reply are appended (or branched where the
+    client's history parts from the stored one) to that conversation. Either
     way its id comes back in `X-Conversation-ID`. With `"stream": true` the reply streams as
     `chat.completion.chunk` events ending with `data: [DONE]`; it is stored and charged even
     if the client leaves.

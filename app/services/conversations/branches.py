@@ -22,6 +22,11 @@ class Tree:
         """From (id, parent id) pairs, oldest first."""
         return cls(dict(links))
 
+    @property
+    def newest(self) -> UUID | None:
+        """The newest message: where a conversation with no active leaf continues."""
+        return next(reversed(self.parents), None)
+
     def children(self, parent: UUID | None) -> list[UUID]:
         """The messages that follow `parent` (None: the first messages), oldest first."""
         return [node for node, above in self.parents.items() if above == parent]

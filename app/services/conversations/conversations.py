@@ -87,8 +87,49 @@ async def list_page(
     )
 
 
-async def messages_of(session: AsyncSession, conversation: Conversation) -> Sequence[Message]:
-    return await MessageRepo(session).all_in_order(conversation.id)
+async def messages_of(
+    session: AsyncSession, conversation: Conversation, *, leaf: UUID | None = None
+) -> Sequence[Message]:
+    """The messages of the branch ending at `leaf` (default: the active one), oldest first,
+    each with `sibling_ids` (itself and the other messages that follow its parent)."""
+    tree, path = await _branch(session, conversation, leaf)
+    if not path:
+        return []
+    messages = await MessageRepo(session).in_order(conversation.id, path)
+    return _with_siblings(tree, messages)
+
+
+async def messages_page(
+    session: AsyncSession,
+    conversation: Conversation,
+    *,
+    limit: int,
+    cursor: str | None,
+    leaf: UUID | None = None,
+) -> tuple[Sequence[Message], str | None]:
+    """A page of `messages_of`: the branch's messages, oldest first."""
+    tree, path = await _branch(session, conversation, leaf)
+    rows, next_cursor = await MessageRepo(session).page(
+        conversation.id, limit=limit, cursor=cursor, among=path
+    )
+    return _with_siblings(tree, rows), next_cursor
+
+
+async def _branch(
+    session: AsyncSession, conversation: Conversation, leaf: UUID | None
+) -> tuple[Tree, list[UUID]]:
+    tree = Tree.of(await MessageRepo(session).links(conversation.id))
+    if leaf is not None:
+        leaf = tree.newest_leaf_under(leaf)  # MessageNotFound unless one of its messages
+    return tree, tree.path_to(leaf or conversation.active_leaf_id or tree.newest)
+
+
+def _with_siblings(tree: Tree, messages: Sequence[Message]) -> Sequence[Message]:
+    siblings = tree.siblings([message.id for message in messages])
+    for message in messages:
+        # Read by MessageRead (`sibling_ids`); not a column.
+        message.sibling_ids = siblings[message.id]  # type: ignore[attr-defined]
+    return messages
 
 
 async def update(
@@ -122,10 +163,3 @@ async def update(
 
 async def delete(session: AsyncSession, conversation: Conversation) -> None:
     await ConversationRepo(session).delete(conversation)
-
-
-async def messages_page(
-    session: AsyncSession, conversation: Conversation, *, limit: int, cursor: str | None
-) -> tuple[Sequence[Message], str | None]:
-    """A conversation's messages, oldest first."""
-    return await MessageRepo(session).page(conversation.id, limit=limit, cursor=cursor)

@@ -4,7 +4,8 @@ OpenAI's semantics hold: the client owns the history and the provider sees exact
 messages it sent (system messages become the system prompt). Every call is also stored as a
 conversation of the caller, so `/api/v1` shows it: a new conversation holding the request's
 messages and the reply, or, with `X-Conversation-ID`, the caller's conversation with the new
-trailing user messages and the reply appended.
+messages the model saw that its stored branch lacks appended (or branched, where the
+client's history parts from the stored one), so the stored transcript is what it saw.
 """
 
 from __future__ import annotations
@@ -80,18 +81,11 @@ def plan_turn(
         raise InvalidChatRequest(
             "messages", "the last message must be a user message or a tool result"
         )
-    if conversation_id is None:
-        new_messages = tuple(prompt)
-    else:
-        last_assistant = max(
-            (i for i, message in enumerate(prompt) if message.role == "assistant"), default=-1
-        )
-        new_messages = tuple(prompt[last_assistant + 1 :])
     first_said = next((m.content for m in prompt if m.role == "user" and m.content), "")
     return PromptTurn(
         choice=choice,
         messages=tuple(prompt),
-        new_messages=new_messages,
+        new_messages=tuple(prompt),
         system_prompt="\n\n".join(system_parts) or None,
         conversation_id=conversation_id,
         title=_title_of(first_said) if first_said else None,

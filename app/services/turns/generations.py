@@ -96,13 +96,16 @@ class Generations:
         body: MessageCreate,
         *,
         record: ResponseRecorder | None = None,
+        regenerating: UUID | None = None,
     ) -> StartedGeneration:
         """Store the user's message, claim the conversation, log `start` and run the reply.
 
         Everything that can fail before the first byte (404, 409, 402, 422) raises here.
         `record` stores an `Idempotency-Key`'s response with the user's message.
         """
-        opened = await open_turn(self._ctx, principal, conversation_id, body, record=record)
+        opened = await open_turn(
+            self._ctx, principal, conversation_id, body, record=record, regenerating=regenerating
+        )
         return await self.launch(opened)
 
     async def launch(self, opened: OpenTurn) -> StartedGeneration:

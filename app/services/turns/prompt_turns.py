@@ -7,7 +7,7 @@ charged by the same core as every other turn (`app.services.turns.turns`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
@@ -19,11 +19,11 @@ from app.db.driver import statements
 from app.db.models import Conversation, Message, MessageRole, MessageStatus
 from app.providers.base import ChatMessage, ChatRequest
 from app.providers.registry import ModelChoice
-from app.repositories.turns import TurnRepo
+from app.repositories.turns import TurnRepo, TurnView
 from app.repositories.usage import month_of
 from app.services.limits.idempotency import ResponseRecorder
 from app.services.turns.request_options import TurnOptions
-from app.services.turns.turn_messages import redacted_request, stored_message
+from app.services.turns.turn_messages import chain, redacted_request, stored_message
 from app.services.turns.turns import (
     OpenTurn,
     StartedGeneration,
@@ -38,9 +38,9 @@ from app.services.turns.turns import (
 class PromptTurn:
     """A turn whose whole prompt the client sends (OpenAI semantics: the client owns history).
 
-    `messages` is what the provider sees, in order; `new_messages` is what gets stored before
-    the reply (the whole exchange for a new conversation, the trailing user messages when
-    appending) and must end with a user message. `conversation_id=None` starts a conversation
+    `messages` is what the provider sees, in order; `new_messages` is what a new
+    conversation stores before the reply (an existing one stores what its branch lacks) and
+    must end with a user or tool message. `conversation_id=None` starts a conversation
     owned by the caller (or, where the caller may choose, `owner`) titled `title`.
     """
 
@@ -102,7 +102,9 @@ async def open_prompt_turn(
                 created_at=utcnow(),
             )
             conversation.updated_at = conversation.created_at
-            messages = _prompt_messages(turn, ctx.generation_owner)
+            conversation.title_source = None if turn.title is None else "first_message"
+            messages = _prompt_messages(turn.new_messages, turn, ctx.generation_owner, None)
+            conversation.active_leaf_id = messages[-1].id
             guard.reply = messages[-1]
             await turns.start(conversation, messages)
             conversation_id = conversation.id
@@ -113,8 +115,7 @@ async def open_prompt_turn(
                 turns,
                 conversation_id,
                 principal.visible_owner(None),
-                lambda _view: (_prompt_messages(turn, ctx.generation_owner), None),
-                history=False,  # the client sent it
+                lambda view: (_continuing(view, turn, ctx.generation_owner), None),
                 guard=guard,
             )
             owner = view.conversation.user_id
@@ -140,8 +141,31 @@ async def open_prompt_turn(
     return reply, request, provider, owner
 
 
-def _prompt_messages(turn: PromptTurn, owner: UUID | None) -> list[Message]:
-    """The client's new messages (completed), then the in-progress reply, in order.
+def _continuing(view: TurnView, turn: PromptTurn, owner: UUID | None) -> list[Message]:
+    """What a call with `X-Conversation-ID` stores: the client's messages past what the
+    stored active branch already holds, so the stored transcript is what the model saw.
+
+    The longest stored prefix the client repeats is kept; where the client's messages part
+    from the branch (an edit, a regenerated reply, a shortened history), the new ones
+    branch off at the last message both share (a new first message if none).
+    """
+    path = view.path_to(view.leaf)
+    shared, parent = 0, None
+    for node, stored in path:
+        if shared == len(turn.messages) - 1 or turn.messages[shared] != stored:
+            break
+        shared += 1
+        parent = node
+    if shared == len(path):
+        parent = view.leaf  # continues after failed replies too
+    return _prompt_messages(turn.messages[shared:], turn, owner, parent)
+
+
+def _prompt_messages(
+    said: Sequence[ChatMessage], turn: PromptTurn, owner: UUID | None, parent: UUID | None
+) -> list[Message]:
+    """The client's new messages (completed), then the in-progress reply, in order, the
+    first following `parent`.
 
     Distinct times keep the client's order: history is read by (created_at, id). The
     conversation is set when they are stored.
@@ -149,7 +173,7 @@ def _prompt_messages(turn: PromptTurn, owner: UUID | None) -> list[Message]:
     now = utcnow()
     stored = [
         stored_message(message, now + timedelta(microseconds=position))
-        for position, message in enumerate(turn.new_messages)
+        for position, message in enumerate(said)
     ]
     reply = Message(
         role=MessageRole.ASSISTANT,
@@ -162,4 +186,5 @@ def _prompt_messages(turn: PromptTurn, owner: UUID | None) -> list[Message]:
         created_at=now + timedelta(microseconds=len(stored)),
         generation_owner=owner,
     )
+    chain(parent, [*stored, reply])
     return [*stored, reply]

@@ -13,7 +13,7 @@ from typing import Any
 from uuid import UUID
 
 from app.core.redaction import redact
-from app.db.base import utcnow
+from app.db.base import new_id, utcnow
 from app.db.models import Message, MessageRole, MessageStatus
 from app.providers.base import ChatMessage, ChatRequest
 from app.providers.options import option_support_of
@@ -79,21 +79,33 @@ def reply_options(
 
 
 def turn_messages(
-    conversation_id: UUID, body: MessageCreate, choice: ModelChoice, owner: UUID | None
+    conversation_id: UUID,
+    body: MessageCreate,
+    choice: ModelChoice,
+    owner: UUID | None,
+    *,
+    parent: UUID | None,
+    regenerating: bool = False,
 ) -> list[Message]:
     """What a turn stores before calling the model: the tool results it carries, the user's
-    message (if any) and the in-progress reply, in that order."""
+    message (if any) and the in-progress reply, in that order, each following the one
+    before, the first following `parent`. A regeneration stores only the reply."""
     now = utcnow()
-    said = [ChatMessage("tool", r.content, tool_call_id=r.tool_call_id) for r in body.tool_results]
-    if body.content is not None:
-        parts = stored_parts(body.content)
-        said.append(ChatMessage("user", text_of(body.content), parts=tuple(parts or ())))
+    said: list[ChatMessage] = []
+    if not regenerating:
+        said = [
+            ChatMessage("tool", r.content, tool_call_id=r.tool_call_id) for r in body.tool_results
+        ]
+        if body.content is not None:
+            parts = stored_parts(body.content)
+            said.append(ChatMessage("user", text_of(body.content), parts=tuple(parts or ())))
     # Distinct times keep the order: history is read by (created_at, id).
     stored = [
         stored_message(message, now + timedelta(microseconds=position))
         for position, message in enumerate(said)
     ]
-    stored[-1].metadata_ = body.metadata  # the turn's metadata goes with what the user said
+    if stored:
+        stored[-1].metadata_ = body.metadata  # the turn's metadata goes with what was said
     reply = Message(
         conversation_id=conversation_id,
         role=MessageRole.ASSISTANT,
@@ -101,16 +113,27 @@ def turn_messages(
         status=MessageStatus.IN_PROGRESS,
         provider=choice.provider.name,
         model=choice.model,
-        metadata_={},
+        metadata_=body.metadata if regenerating else {},
         # 0 until charged (what the column default stored anyway): setting the same columns
         # as the user's message lets both go in one INSERT.
         cost_usd=Decimal(0),
         created_at=now + timedelta(microseconds=len(said)),
         generation_owner=owner,
     )
+    chain(parent, [*stored, reply])
     for message in stored:
         message.conversation_id = conversation_id
     return [*stored, reply]
+
+
+def chain(parent: UUID | None, messages: Sequence[Message]) -> None:
+    """Each message follows the one before it, the first `parent`; ids are given here so a
+    child can name its parent before either is stored."""
+    for message in messages:
+        if message.id is None:
+            message.id = new_id()
+        message.parent_id = parent
+        parent = message.id
 
 
 def stored_message(message: ChatMessage, created_at: datetime) -> Message:

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
 import structlog
@@ -23,12 +23,13 @@ from app.core.security import Principal
 from app.db.base import utcnow
 from app.db.driver import Statements, statements
 from app.db.durable import is_connection_failure
-from app.db.models import Message, MessageStatus
+from app.db.models import Message, MessageRole, MessageStatus
 from app.errors import (
     BudgetExceeded,
     ChatAPIError,
     ConversationNotFound,
     GenerationInProgress,
+    MessageNotFound,
     ReplyEndedElsewhere,
     TurnNotStored,
     UpstreamError,
@@ -36,6 +37,7 @@ from app.errors import (
     failure_fields,
 )
 from app.providers.base import (
+    ChatMessage,
     ChatRequest,
     Finished,
     Provider,
@@ -54,6 +56,7 @@ from app.services.pricing.price_book import PriceBook
 from app.services.turns.generated_text import Generation, monotonic_ms
 from app.services.turns.outcomes import OutcomeWriter
 from app.services.turns.partial_text import PartialTextSaver
+from app.services.turns.request_options import InvalidChatRequest
 from app.services.turns.turn_messages import (
     check_tool_results,
     prompt_message_of,
@@ -103,6 +106,8 @@ class TurnContext:
     limiter: RateLimiter | None = None
     # PII_REDACTION=provider: mask personal data and keys in the text sent to the provider.
     redact_provider_text: bool = False
+    # Names new conversations after their first turn (TITLE_MODEL), when configured.
+    titles: TitleHook | None = None
 
 
 def choose_model(
@@ -123,13 +128,14 @@ async def take_turn(
     body: MessageCreate,
     *,
     record: ResponseRecorder | None = None,
+    regenerating: UUID | None = None,
 ) -> TurnResult:
     """Run one non-streaming turn and return the contract's 201 body.
 
     On any provider failure the user's message stays stored, the reply is stored as `failed`
     with whatever text arrived, and the domain error (502, 504 or 429) reaches the client.
     """
-    opened = await open_turn(ctx, principal, conversation_id, body)
+    opened = await open_turn(ctx, principal, conversation_id, body, regenerating=regenerating)
     return await run_turn(ctx, opened, record=record)
 
 
@@ -195,8 +201,13 @@ async def open_turn(
     body: MessageCreate,
     *,
     record: ResponseRecorder | None = None,
+    regenerating: UUID | None = None,
 ) -> OpenTurn:
     """Commit the user's message and an in-progress reply; build the request from the history.
+
+    The turn continues the conversation's active branch, or branches: after `body.parent_id`
+    (an edit), or beside the reply `regenerating` (a new reply to the same prompt, with no
+    new message of the user's).
 
     The conversation and its history are read first, then the turn is claimed on the
     condition that nothing was added meanwhile (`TurnRepo.claim`); if something was, it is
@@ -205,12 +216,22 @@ async def open_turn(
     that reply and never starts a second one.
     """
 
-    def prepare(view: TurnView) -> tuple[list[Message], tuple[ModelChoice, dict[str, Any]]]:
+    def prepare(view: TurnView) -> tuple[list[Message], Prepared]:
         choice = choose_model(ctx.registry, view.conversation, body)
-        check_tool_results(body, view.history)
+        parent = branch_point(view, body, regenerating)
+        history = view.history_to(parent)
+        if regenerating is None:
+            check_tool_results(body, history)
         options = reply_options(choice, body, view.conversation.tools)
-        messages = turn_messages(view.conversation.id, body, choice, ctx.generation_owner)
-        return messages, (choice, options)
+        messages = turn_messages(
+            view.conversation.id,
+            body,
+            choice,
+            ctx.generation_owner,
+            parent=parent,
+            regenerating=regenerating is not None,
+        )
+        return messages, Prepared(choice, options, history)
 
     # One connection for the read and the claim: under a full pool each checkout is a wait.
     # Without a recorder each statement is atomic alone: no transaction around them.
@@ -220,25 +241,71 @@ async def open_turn(
     ):
         turns = TurnRepo(run)
         owner = principal.visible_owner(None)
-        view, messages, (choice, options) = await claim_after_read(
+        view, messages, prepared = await claim_after_read(
             ctx, turns, conversation_id, owner, prepare, guard=guard
         )
         *said, reply = messages
         conversation = view.conversation
         if record is not None:
             await record(turns.session, StartedGeneration(reply.id, conversation.id))
+    if ctx.titles is not None and view.message_count == 0 and conversation.title is None:
+        # Named in the background from what the user said: never delays the reply.
+        ctx.titles.first_turn_started(conversation.id, conversation.user_id, said, reply.id)
     request = ChatRequest(
-        model=choice.model,
-        messages=(*view.history, *(prompt_message_of(message) for message in said)),
+        model=prepared.choice.model,
+        messages=(*prepared.history, *(prompt_message_of(message) for message in said)),
         system_prompt=conversation.system_prompt,
         cache_scope=conversation.user_id if body.cache else None,  # the reply cache's tenant
-        temperature=body.temperature,
-        max_tokens=body.max_tokens,
-        options=options,
+        # The turn's own settings, else the conversation's.
+        temperature=_first_set(body.temperature, conversation.temperature),
+        top_p=_first_set(body.top_p, conversation.top_p),
+        max_tokens=body.max_tokens or conversation.max_tokens,
+        options=prepared.options,
     )
+    choice = prepared.choice
     if ctx.redact_provider_text:
         request = redacted_request(request)
     return reply, request, ctx.registry.with_fallbacks(choice), conversation.user_id
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """What a turn decided from what it read: model, reply options and prompt history."""
+
+    choice: ModelChoice
+    options: dict[str, Any]
+    history: list[ChatMessage]
+
+
+def _first_set(*values: float | None) -> float | None:
+    return next((value for value in values if value is not None), None)
+
+
+def branch_point(view: TurnView, body: MessageCreate, regenerating: UUID | None) -> UUID | None:
+    """The message a turn's new messages follow: the regenerated reply's parent, the
+    `parent_id` the turn names (null: a new first message), or the active leaf."""
+    if regenerating is not None:
+        found, parent = view.parent_of(regenerating)
+        if not found:
+            raise MessageNotFound(regenerating)
+        if view.role_of(regenerating) != MessageRole.ASSISTANT:
+            raise InvalidChatRequest(
+                "message_id", "only a reply (an assistant message) is regenerated"
+            )
+        return parent
+    if "parent_id" not in body.model_fields_set:
+        return view.leaf
+    if body.parent_id is not None and not view.parent_of(body.parent_id)[0]:
+        raise InvalidChatRequest("parent_id", "is not a message of this conversation")
+    return body.parent_id
+
+
+class TitleHook(Protocol):
+    """Names a conversation in the background after its first turn (titles.py)."""
+
+    def first_turn_started(
+        self, conversation_id: UUID, owner: str, said: Sequence[Message], reply_id: UUID
+    ) -> None: ...
 
 
 @dataclass(slots=True)
