@@ -3,7 +3,8 @@
 Messages form a tree (`messages.parent_id`): an edit is a new user message beside an earlier
 one, a regeneration a new reply beside another. A conversation continues from its
 `active_leaf_id`. Existing conversations become a single path: each message's parent is the
-one before it (by `created_at`, `id`), and the leaf is the newest. Conversations also hold
+one before it (by `created_at`, `id`), and the leaf is the newest. Imported messages say where
+they came from (`imported_from`): no provider was called for them here. Conversations also hold
 generation settings (`temperature`, `top_p`, `max_tokens`), who named them (`title_source`:
 existing titles count as the user's, so nothing overwrites them) and `archived`/`pinned`.
 
@@ -27,6 +28,7 @@ def upgrade() -> None:
     # Plain ADD COLUMN, not batch mode: on SQLite a batch recreates the table, and dropping
     # the old `conversations` would cascade to every message (foreign keys are on).
     op.add_column("messages", sa.Column("parent_id", sa.Uuid(), nullable=True))
+    op.add_column("messages", sa.Column("imported_from", sa.String(32), nullable=True))
     op.create_index(
         "ix_messages_conversation_id_parent_id", "messages", ["conversation_id", "parent_id"]
     )
@@ -81,3 +83,4 @@ def downgrade() -> None:
     with op.batch_alter_table("messages") as batch:
         batch.drop_index("ix_messages_conversation_id_parent_id")
         batch.drop_column("parent_id")
+        batch.drop_column("imported_from")

@@ -112,6 +112,9 @@ class Message(IdMixin, CreatedAtMixin, Base):
     # branches are edits and regenerations. No foreign key: a parent is always inserted
     # before or with its child, in the same conversation, and goes with it.
     parent_id: Mapped[uuid.UUID | None]
+    # Set on messages brought in by an import ("chat-api", "chatgpt"): no provider was called
+    # here for them, so usage reports leave them out.
+    imported_from: Mapped[str | None] = mapped_column(String(32))
     role: Mapped[MessageRole] = mapped_column(constrained(MessageRole, "message_role"))
     content: Mapped[str] = mapped_column(Text, default="")
     # The whole content when it is more than text (images, files), as OpenAI's content parts;

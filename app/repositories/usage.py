@@ -185,7 +185,11 @@ class UsageReportRepo:
                 cost,
             )
             .join(Conversation, Conversation.id == Message.conversation_id)
-            .where(Message.role == MessageRole.ASSISTANT, Message.status.in_(_ENDED))
+            .where(
+                Message.role == MessageRole.ASSISTANT,
+                Message.status.in_(_ENDED),
+                Message.imported_from.is_(None),  # charged elsewhere, not here
+            )
             .group_by(key)
             .order_by(cost.desc(), key)
         )

@@ -194,6 +194,8 @@ class DraftConversation:
     leaf_loc: Loc
     # No leaf given: continue from the newest message (ChatGPT) or from none (ours).
     newest_is_leaf: bool = False
+    # Where it came from ("chat-api", "chatgpt"), stamped on each imported message.
+    source: str = "chat-api"
     # Defaults for new turns: kept only if this service can serve them.
     provider: str | None = None
     model: str | None = None

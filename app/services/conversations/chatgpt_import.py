@@ -95,6 +95,7 @@ def read_chatgpt(document: dict[str, Any], within: Loc) -> DraftConversation:
         leaf=leaf,
         leaf_loc=within + ("current_node",),
         newest_is_leaf=True,
+        source="chatgpt",
     )
 
 

@@ -375,6 +375,7 @@ async def _store(
         row.id = new_ids[key] = new_id()
         row.parent_id = None if parent is None else new_ids[parent]
         row.conversation_id = conversation_id
+        row.imported_from = draft.source  # kept out of usage reports: not charged here
         messages.append(with_defaults(row))  # the column defaults, as a flush would give
     created = draft.created_at or (messages[0].created_at if messages else utcnow())
     last = max((message.created_at for message in messages), default=created)
