@@ -246,3 +246,27 @@ class TestV1Divergence:
         assert sent(upstream) == [("user", "Hi")]
         assert [m["content"] for m in await branch(client, cid)] == ["Hi", "Only this"]
         await assert_totals_are_every_branch(client, cid)
+
+
+class TestConversationSettings:
+    async def test_every_turn_uses_the_conversations_settings_unless_it_sets_its_own(
+        self, client: httpx.AsyncClient, upstream: FakeUpstream
+    ) -> None:
+        conversation = await create_conversation(
+            client, model="gpt-4o", temperature=0.3, top_p=0.5, max_tokens=50
+        )
+        cid = conversation["id"]
+
+        await send_message(client, cid, "Hello")
+        first = upstream.requests[-1].json
+        await send_message(client, cid, "Again", temperature=0.9, max_tokens=20)
+        second = upstream.requests[-1].json
+        patched = await client.patch(f"/api/v1/conversations/{cid}", json={"temperature": None})
+        assert patched.status_code == 200, patched.text
+        await send_message(client, cid, "Once more")
+        third = upstream.requests[-1].json
+
+        assert (first["temperature"], first["top_p"], first["max_tokens"]) == (0.3, 0.5, 50)
+        assert (second["temperature"], second["top_p"], second["max_tokens"]) == (0.9, 0.5, 20)
+        assert "temperature" not in third
+        assert third["max_tokens"] == 50
