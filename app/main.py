@@ -31,6 +31,7 @@ from app.providers.instrumented import instrument_providers
 from app.providers.registry import ProviderRegistry
 from app.providers.setup import build_registry
 from app.services.access.known_keys import KnownKeys, listen_for_key_changes
+from app.services.conversations.titles import TitleWriter
 from app.services.limits.rate_limits import RateLimiter
 from app.services.limits.stream_quota import Quotas
 from app.services.pricing.price_book import PriceBook, build_price_book
@@ -116,6 +117,20 @@ def create_app(
         )
         lease = GenerationLease(sessionmaker, settings.generation_lease_seconds)
         outcomes = OutcomeWriter(sessionmaker, settings.generation_timeout_seconds)
+        local_log = InProcessEventLog()
+        titles = (
+            TitleWriter(
+                sessionmaker,
+                registry,
+                price_book,
+                model=settings.title_model,
+                provider=settings.title_provider,
+                events=local_log,
+                timeout_s=settings.provider_timeout_seconds,
+            )
+            if settings.title_model
+            else None
+        )
         turns = TurnContext(
             sessionmaker=sessionmaker,
             registry=registry,
@@ -127,8 +142,8 @@ def create_app(
             budget_usd=settings.user_budget_usd,
             limiter=limiter,
             redact_provider_text=settings.pii_redaction == "provider",
+            titles=titles,
         )
-        local_log = InProcessEventLog()
         redis_log = RedisEventLog(stream_redis, local_log) if stream_redis is not None else None
         events: EventLog = redis_log or local_log
         generations = Generations(turns, events, redis=stream_redis)
@@ -180,7 +195,11 @@ def create_app(
                 known_keys=known_keys,
             )
         finally:
-            await generations.drain(grace_s=settings.shutdown_grace_seconds)
+            # Titles still being asked for get the same grace as the replies, side by side.
+            drains = [generations.drain(grace_s=settings.shutdown_grace_seconds)]
+            if titles is not None:
+                drains.append(titles.drain(grace_s=settings.shutdown_grace_seconds))
+            await asyncio.gather(*drains)
             await outcomes.aclose()
             for task in background:
                 task.cancel()

@@ -85,6 +85,11 @@ class Settings(BaseSettings):
     # The longest a whole generation may run, retries and fallbacks included.
     generation_timeout_seconds: float = Field(default=600.0, gt=0, le=3600)
     fallback_models: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # The model that names a conversation after its first turn, in the background (charged
+    # like a reply); routed like a /v1 model name unless TITLE_PROVIDER names the provider.
+    # Empty: conversations are not named.
+    title_model: str = Field(default="mock", max_length=255)
+    title_provider: str | None = None
     price_overrides: dict[str, ModelPriceOverride] = Field(default_factory=dict)
     user_budget_usd: Decimal | None = Field(default=None, ge=0, allow_inf_nan=False)
     # Per-user limits over a sliding minute; unset is off. Shared through Redis when set.
