@@ -72,16 +72,28 @@ def money(value: Any) -> Decimal:
     return Decimal(str(value))
 
 
+@pytest.fixture
+def mock_titles(make_settings: Callable[..., Settings]) -> Settings:
+    """Titles by the mock, named explicitly: test settings may turn titles off by default."""
+    return make_settings(title_model="mock")
+
+
+@pytest.fixture
+async def client(start_app: StartApp, mock_titles: Settings) -> httpx.AsyncClient:
+    started: httpx.AsyncClient = await start_app(mock_titles)
+    return started
+
+
 def fake_titles(make_settings: Callable[..., Settings], **overrides: Any) -> Settings:
     return make_settings(title_provider=FAKE_PROVIDER, title_model=FAKE_MODEL, **overrides)
 
 
 class TestGeneratedTitle:
     async def test_first_turn_names_the_conversation_and_charges_it_exactly(
-        self, client: httpx.AsyncClient, settings: Settings
+        self, client: httpx.AsyncClient, mock_titles: Settings
     ) -> None:
         created = await create_conversation(client)
-        requests_before, cost_before = await month_usage(settings)
+        requests_before, cost_before = await month_usage(mock_titles)
 
         turn = await send_message(client, created["id"], FIRST_MESSAGE)
         body = await titled(client, created["id"])
@@ -95,7 +107,7 @@ class TestGeneratedTitle:
         assert title_cost > 0
         assert Decimal(spent["cost_usd"]) == title_cost
         assert money(body["total_cost_usd"]) == money(turn["cost_usd"]) + title_cost
-        requests_after, cost_after = await month_usage(settings)
+        requests_after, cost_after = await month_usage(mock_titles)
         assert requests_after - requests_before == 2
         assert cost_after - cost_before == money(turn["cost_usd"]) + title_cost
 

@@ -12,6 +12,7 @@ a `title` event. A failing title model only leaves the conversation untitled.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 from collections.abc import Sequence
@@ -47,6 +48,9 @@ _PROMPT_MAX_CHARS = 2_000
 _TITLE_MAX_TOKENS = 32
 # At shutdown, a title whose result is being stored gets this long to commit it.
 _STORING_GRACE_S = 5.0
+# A streamed reply's log opens with `start`; its first token comes after it.
+_START_POSITION = "1"
+_FOLLOW_IDLE_S = 30.0
 _EDGE_NOISE = "\"'`“”‘’«»*_#:;.,!?-–— \t"
 _LABEL = re.compile(r"^\s*title\s*:\s*", re.IGNORECASE)
 
@@ -188,9 +192,19 @@ class TitleWriter:
 
     async def _announce(self, reply_id: UUID, conversation_id: UUID, title: str) -> None:
         events = self._events
+        if events is None or not events.holds(reply_id):
+            return  # not streamed by this process, or long over
+        # Not before the reply's first token: until then its stream may still be answered as
+        # an HTTP error (a reply failing before any text), and a `title` would start it.
+        async with contextlib.aclosing(
+            events.follow(reply_id, _START_POSITION, idle_s=_FOLLOW_IDLE_S)
+        ) as later:
+            async for logged in later:
+                if logged is not None:
+                    break
         # Checked and appended with no await between: the reply cannot end in between, and
         # an event after its terminal one would leave its listeners waiting for ever.
-        if events is None or not events.holds(reply_id) or events.has_ended(reply_id):
+        if not events.holds(reply_id) or events.has_ended(reply_id):
             return
         data = json.dumps({"conversation_id": str(conversation_id), "title": title})
         await events.append(reply_id, "title", data)
