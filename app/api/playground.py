@@ -23,6 +23,9 @@ _MEDIA_TYPES = {
     "streaming.js": "text/javascript; charset=utf-8",
     "settings.js": "text/javascript; charset=utf-8",
     "usage.js": "text/javascript; charset=utf-8",
+    "models.js": "text/javascript; charset=utf-8",
+    "branches.js": "text/javascript; charset=utf-8",
+    "conversation-actions.js": "text/javascript; charset=utf-8",
 }
 # Scripts and styles from this origin only, no inline code: data reaches the page as text.
 _PAGE_HEADERS = {

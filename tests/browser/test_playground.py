@@ -1,5 +1,6 @@
 """The playground in a real Chromium against a real server: stream, resume after reload, vote,
-attach images, call tools and answer them."""
+attach images, call tools and answer them, edit and regenerate into branches and flip between
+them, stop a reply, manage and export a conversation."""
 
 from __future__ import annotations
 
@@ -498,6 +499,169 @@ class TestPlaygroundTools:
         await expect(page.locator(".message.assistant").last.locator(".usage")).to_contain_text(
             "7 reasoning"
         )
+
+
+async def send(page: Page, text: str) -> Locator:
+    """Sends `text` from the composer; the reply, once it has completed."""
+    await page.get_by_role("textbox", name="Message").fill(text)
+    await page.get_by_role("button", name="Send").click()
+    reply = page.locator(".message.assistant").last
+    await expect(reply).to_have_attribute("data-status", "completed", timeout=15_000)
+    return reply
+
+
+class TestPlaygroundBranches:
+    async def test_a_message_is_edited_a_reply_regenerated_the_branches_flip_and_all_export(
+        self, page: Page, playground_server: LiveServer
+    ) -> None:
+        conversation_id = await create_conversation(page, "Branches")
+        first_reply = await send(page, "Hello there")
+        first_reply_id = await first_reply.get_attribute("data-message-id")
+        await expect(page.locator(".versions")).to_have_count(0)
+
+        # Edit: the new message and its reply replace the old ones on the page.
+        question = long_question()
+        user = page.locator(".message.user")
+        await user.get_by_role("button", name="Edit").click()
+        await user.get_by_role("textbox", name="Edited message").fill(question)
+        await user.get_by_role("button", name="Save").click()
+        edited_reply = page.locator(".message.assistant")
+        await expect(edited_reply).to_have_attribute("data-status", "completed", timeout=15_000)
+        await expect(page.locator(".message")).to_have_count(2)
+        await expect(user.locator(".content")).to_have_text(question)
+        await expect(user.locator(".version-position")).to_have_text("2 / 2")
+        await expect(edited_reply.locator(".content")).to_have_text(mock_reply(question))
+        stored = await api_get(playground_server, f"/api/v1/conversations/{conversation_id}")
+        edited, edited_answer = stored["messages"]
+        assert edited["parent_id"] is None
+        assert len(edited["sibling_ids"]) == 2
+
+        # Regenerate: a new reply beside that one streams in its place.
+        await edited_reply.get_by_role("button", name="Regenerate").click()
+        await watch_growth(edited_reply, growths=1)
+        await expect(edited_reply).to_have_attribute("data-status", "completed", timeout=15_000)
+        await expect(edited_reply.locator(".version-position")).to_have_text("2 / 2")
+        stored = await api_get(playground_server, f"/api/v1/conversations/{conversation_id}")
+        regenerated = stored["messages"][-1]
+        assert regenerated["sibling_ids"] == [edited_answer["id"], regenerated["id"]]
+        await expect(edited_reply).to_have_attribute("data-message-id", regenerated["id"])
+
+        # Flip: the reply's versions, then the message's: the first branch comes back whole.
+        await edited_reply.get_by_role("button", name="Previous version").click()
+        await expect(edited_reply).to_have_attribute("data-message-id", edited_answer["id"])
+        await expect(edited_reply.locator(".version-position")).to_have_text("1 / 2")
+        await user.get_by_role("button", name="Previous version").click()
+        await expect(user.locator(".content")).to_have_text("Hello there")
+        await expect(user.locator(".version-position")).to_have_text("1 / 2")
+        await expect(page.locator(".message.assistant")).to_have_attribute(
+            "data-message-id", first_reply_id or ""
+        )
+        stored = await api_get(playground_server, f"/api/v1/conversations/{conversation_id}")
+        assert stored["active_leaf_id"] == first_reply_id
+        await user.get_by_role("button", name="Next version").click()
+        await expect(user.locator(".content")).to_have_text(question)
+        # The edited branch comes back at the reply last shown in it.
+        await expect(page.locator(".message.assistant")).to_have_attribute(
+            "data-message-id", re.compile(f"{edited_answer['id']}|{regenerated['id']}")
+        )
+
+        # Export: the JSON link downloads every branch; the Markdown one the branch shown.
+        async with page.expect_download() as downloading:
+            await page.get_by_role("link", name="Export JSON").click()
+        downloaded = await (await downloading.value).path()
+        exported = json.loads(await asyncio.to_thread(Path(downloaded).read_text))
+        assert exported["conversation"]["id"] == conversation_id
+        every_message = {*edited["sibling_ids"], first_reply_id, *regenerated["sibling_ids"]}
+        assert {m["id"] for m in exported["messages"]} == every_message
+        assert len(exported["messages"]) == 5
+        assert {m["content"] for m in exported["messages"] if m["role"] == "user"} == {
+            "Hello there",
+            question,
+        }
+        markdown_url = await page.get_by_role("link", name="Export Markdown").get_attribute("href")
+        fetched = await page.evaluate(
+            "async url => { const r = await fetch(url); return [r.status, await r.text()]; }",
+            markdown_url,
+        )
+        assert fetched[0] == 200
+        assert question in fetched[1]
+        assert "Hello there" not in fetched[1]
+
+    async def test_edit_and_regenerate_ask_for_the_picked_model(self, page: Page) -> None:
+        await create_conversation(page, "Picked model")
+        picker = page.get_by_label("Model", exact=True)
+        await expect(picker.locator("option[value='mock/mock']")).to_have_count(1)
+        await picker.select_option("mock/mock")
+        async with page.expect_request(re.compile(r".*/messages$")) as sending:
+            reply = await send(page, "Hello there")
+        assert (await sending.value).post_data_json["model"] == "mock"
+        async with page.expect_request(re.compile(r".*/regenerate$")) as regenerating:
+            await reply.get_by_role("button", name="Regenerate").click()
+        body = (await regenerating.value).post_data_json
+        assert (body["provider"], body["model"], body["stream"]) == ("mock", "mock", True)
+        await expect(reply.locator(".version-position")).to_have_text("2 / 2", timeout=15_000)
+
+    async def test_stop_cancels_the_streaming_reply_and_keeps_its_text(
+        self, page: Page, playground_server: LiveServer
+    ) -> None:
+        conversation_id = await create_conversation(page, "Stopped")
+        stop = page.get_by_role("button", name="Stop", exact=True)
+        await expect(stop).to_be_hidden()
+        await page.get_by_role("textbox", name="Message").fill(long_question())
+        await page.get_by_role("button", name="Send").click()
+        reply = page.locator(".message.assistant").last
+        await watch_growth(reply, growths=1)
+
+        await stop.click()
+
+        await expect(reply).to_have_attribute("data-status", "cancelled", timeout=15_000)
+        await expect(stop).to_be_hidden()
+        stored = await api_get(playground_server, f"/api/v1/conversations/{conversation_id}")
+        assert stored["messages"][-1]["status"] == "cancelled"
+        await expect(reply.locator(".content")).to_have_text(stored["messages"][-1]["content"])
+        assert stored["messages"][-1]["content"]
+
+
+class TestPlaygroundConversationActions:
+    async def test_a_conversation_is_renamed_pinned_archived_unarchived_and_deleted(
+        self, page: Page, playground_server: LiveServer
+    ) -> None:
+        conversation_id = await create_conversation(page, "Old name")
+        selected = page.locator(f"#conversation-list [data-conversation-id='{conversation_id}']")
+
+        await page.get_by_role("button", name="Rename").click()
+        await page.get_by_role("textbox", name="New title").fill("New name")
+        await page.get_by_role("button", name="Save title").click()
+        await expect(page.locator("#conversation-title")).to_have_text("New name")
+        await expect(selected).to_contain_text("New name")
+
+        await page.get_by_role("button", name="Pin").click()
+        await expect(page.get_by_role("button", name="Unpin")).to_have_attribute(
+            "aria-pressed", "true"
+        )
+        await expect(selected).to_contain_text("Pinned")
+
+        await page.get_by_role("button", name="Archive", exact=True).click()
+        await expect(page.get_by_role("button", name="Unarchive")).to_be_visible()
+        await expect(selected).to_have_count(0)
+        await page.get_by_label("Archived").check()
+        await expect(selected).to_have_count(1)
+        stored = await api_get(playground_server, f"/api/v1/conversations/{conversation_id}")
+        assert (stored["title"], stored["pinned"], stored["archived"]) == ("New name", True, True)
+        await page.get_by_role("button", name="Unarchive").click()
+        await expect(selected).to_have_count(0)
+        await page.get_by_label("Archived").uncheck()
+        await expect(selected).to_have_count(1)
+
+        page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+        await page.get_by_role("button", name="Delete").click()
+        await expect(page.locator("#conversation-title")).to_have_text(
+            "Pick or create a conversation"
+        )
+        await expect(selected).to_have_count(0)
+        async with httpx.AsyncClient(base_url=playground_server.base_url, timeout=10) as http:
+            gone = await http.get(f"/api/v1/conversations/{conversation_id}")
+        assert gone.status_code == 404
 
 
 @pytest.fixture(scope="module")

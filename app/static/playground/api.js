@@ -53,8 +53,17 @@ export async function api(method, path, body) {
 }
 
 /** Posts a turn with `stream: true` and yields its reply's events; throws ApiError if refused. */
-export async function* streamTurn(conversationId, body, signal) {
-  const response = await fetch(`${API}/conversations/${conversationId}/messages`, {
+export function streamTurn(conversationId, body, signal) {
+  return streamPost(`/conversations/${conversationId}/messages`, body, signal);
+}
+
+/** Asks for a new reply beside `replyId` with `stream: true` and yields its events. */
+export function streamRegeneration(conversationId, replyId, body, signal) {
+  return streamPost(`/conversations/${conversationId}/messages/${replyId}/regenerate`, body, signal);
+}
+
+async function* streamPost(path, body, signal) {
+  const response = await fetch(API + path, {
     method: "POST",
     headers: requestHeaders({ "Content-Type": "application/json", Accept: "text/event-stream" }),
     body: JSON.stringify({ ...body, stream: true }),
@@ -62,6 +71,18 @@ export async function* streamTurn(conversationId, body, signal) {
   });
   if (!response.ok) throw await problemOf(response);
   yield* readEvents(response.body);
+}
+
+/** The URL of a download under /api/v1 (it needs the bearer token, if any: see `download`). */
+export function apiUrl(path) {
+  return API + path;
+}
+
+/** Fetches a download with the tab's token; resolves to its body as a Blob. */
+export async function download(url) {
+  const response = await fetch(url, { headers: requestHeaders({ Accept: "*/*" }) });
+  if (!response.ok) throw await problemOf(response);
+  return response.blob();
 }
 
 /** An EventSource on a conversation's running (or latest) reply; `params` go in the query. */

@@ -1,7 +1,9 @@
 // The conversation list, the selected conversation and its header totals.
 
 import { ApiError, api } from "./api.js";
+import { showBranchControls } from "./branches.js";
 import { offerToolResults } from "./composer.js";
+import { hideActions, showActions } from "./conversation-actions.js";
 import { markVote, messageElement, messageView, scrollToEnd } from "./messages.js";
 import { $, hideError, showError, state, usd } from "./page.js";
 import { showTools } from "./settings.js";
@@ -11,18 +13,27 @@ import { loadUsage } from "./usage.js";
 
 const SELECTED_KEY = "chat-api.playground.conversation";
 
-/** Lists the latest 50 conversations in the sidebar. */
+/** Lists the latest 50 conversations in the sidebar: the archived ones, or the others. */
 export async function loadConversations() {
+  const archived = state.showArchived;
   let page;
   try {
-    page = await api("GET", "/conversations?limit=50");
+    page = await api("GET", `/conversations?limit=50&archived=${archived}`);
   } catch (error) {
     showError(error);
     return;
   }
+  if (state.showArchived !== archived) return; // toggled meanwhile
   const list = $("conversation-list");
   list.replaceChildren(...page.items.map(conversationItem));
+  $("conversation-list-empty").textContent = archived ? "No archived conversations." : "No conversations yet.";
   $("conversation-list-empty").hidden = page.items.length > 0;
+}
+
+/** Switches the list between archived conversations and the others. */
+export async function toggleArchived() {
+  state.showArchived = $("show-archived").checked;
+  await loadConversations();
 }
 
 function conversationItem(conversation) {
@@ -36,7 +47,8 @@ function conversationItem(conversation) {
   title.textContent = conversation.title || "Untitled";
   const summary = document.createElement("span");
   summary.className = "summary";
-  summary.textContent = `${conversation.message_count} messages · ${usd(conversation.total_cost_usd)}`;
+  const pinned = conversation.pinned ? "Pinned · " : "";
+  summary.textContent = `${pinned}${conversation.message_count} messages · ${usd(conversation.total_cost_usd)}`;
   button.append(title, summary);
   button.addEventListener("click", () => selectConversation(conversation.id));
   item.append(button);
@@ -103,7 +115,16 @@ export async function refreshConversation() {
   if ($("usage-panel").open) await loadUsage();
 }
 
+/** Shows no conversation and forgets the selected one: it was deleted. */
+export function closeConversation() {
+  detachStreams();
+  localStorage.removeItem(SELECTED_KEY);
+  state.conversationId = null;
+  renderEmpty();
+}
+
 function renderEmpty() {
+  hideActions();
   $("conversation-title").textContent = "Pick or create a conversation";
   $("conversation-model").textContent = "";
   $("messages").replaceChildren();
@@ -124,8 +145,11 @@ function renderConversation(conversation, feedbackItems) {
   $("conversation-model").textContent = model ? `Model: ${model}` : "Model: service default";
   renderTotals(conversation);
   showTools(conversation);
+  showActions(conversation);
   forgetToolCallNames();
-  $("messages").replaceChildren(...conversation.messages.map(messageView));
+  $("messages").replaceChildren(
+    ...conversation.messages.map((message) => showBranchControls(messageView(message), message)),
+  );
   offerToolResults(conversation.messages);
   // Feedback is listed newest first: the first vote seen for a message is its current one.
   const voted = new Set();

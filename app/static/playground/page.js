@@ -11,6 +11,8 @@ export const state = {
   busy: false, // a reply is streaming into the selected conversation
   abort: null, // AbortController of a POST stream
   source: null, // EventSource attached to a running reply
+  replyId: null, // the id of the reply streaming in, once its `start` named it: Stop cancels it
+  showArchived: false, // the list shows archived conversations instead of the others
   attachment: null, // { url, name }: the image the next message carries, as a data URL
   toolsEdited: false, // the tools textarea holds an unsaved draft: a refresh keeps it
 };

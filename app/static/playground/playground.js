@@ -3,10 +3,12 @@
 
 import { storedToken, storeToken } from "./api.js";
 import { chooseImage, clearAttachment, sendMessage } from "./composer.js";
-import { createConversation, loadConversations, openRemembered } from "./conversations.js";
+import { wireActions } from "./conversation-actions.js";
+import { createConversation, loadConversations, openRemembered, toggleArchived } from "./conversations.js";
+import { loadModels } from "./models.js";
 import { $, hideError } from "./page.js";
 import { draftTools, saveTools } from "./settings.js";
-import { setBusy } from "./streaming.js";
+import { setBusy, stopReply } from "./streaming.js";
 import { loadUsage } from "./usage.js";
 
 function saveToken(event) {
@@ -18,6 +20,9 @@ function saveToken(event) {
 async function start() {
   $("new-conversation").addEventListener("submit", createConversation);
   $("composer").addEventListener("submit", sendMessage);
+  $("stop").addEventListener("click", stopReply);
+  $("show-archived").addEventListener("change", toggleArchived);
+  wireActions();
   $("attach").addEventListener("click", () => $("image-input").click());
   $("image-input").addEventListener("change", chooseImage);
   $("attachment-remove").addEventListener("click", clearAttachment);
@@ -36,7 +41,7 @@ async function start() {
   });
   $("api-token").value = storedToken();
   setBusy(false);
-  await openRemembered();
+  await Promise.all([openRemembered(), loadModels()]);
   document.body.dataset.ready = "true";
 }
 

@@ -4,6 +4,7 @@
 import { api, replyEvents, storedToken, streamTurn } from "./api.js";
 import { refreshConversation } from "./conversations.js";
 import { appendMessage, appendReasoning, scrollToEnd, setStatus, showMessage } from "./messages.js";
+import { chosenModel } from "./models.js";
 import { $, hideError, showError, state } from "./page.js";
 import { addToolCallPiece, forgetLiveCalls } from "./tool-calls.js";
 
@@ -18,6 +19,8 @@ function applyEvent(element, type, data) {
     case "start":
       // Every stream read from its beginning opens with `start`: the reply is rebuilt from here.
       element.dataset.messageId = data.message_id;
+      state.replyId = data.message_id;
+      showStop();
       forgetLiveCalls(element);
       showMessage(element, {
         role: "assistant",
@@ -55,12 +58,34 @@ function applyEvent(element, type, data) {
 /** Marks a reply as streaming (or not) and enables the controls that send accordingly. */
 export function setBusy(busy) {
   state.busy = busy;
+  if (!busy) state.replyId = null;
   const ready = Boolean(state.conversationId) && !busy;
   $("message-input").disabled = !state.conversationId;
   $("attach").disabled = !state.conversationId;
   $("send").disabled = !ready;
-  for (const button of document.querySelectorAll(".tool-results button[type='submit']")) {
+  // Everything else that would start a reply: tool results, edits, regenerations, versions.
+  for (const button of document.querySelectorAll(".tool-results button[type='submit'], [data-sends]")) {
     button.disabled = !ready;
+  }
+  showStop();
+}
+
+// Stop shows while a reply streams in and its id is known.
+function showStop() {
+  $("stop").hidden = !(state.busy && state.replyId);
+  $("stop").disabled = false;
+}
+
+/** Cancels the reply streaming in; its stream then ends with the reply, status cancelled. */
+export async function stopReply() {
+  const { conversationId, replyId } = state;
+  if (!conversationId || !replyId) return;
+  $("stop").disabled = true;
+  try {
+    await api("POST", `/conversations/${conversationId}/messages/${replyId}/cancel`);
+  } catch (error) {
+    showError(error);
+    $("stop").disabled = false;
   }
 }
 
@@ -72,21 +97,36 @@ export function detachStreams() {
   state.source = null;
 }
 
-// Posts a turn and streams its reply in. `said` is what the turn adds before the reply, shown
-// at once; if the turn is refused before its reply starts, it goes and `restore` puts the
-// drafts back.
+// Posts a turn (with the picked model) and streams its reply in. `said` is what the turn adds
+// before the reply, shown at once; if the turn is refused before its reply starts, it goes and
+// `restore` puts the drafts back.
 export async function sendTurn(body, said, restore) {
   const conversationId = state.conversationId;
   hideError();
   setBusy(true);
   const shown = said.map(appendMessage);
   const reply = appendMessage({ role: "assistant", content: "", status: "in_progress" });
+  await streamReply(
+    reply,
+    (signal) => streamTurn(conversationId, { ...chosenModel(), ...body }, signal),
+    () => {
+      for (const element of shown) element.remove();
+      reply.remove();
+      restore();
+    },
+  );
+}
+
+/** Streams the events `open(signal)` yields into `reply` (the page already busy); if they are
+ * refused before the reply starts, `undo` puts the page back and the error shows. */
+export async function streamReply(reply, open, undo) {
+  const conversationId = state.conversationId;
   const abort = new AbortController();
   state.abort = abort;
   let started = false;
   let ended = false;
   try {
-    for await (const item of streamTurn(conversationId, body, abort.signal)) {
+    for await (const item of open(abort.signal)) {
       started = true;
       ended = applyEvent(reply, item.event, JSON.parse(item.data));
       if (ended) break;
@@ -94,9 +134,7 @@ export async function sendTurn(body, said, restore) {
   } catch (error) {
     if (abort.signal.aborted) return; // the user moved to another conversation
     if (!started) {
-      for (const element of shown) element.remove();
-      reply.remove();
-      restore();
+      undo();
       showError(error);
       setBusy(false);
       return;
