@@ -5,7 +5,8 @@ one, a regeneration a new reply beside another. A conversation continues from it
 `active_leaf_id`. Existing conversations become a single path: each message's parent is the
 one before it (by `created_at`, `id`), and the leaf is the newest. Imported messages say where
 they came from (`imported_from`): no provider was called for them here. Conversations also hold
-generation settings (`temperature`, `top_p`, `max_tokens`), who named them (`title_source`:
+generation settings (`temperature`, `top_p`, `max_tokens`), and a user's month the spend on
+generated titles (`title_requests`, `title_cost_usd`, apart from the replies' totals), and who named them (`title_source`:
 existing titles count as the user's, so nothing overwrites them) and `archived`/`pinned`.
 
 Revision ID: 0009
@@ -37,6 +38,14 @@ def upgrade() -> None:
     op.add_column("conversations", sa.Column("max_tokens", sa.Integer(), nullable=True))
     op.add_column("conversations", sa.Column("title_source", sa.String(16), nullable=True))
     op.add_column("conversations", sa.Column("active_leaf_id", sa.Uuid(), nullable=True))
+    op.add_column(
+        "user_monthly_usage",
+        sa.Column("title_requests", sa.Integer(), server_default="0", nullable=False),
+    )
+    op.add_column(
+        "user_monthly_usage",
+        sa.Column("title_cost_usd", sa.Numeric(18, 10), server_default="0", nullable=False),
+    )
     for flag in ("archived", "pinned"):
         op.add_column(
             "conversations",
@@ -69,6 +78,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("user_monthly_usage") as batch:
+        batch.drop_column("title_cost_usd")
+        batch.drop_column("title_requests")
     with op.batch_alter_table("conversations") as batch:
         for column in (
             "pinned",

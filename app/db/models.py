@@ -254,6 +254,13 @@ class UserMonthlyUsage(Base):
     completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
     cached_tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
     cost_usd: Mapped[Decimal] = mapped_column(default=Decimal(0), server_default=text("0"))
+    # Conversation titles generated for the user (TITLE_MODEL): spend of its own kind, kept
+    # apart so `requests` and `cost_usd` stay the sum of the user's replies; the budget
+    # counts both.
+    # Server defaults only: a Python default is rendered as a bound value into the reply's
+    # charge (`INSERT ... SELECT` in a CTE), where it arrives as NULL.
+    title_requests: Mapped[int] = mapped_column(server_default=text("0"))
+    title_cost_usd: Mapped[Decimal] = mapped_column(server_default=text("0"))
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
     __table_args__ = (CheckConstraint("cost_usd >= 0", name="usage_cost_non_negative"),)

@@ -293,7 +293,7 @@ def _message_params(messages: Sequence[Message]) -> dict[str, Any]:
 
 def _view_statement(*, postgres: bool, owned: bool, history: bool) -> Select[Any]:
     spent = (
-        select(_u.cost_usd)
+        select(_u.cost_usd + _u.title_cost_usd)  # replies and generated titles
         .where(_u.user_id == _c.user_id, _u.month == bindparam("month"))
         .scalar_subquery()
     )

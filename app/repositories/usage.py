@@ -56,6 +56,19 @@ class UserUsageRepo:
         dialect = self.session.get_bind().dialect.name
         await self.session.execute(_CHARGE[dialect == "postgresql"], values)
 
+    async def charge_title(self, user_id: str, month: str, cost_usd: Decimal) -> None:
+        """Add one generated title to the user's month (its own kind: the replies' totals
+        are left as they are), in one statement."""
+        values = {
+            "user_id": user_id,
+            "month": month,
+            "title_requests": 1,
+            "title_cost_usd": cost_usd,
+            "updated_at": utcnow(),
+        }
+        dialect = self.session.get_bind().dialect.name
+        await self.session.execute(_CHARGE_TITLE[dialect == "postgresql"], values)
+
     async def move_to_erased(self, user_id: str) -> int:
         """Add each of the user's months into `ERASED_USER`'s row of that month, and delete
         the user's: every month's totals stay the same sum, exact (Decimal on Postgres), and
@@ -76,7 +89,9 @@ class UserUsageRepo:
 
 
 _USAGE: Table = UserMonthlyUsage.__table__  # type: ignore[assignment]
-SPENT = select(_USAGE.c.cost_usd).where(
+# What counts against a budget: replies and generated titles.
+SPENT_COLUMN = (_USAGE.c.cost_usd + _USAGE.c.title_cost_usd).label("spent")
+SPENT = select(SPENT_COLUMN).where(
     _USAGE.c.user_id == bindparam("user_id"), _USAGE.c.month == bindparam("month")
 )
 
@@ -118,7 +133,30 @@ def charge_month_statement(
 _CHARGE = (charge_month_statement(sqlite_insert), charge_month_statement(postgres_insert))
 
 
-_TOTALS = ("requests", "prompt_tokens", "completion_tokens", "cached_tokens", "cost_usd")
+def _charge_title_statement(insert: Callable[[Table], Any]) -> Any:
+    statement = insert(_USAGE)
+    added = statement.excluded
+    return statement.on_conflict_do_update(
+        index_elements=[_USAGE.c.user_id, _USAGE.c.month],
+        set_={
+            "title_requests": _USAGE.c.title_requests + added.title_requests,
+            "title_cost_usd": _USAGE.c.title_cost_usd + added.title_cost_usd,
+            "updated_at": added.updated_at,
+        },
+    )
+
+
+_CHARGE_TITLE = (_charge_title_statement(sqlite_insert), _charge_title_statement(postgres_insert))
+
+_TOTALS = (
+    "requests",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "cost_usd",
+    "title_requests",
+    "title_cost_usd",
+)
 
 
 def _add_to_erased(

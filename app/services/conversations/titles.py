@@ -2,11 +2,12 @@
 
 `TitleWriter` is the turns' `TitleHook`: it asks `TITLE_MODEL` for a few-word title in a task
 of its own, so the reply never waits for it, and stores the title only while the conversation
-is still untitled (a title the user set meanwhile wins). The title's tokens and cost are
-charged to the conversation and the user's month like a reply's, and recorded in the
-conversation's `metadata.title_generation`, since usage reports built from stored replies
-cannot see them. A title ready while the reply still streams is also sent to its listeners as
-a `title` event. A failing title model only leaves the conversation untitled.
+is still untitled (a title the user set meanwhile wins). Its cost is spend of its own kind:
+added to the user's month as `title_requests`/`title_cost_usd` (counted by the budget), and
+recorded in the conversation's `metadata.title_generation`; the conversation's and the
+month's reply totals stay the sums of their messages (RELIABILITY's promise 3). A title
+ready while the reply still streams is also sent to its listeners as a `title` event. A
+failing title model only leaves the conversation untitled.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from app.db.models import Conversation, Message, MessageRole
 from app.db.session import unit_of_work
 from app.providers.base import ChatMessage, ChatRequest, Usage, WholeReply, whole_reply
 from app.providers.registry import ModelChoice, ProviderRegistry
-from app.repositories.conversations import ConversationRepo
 from app.repositories.usage import UserUsageRepo, month_of
 from app.services.pricing.price_book import PriceBook
 from app.services.streaming.event_log import InProcessEventLog
@@ -175,10 +175,9 @@ class TitleWriter:
         async with unit_of_work(self._sessionmaker) as session:
             named = await _name_if_untitled(session, conversation_id, generated.text)
             await _record_title_generation(session, conversation_id, generated)
-            await ConversationRepo(session).charge(
-                conversation_id, tokens=generated.usage.total_tokens, cost_usd=cost
-            )
-            await UserUsageRepo(session).charge(owner, month_of(utcnow()), generated.usage, cost)
+            # Spend of its own kind: the conversation's totals stay the sum of its messages
+            # (its `metadata.title_generation` shows what the title cost).
+            await UserUsageRepo(session).charge_title(owner, month_of(utcnow()), cost)
         log.info(
             "conversation title generated" if named else "conversation was named meanwhile",
             conversation_id=str(conversation_id),
