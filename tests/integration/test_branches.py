@@ -270,3 +270,24 @@ class TestConversationSettings:
         assert (second["temperature"], second["top_p"], second["max_tokens"]) == (0.9, 0.5, 20)
         assert "temperature" not in third
         assert third["max_tokens"] == 50
+
+
+class TestRegenerationIsIdempotent:
+    async def test_a_retried_regeneration_replays_the_first_without_a_second_call(
+        self, client: httpx.AsyncClient, upstream: FakeUpstream
+    ) -> None:
+        conversation = await create_conversation(client, model="gpt-4o")
+        cid = conversation["id"]
+        turn = await send_message(client, cid, "Hello")
+        calls = len(upstream.requests)
+        url = f"/api/v1/conversations/{cid}/messages/{turn['message']['id']}/regenerate"
+        headers = {"Idempotency-Key": "regenerate-once"}
+
+        first = await client.post(url, json={}, headers=headers)
+        again = await client.post(url, json={}, headers=headers)
+
+        assert (first.status_code, again.status_code) == (201, 201), again.text
+        assert again.json() == first.json()
+        assert again.headers.get("idempotency-replayed") == "true"
+        assert len(upstream.requests) == calls + 1
+        await assert_totals_are_every_branch(client, cid)
