@@ -206,12 +206,13 @@ class TestRoundTrips:
         assert second.status_code == 200, second.text
         _, completing = expected_turn(settings)
         # A new conversation is created already counting its messages and reply; one that
-        # goes on is read (no history: the client sent it) and claimed like any turn.
+        # goes on is read with its stored branch (matched against what the client sent) and
+        # claimed like any turn.
         if settings.is_sqlite:
             creating = ["BEGIN", "INSERT conversations", "INSERT messages", "COMMIT"]
             claiming = [
-                *("BEGIN", "SELECT conversations", "UPDATE conversations"),
-                *("INSERT messages", "COMMIT"),
+                *("BEGIN", "SELECT conversations", "SELECT messages"),
+                *("UPDATE conversations", "INSERT messages", "COMMIT"),
             ]
         else:
             creating = ["INSERT conversations + INSERT messages"]
