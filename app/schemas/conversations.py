@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
-from pydantic import Field, StrictBool, model_validator
+from pydantic import BaseModel, Field, StrictBool, model_validator
 
 from app.schemas.common import (
     Metadata,
@@ -25,7 +25,9 @@ Title = Annotated[StorableText, Field(max_length=500)]
 SystemPrompt = Annotated[StorableText, Field(max_length=100_000)]
 
 
-class ConversationCreate(RequestBody):
+class ConversationSettings(BaseModel):
+    """What a conversation is created with, by a client or by an import."""
+
     title: Title | None = None
     metadata: Metadata = Field(default_factory=dict)
     provider: ProviderName | None = None
@@ -38,6 +40,9 @@ class ConversationCreate(RequestBody):
     top_p: TopP | None = None
     max_tokens: ReplyTokens | None = None
     pinned: StrictBool = False
+
+
+class ConversationCreate(RequestBody, ConversationSettings):
     user_id: UserId | None = None
 
 

@@ -14,10 +14,10 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, V
 
 from app.db.models import Message, MessageRole, MessageStatus
 from app.errors import ChatAPIError
-from app.schemas.common import Metadata, ModelName, ProviderName, Schema, StorableText
-from app.schemas.content import ContentParts, Tools
-from app.schemas.conversations import ConversationRead, SystemPrompt, Title
-from app.schemas.messages import MessageRead, ReplyTokens, Temperature, TopP
+from app.schemas.common import Metadata, Schema, StorableText
+from app.schemas.content import ContentParts
+from app.schemas.conversations import ConversationRead, ConversationSettings
+from app.schemas.messages import MessageRead
 
 EXPORT_FORMAT: Final = "chat-api.conversation"
 EXPORT_VERSION: Final = 1
@@ -140,21 +140,11 @@ class ImportedMessage(ImportShape):
     created_at: Moment | None = None
 
 
-class ImportedConversation(ImportShape):
+class ImportedConversation(ImportShape, ConversationSettings):
     """The conversation of our export: its settings; owner, ids and totals are not taken."""
 
-    title: Title | None = None
-    metadata: Metadata = Field(default_factory=dict)
-    provider: ProviderName | None = None
-    model: ModelName | None = None
-    system_prompt: SystemPrompt | None = None
-    tools: Tools | None = None
-    temperature: Temperature | None = None
-    top_p: TopP | None = None
-    max_tokens: ReplyTokens | None = None
     title_source: Literal["user", "generated", "first_message"] | None = None
     archived: StrictBool = False
-    pinned: StrictBool = False
     active_leaf_id: UUID | None = None
     created_at: Moment | None = None
     updated_at: Moment | None = None

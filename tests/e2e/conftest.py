@@ -16,6 +16,7 @@ import pytest
 
 from tests.databases import postgres_database
 from tests.faults import OwnRedis
+from tests.openai_schema.traffic import Recorder
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -129,3 +130,23 @@ def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
         yield redis
     finally:
         redis.kill()
+
+
+# The live server and wire recorder the client tests (test_clients_*.py) share: the mock
+# provider, this run's database. A module may define its own (test_clients_upstreams.py).
+@pytest.fixture(scope="module")
+def server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    live = start_server(
+        {"DATABASE_URL": database_url}, tmp_path_factory.mktemp("clients") / "server.log"
+    )
+    try:
+        yield live
+    finally:
+        stop_server(live)
+
+
+@pytest.fixture
+async def recorder() -> AsyncIterator[Recorder]:
+    recording = Recorder()
+    yield recording
+    await recording.aclose()

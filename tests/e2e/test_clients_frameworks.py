@@ -10,7 +10,6 @@ own holding the whole history the framework sent: the last one holds the full ex
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
 from typing import Any, Literal
 
 import pytest
@@ -23,7 +22,7 @@ from pydantic_ai import Agent, NativeOutput, ToolOutput
 from pydantic_ai.models.openai import OpenAIChatModel
 from pydantic_ai.providers.openai import OpenAIProvider
 
-from tests.e2e.conftest import LiveServer, start_server, stop_server
+from tests.e2e.conftest import LiveServer
 from tests.e2e.test_clients_openai import assert_openai_shaped, calls_of, read_back
 from tests.openai_schema.traffic import Recorder
 
@@ -46,24 +45,6 @@ class Reply(BaseModel):
 def get_weather(city: str) -> str:
     """The weather now in a city."""
     return f"Sunny in {city}"
-
-
-@pytest.fixture(scope="module")
-def server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    live = start_server(
-        {"DATABASE_URL": database_url}, tmp_path_factory.mktemp("frameworks") / "server.log"
-    )
-    try:
-        yield live
-    finally:
-        stop_server(live)
-
-
-@pytest.fixture
-async def recorder() -> AsyncIterator[Recorder]:
-    recording = Recorder()
-    yield recording
-    await recording.aclose()
 
 
 def chat_openai(server: LiveServer, recorder: Recorder) -> ChatOpenAI:

@@ -13,17 +13,15 @@ import base64
 import json
 import struct
 import zlib
-from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Literal
 
 import httpx
 import openai
-import pytest
 from pydantic import BaseModel
 
-from tests.e2e.conftest import LiveServer, start_server, stop_server
+from tests.e2e.conftest import LiveServer
 from tests.openai_schema.traffic import Recorder
 
 
@@ -115,24 +113,6 @@ def tiny_png() -> bytes:
         + chunk(b"IDAT", zlib.compress(rows))
         + chunk(b"IEND", b"")
     )
-
-
-@pytest.fixture(scope="module")
-def server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    live = start_server(
-        {"DATABASE_URL": database_url}, tmp_path_factory.mktemp("clients") / "server.log"
-    )
-    try:
-        yield live
-    finally:
-        stop_server(live)
-
-
-@pytest.fixture
-async def recorder() -> AsyncIterator[Recorder]:
-    recording = Recorder()
-    yield recording
-    await recording.aclose()
 
 
 def openai_client(server: LiveServer, recorder: Recorder) -> openai.AsyncOpenAI:
