@@ -1,25 +1,23 @@
-"""Does caching a conversation's prompt history in Redis pay? Time the read both ways.
+"""What a turn's read costs: `TurnRepo.view` and the prompt history it yields, by size.
 
 On a fresh, migrated Postgres database, builds conversations of 10, 100 and 1000 messages
-(about 400 characters each, like chat turns) and times, per size:
+(about 400 characters each, like chat turns) stored as one path, and, with --branches, the
+same sizes where every reply was regenerated once (twice the messages, half of them off the
+active path). Times, per conversation, the read a turn makes before it is claimed (the
+conversation, its month's spending, whether a reply runs, and the prompt along the active
+branch) on the driver connection a turn uses, plus turning it into `ChatMessage`s.
 
-- `db`: `MessageRepo.prompt_history` as a turn runs it (own transaction, ORM rows), plus
-  turning the rows into `ChatMessage`s;
-- `redis`: a GET of the same history stored as JSON, decoded into `ChatMessage`s (what a
-  write-through cache would serve; its writes, one per stored message, are not counted).
+Prints the median and p95 wall time of a read and the CPU this process spent per read (the
+service's share; Postgres' is not counted). Compare revisions by running the script in each
+checkout: it needs only `TurnRepo.view(...).history`.
 
-Prints the median and p95 of each in milliseconds; compare them with a provider's time to
-first token (hundreds of ms) before deciding anything.
-
-    .venv/bin/python bench/history.py [--sizes 10,100,1000] [--repeat 200]
+    .venv/bin/python bench/history.py [--sizes 10,100,1000] [--repeat 300] [--branches]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
 import statistics
 import sys
 import time
@@ -28,23 +26,21 @@ from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
-from redis.asyncio import Redis
-from sqlalchemy import select
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from app.core.config import Settings  # noqa: E402
 from app.db.base import utcnow  # noqa: E402
+from app.db.driver import statements  # noqa: E402
 from app.db.models import Conversation, Message, MessageRole, MessageStatus  # noqa: E402
 from app.db.session import create_engine, make_sessionmaker  # noqa: E402
-from app.providers.base import ChatMessage  # noqa: E402
-from app.providers.context import counter_for  # noqa: E402
-from app.repositories.messages import MessageRepo  # noqa: E402
+from app.repositories.turns import TurnRepo  # noqa: E402
 from tests.databases import postgres_database  # noqa: E402
 
-REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/15")
 TEXT = ("The quick brown fox jumps over the lazy dog, again and again. " * 7)[:400]
+MONTH = "2026-12"
+# Revisions before conversations became trees have no `parent_id`: the script runs on both.
+HAS_PARENTS = hasattr(Message, "parent_id")
 
 
 def percentile(samples: list[float], fraction: float) -> float:
@@ -52,8 +48,25 @@ def percentile(samples: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-async def seed(sessionmaker: object, size: int) -> uuid.UUID:
-    """A conversation of `size` completed messages, alternating user and assistant."""
+def _message(conversation_id: uuid.UUID, index: int, parent: uuid.UUID | None) -> Message:
+    message = Message(
+        id=uuid.uuid4(),
+        conversation_id=conversation_id,
+        role=MessageRole.USER if index % 2 == 0 else MessageRole.ASSISTANT,
+        content=f"{index} {TEXT}",
+        status=MessageStatus.COMPLETED,
+        metadata_={},
+        cost_usd=Decimal(0),
+        created_at=utcnow() + timedelta(microseconds=index),
+    )
+    if HAS_PARENTS:
+        message.parent_id = parent
+    return message
+
+
+async def seed(sessionmaker: object, size: int, *, branches: bool) -> uuid.UUID:
+    """A conversation whose active path holds `size` completed messages, alternating user
+    and assistant; with `branches`, each reply has an older sibling off the path."""
     now = utcnow()
     async with sessionmaker.begin() as session:  # type: ignore[attr-defined]
         conversation = Conversation(
@@ -61,115 +74,67 @@ async def seed(sessionmaker: object, size: int) -> uuid.UUID:
         )
         session.add(conversation)
         await session.flush()
-        session.add_all(
-            Message(
-                conversation_id=conversation.id,
-                role=MessageRole.USER if index % 2 == 0 else MessageRole.ASSISTANT,
-                content=f"{index} {TEXT}",
-                status=MessageStatus.COMPLETED,
-                metadata_={},
-                cost_usd=Decimal(0),
-                created_at=now + timedelta(microseconds=index),
-            )
-            for index in range(size)
-        )
+        messages: list[Message] = []
+        parent: uuid.UUID | None = None
+        for index in range(size):
+            if branches and index % 2 == 1:
+                messages.append(_message(conversation.id, len(messages), parent))
+            message = _message(conversation.id, len(messages), parent)
+            messages.append(message)
+            parent = message.id
+        session.add_all(messages)
+        conversation.message_count = len(messages)
+        if HAS_PARENTS:
+            conversation.active_leaf_id = parent
         conversation_id: uuid.UUID = conversation.id
     return conversation_id
 
 
-async def time_db(sessionmaker: object, conversation_id: uuid.UUID, repeat: int) -> list[float]:
+async def time_view(
+    sessionmaker: object, conversation_id: uuid.UUID, size: int, repeat: int
+) -> tuple[list[float], float]:
+    """Wall time of each read (ms) and this process's CPU per read (ms)."""
     samples = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        async with sessionmaker.begin() as session:  # type: ignore[attr-defined]
-            history = await MessageRepo(session).prompt_history(conversation_id)
-            _ = [ChatMessage(m.role.value, m.content) for m in history]
-        samples.append((time.perf_counter() - started) * 1000)
-    return samples
-
-
-async def time_db_columns(
-    sessionmaker: object, conversation_id: uuid.UUID, repeat: int
-) -> list[float]:
-    """The same query selecting only (role, content): no ORM objects to build."""
-    statement = (
-        select(Message.role, Message.content)
-        .where(
-            Message.conversation_id == conversation_id,
-            Message.status.in_((MessageStatus.COMPLETED, MessageStatus.CANCELLED)),
-            Message.content != "",
-        )
-        .order_by(Message.created_at, Message.id)
-    )
-    samples = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        async with sessionmaker.begin() as session:  # type: ignore[attr-defined]
-            rows = (await session.execute(statement)).all()
-            _ = [ChatMessage(role.value, content) for role, content in rows]
-        samples.append((time.perf_counter() - started) * 1000)
-    return samples
-
-
-def time_token_count(history: list[ChatMessage]) -> float:
-    """What fitting the prompt to a context window costs anyway: counting its tokens."""
-    count = counter_for("openai", "gpt-4o")
-    started = time.perf_counter()
-    for message in history:
-        count(message.content)
-    return (time.perf_counter() - started) * 1000
-
-
-async def time_redis(
-    redis: Redis, sessionmaker: object, conversation_id: uuid.UUID, repeat: int
-) -> list[float]:
-    async with sessionmaker.begin() as session:  # type: ignore[attr-defined]
-        history = await MessageRepo(session).prompt_history(conversation_id)
-    key = f"bench:history:{conversation_id}"
-    await redis.set(key, json.dumps([[m.role.value, m.content] for m in history]), ex=600)
-    samples = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        raw = await redis.get(key)
-        assert raw is not None
-        _ = [ChatMessage(role, content) for role, content in json.loads(raw)]
-        samples.append((time.perf_counter() - started) * 1000)
-    await redis.delete(key)
-    return samples
-
-
-def summary(samples: list[float]) -> str:
-    return f"median {statistics.median(samples):7.2f} ms   p95 {percentile(samples, 0.95):7.2f} ms"
+    async with statements(sessionmaker, single_statements=True) as run:  # type: ignore[arg-type]
+        turns = TurnRepo(run)
+        cpu_started = time.process_time()
+        for _ in range(repeat):
+            started = time.perf_counter()
+            view = await turns.view(conversation_id, "bench", MONTH)
+            if view is None or len(view.history) != size:
+                raise RuntimeError("the read did not return the conversation's whole path")
+            samples.append((time.perf_counter() - started) * 1000)
+        cpu = (time.process_time() - cpu_started) * 1000 / repeat
+    return samples, cpu
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="10,100,1000")
-    parser.add_argument("--repeat", type=int, default=200)
+    parser.add_argument("--repeat", type=int, default=300)
+    parser.add_argument("--branches", action="store_true", help="also regenerated replies")
     options = parser.parse_args()
     sizes = [int(size) for size in options.sizes.split(",")]
-    redis = Redis.from_url(REDIS_URL)
+    shapes = [False, True] if options.branches else [False]
     async with postgres_database() as url:
         engine = create_engine(Settings(_env_file=None, database_url=url))
         sessionmaker = make_sessionmaker(engine)
         try:
-            print(f"prompt history read, {options.repeat} reads per size (Postgres vs Redis)")
-            for size in sizes:
-                conversation_id = await seed(sessionmaker, size)
-                await time_db(sessionmaker, conversation_id, 10)  # warm the pool and plans
-                database = await time_db(sessionmaker, conversation_id, options.repeat)
-                columns = await time_db_columns(sessionmaker, conversation_id, options.repeat)
-                cached = await time_redis(redis, sessionmaker, conversation_id, options.repeat)
-                history = [ChatMessage("user", f"{i} {TEXT}") for i in range(size)]
-                time_token_count(history[:1])  # load the encoding first
-                print(f"{size:5d} messages  db (ORM rows):      {summary(database)}")
-                print(f"{size:5d} messages  db (role, content): {summary(columns)}")
-                print(f"{size:5d} messages  redis GET + decode: {summary(cached)}")
-                counting = time_token_count(history)
-                print(f"{size:5d} messages  token count once:   {counting:7.2f} ms")
+            print(f"a turn's read (TurnRepo.view + history), {options.repeat} reads per row")
+            print("| path messages | stored messages | wall median / p95 ms | CPU per read ms |")
+            print("|---|---|---|---|")
+            for branched in shapes:
+                for size in sizes:
+                    conversation_id = await seed(sessionmaker, size, branches=branched)
+                    await time_view(sessionmaker, conversation_id, size, 20)  # warm up
+                    wall, cpu = await time_view(sessionmaker, conversation_id, size, options.repeat)
+                    stored = size + size // 2 if branched else size
+                    print(
+                        f"| {size} | {stored} | {statistics.median(wall):.3f} / "
+                        f"{percentile(wall, 0.95):.3f} | {cpu:.3f} |"
+                    )
         finally:
             await engine.dispose()
-            await redis.aclose()
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ from sqlalchemy import (
     true,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -51,6 +51,7 @@ from app.db.driver import Statements
 from app.db.models import Conversation, Message, MessageRole, MessageStatus, UserMonthlyUsage
 from app.db.rows import column_values, with_defaults
 from app.providers.base import ChatMessage, Usage
+from app.repositories.branch_path import PATH_ARRAYS, PATH_ROWS, BranchPath
 from app.repositories.conversations import (
     CHARGE_TOTALS,
     INSERT_CONVERSATION,
@@ -61,12 +62,8 @@ from app.repositories.conversations import (
 from app.repositories.messages import (
     COLUMN_OF,
     FINISH_RUNNING,
-    HISTORY_COLUMNS,
     MUTABLE_COLUMNS,
-    HistoryRow,
     MessageRepo,
-    branch_history,
-    branch_nodes,
     changes_of,
     is_running_reply_violation,
 )
@@ -83,47 +80,28 @@ class Claim(Enum):
 
 @dataclass(frozen=True, slots=True)
 class TurnView:
-    """What a turn reads before it is claimed, as of one moment: `rows` are every message's
-    `HISTORY_COLUMNS` (empty when the history was not wanted), `history` the prompt along
-    the active branch."""
+    """What a turn reads before it is claimed, as of one moment: `branch` is the prompt along
+    the branch the read walked (empty when no history was wanted)."""
 
     conversation: TurnConversation
     message_count: int
-    rows: list[HistoryRow]
+    branch: BranchPath
     reply_running: bool
     month_spent: Decimal
 
     @property
     def leaf(self) -> UUID | None:
-        """Where the conversation continues: its active leaf, else its newest message."""
-        if self.conversation.active_leaf_id is not None or not self.rows:
-            return self.conversation.active_leaf_id
-        return UUID(str(self.rows[-1][0]))
+        """Where the walk started: by default the active leaf (else the newest message)."""
+        return None if self.branch.end is None else self.branch.end.id
 
     @property
     def history(self) -> list[ChatMessage]:
-        return self.history_to(self.leaf)
+        """What the model sees of the branch, down to its end."""
+        return [message for _, message in self.branch.nodes]
 
-    def history_to(self, leaf: UUID | None) -> list[ChatMessage]:
-        """The prompt along the branch ending at `leaf` (None: nothing before it)."""
-        return branch_history(self.rows, leaf)
-
-    def path_to(self, leaf: UUID | None) -> list[tuple[UUID, ChatMessage]]:
-        """`history_to` with each message's id."""
-        return branch_nodes(self.rows, leaf)
-
-    def parent_of(self, message_id: UUID) -> tuple[bool, UUID | None]:
-        """Whether `message_id` is one of the conversation's messages, and its parent."""
-        for row in self.rows:
-            if row[0] == message_id:
-                return True, row[1]
-        return False, None
-
-    def role_of(self, message_id: UUID) -> str | None:
-        for row in self.rows:
-            if row[0] == message_id:
-                return str(row[3])
-        return None
+    def history_before(self, message_id: UUID) -> list[ChatMessage]:
+        """`history` without `message_id` (a reply being regenerated)."""
+        return [message for node, message in self.branch.nodes if node != message_id]
 
 
 class TurnRepo:
@@ -144,12 +122,26 @@ class TurnRepo:
         return self._session
 
     async def view(
-        self, conversation_id: UUID, owner: str | None, month: str, *, history: bool = True
+        self,
+        conversation_id: UUID,
+        owner: str | None,
+        month: str,
+        *,
+        history: bool = True,
+        from_message: UUID | None = None,
     ) -> TurnView | None:
         """The conversation (only `owner`'s, unless `None`), its prompt history (unless not
         wanted: then empty), whether a reply runs in it and its owner's spending in `month`;
-        `None` if not found."""
-        params = {"conversation_id": conversation_id, "owner": owner, "month": month}
+        `None` if not found.
+
+        The history is the branch ending at `from_message`, else at the active leaf.
+        """
+        params = {
+            "conversation_id": conversation_id,
+            "owner": owner,
+            "month": month,
+            "from_message": from_message,
+        }
         statement = _VIEW[self.postgres, owner is not None, history]
         found = await self.statements.rows(statement, params)
         if not found:
@@ -158,13 +150,12 @@ class TurnRepo:
         conversation = TurnConversation(*row[:_CONVERSATION_FIELDS])
         message_count, spent, running = row[_CONVERSATION_FIELDS : _CONVERSATION_FIELDS + 3]
         if not history:
-            rows: list[HistoryRow] = []
+            branch = BranchPath(None, [])
         elif self.postgres:
-            columns = [column or () for column in row[_CONVERSATION_FIELDS + 3 :]]
-            rows = list(zip(*columns, strict=True))
+            branch = BranchPath.of_arrays(row[_CONVERSATION_FIELDS + 3 :])
         else:
-            rows = await MessageRepo(self.session).history_rows(conversation.id)
-        return TurnView(conversation, message_count, rows, bool(running), Decimal(spent))
+            branch = BranchPath.of_rows(await self.statements.rows(PATH_ROWS, params))
+        return TurnView(conversation, message_count, branch, bool(running), Decimal(spent))
 
     async def claim(
         self, conversation_id: UUID, seen_count: int, messages: Sequence[Message]
@@ -297,11 +288,13 @@ def _view_statement(*, postgres: bool, owned: bool, history: bool) -> Select[Any
         .where(_u.user_id == _c.user_id, _u.month == bindparam("month"))
         .scalar_subquery()
     )
-    # Answered by the partial unique index on running replies.
+    # Answered by the partial unique index on running replies: its predicate is written out
+    # as SQL, not bound, or a prepared statement's generic plan cannot use that index and
+    # scans the conversation's messages instead.
     running = exists().where(
         _m.conversation_id == _c.id,
-        _m.status == MessageStatus.IN_PROGRESS,
-        _m.role == MessageRole.ASSISTANT,
+        _m.status == literal_column(f"'{MessageStatus.IN_PROGRESS.value}'"),
+        _m.role == literal_column(f"'{MessageRole.ASSISTANT.value}'"),
     )
     statement = select(
         *(_c[name] for name in _TURN_CONVERSATION_COLUMNS),
@@ -312,24 +305,9 @@ def _view_statement(*, postgres: bool, owned: bool, history: bool) -> Select[Any
     if owned:
         statement = statement.where(_c.user_id == bindparam("owner"))
     if postgres and history:
-        # Every message as an array per column in the same row: one statement, one index
-        # range scan; the branch is walked in Python (`branch_history`).
-        in_order = (_m.created_at, _m.id)
-        prompt = (
-            select(
-                *(
-                    func.array_agg(aggregate_order_by(column, *in_order)).label(
-                        f"history_{position}"
-                    )
-                    for position, column in enumerate(HISTORY_COLUMNS)
-                )
-            )
-            .where(_m.conversation_id == _c.id)
-            .lateral("history")
-        )
-        statement = statement.add_columns(*prompt.c).select_from(
-            _CONVERSATIONS.join(prompt, true())
-        )
+        # The branch's prompt as an array per column in the same row: one statement.
+        path = PATH_ARRAYS.lateral("branch")
+        statement = statement.add_columns(*path.c).select_from(_CONVERSATIONS.join(path, true()))
     return statement
 
 

@@ -149,7 +149,7 @@ def _continuing(view: TurnView, turn: PromptTurn, owner: UUID | None) -> list[Me
     from the branch (an edit, a regenerated reply, a shortened history), the new ones
     branch off at the last message both share (a new first message if none).
     """
-    path = view.path_to(view.leaf)
+    path = view.branch.nodes
     shared, parent = 0, None
     for node, stored in path:
         if shared == len(turn.messages) - 1 or turn.messages[shared] != stored:

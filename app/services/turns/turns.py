@@ -216,10 +216,11 @@ async def open_turn(
     that reply and never starts a second one.
     """
 
+    walk = branch_walk(body, regenerating)
+
     def prepare(view: TurnView) -> tuple[list[Message], Prepared]:
         choice = choose_model(ctx.registry, view.conversation, body)
-        parent = branch_point(view, body, regenerating)
-        history = view.history_to(parent)
+        parent, history = branch_point(view, walk)
         if regenerating is None:
             check_tool_results(body, history)
         options = reply_options(choice, body, view.conversation.tools)
@@ -242,7 +243,14 @@ async def open_turn(
         turns = TurnRepo(run)
         owner = principal.visible_owner(None)
         view, messages, prepared = await claim_after_read(
-            ctx, turns, conversation_id, owner, prepare, guard=guard
+            ctx,
+            turns,
+            conversation_id,
+            owner,
+            prepare,
+            history=walk.reads_history,
+            from_message=walk.from_message,
+            guard=guard,
         )
         *said, reply = messages
         conversation = view.conversation
@@ -281,23 +289,41 @@ def _first_set(*values: float | None) -> float | None:
     return next((value for value in values if value is not None), None)
 
 
-def branch_point(view: TurnView, body: MessageCreate, regenerating: UUID | None) -> UUID | None:
-    """The message a turn's new messages follow: the regenerated reply's parent, the
-    `parent_id` the turn names (null: a new first message), or the active leaf."""
+@dataclass(frozen=True, slots=True)
+class BranchWalk:
+    """Where a turn's new messages go, known before the conversation is read: after the
+    active leaf (`from_message` None), after a message the turn names (an edit's parent),
+    beside a reply (`regenerating`), or as a new first message (no history to read)."""
+
+    from_message: UUID | None
+    regenerating: UUID | None = None
+    reads_history: bool = True
+
+
+def branch_walk(body: MessageCreate, regenerating: UUID | None) -> BranchWalk:
     if regenerating is not None:
-        found, parent = view.parent_of(regenerating)
-        if not found:
-            raise MessageNotFound(regenerating)
-        if view.role_of(regenerating) != MessageRole.ASSISTANT:
+        return BranchWalk(regenerating, regenerating=regenerating)
+    if "parent_id" not in body.model_fields_set:
+        return BranchWalk(None)
+    return BranchWalk(body.parent_id, reads_history=body.parent_id is not None)
+
+
+def branch_point(view: TurnView, walk: BranchWalk) -> tuple[UUID | None, list[ChatMessage]]:
+    """The message a turn's new messages follow and the prompt before them: the regenerated
+    reply's parent and what preceded the reply, the `parent_id` the turn names (null: a new
+    first message) and its branch, or the active leaf and its branch."""
+    end = view.branch.end
+    if walk.regenerating is not None:
+        if end is None:
+            raise MessageNotFound(walk.regenerating)
+        if end.role != MessageRole.ASSISTANT:
             raise InvalidChatRequest(
                 "message_id", "only a reply (an assistant message) is regenerated"
             )
-        return parent
-    if "parent_id" not in body.model_fields_set:
-        return view.leaf
-    if body.parent_id is not None and not view.parent_of(body.parent_id)[0]:
+        return end.parent_id, view.history_before(end.id)
+    if walk.from_message is not None and end is None:
         raise InvalidChatRequest("parent_id", "is not a message of this conversation")
-    return body.parent_id
+    return view.leaf, view.history
 
 
 class TitleHook(Protocol):
@@ -351,6 +377,7 @@ async def claim_after_read(
     prepare: Callable[[TurnView], tuple[MessagesT, PreparedT]],
     *,
     history: bool = True,
+    from_message: UUID | None = None,
     guard: ClaimGuard | None = None,
 ) -> tuple[TurnView, MessagesT, PreparedT]:
     """Read a conversation, check it may take a turn, and claim the turn's messages.
@@ -361,7 +388,9 @@ async def claim_after_read(
     again, so a history read with it is whole when the claim succeeds.
     """
     for _attempt in range(CLAIM_ATTEMPTS):
-        view = await turns.view(conversation_id, owner, month_of(utcnow()), history=history)
+        view = await turns.view(
+            conversation_id, owner, month_of(utcnow()), history=history, from_message=from_message
+        )
         if view is None:
             raise ConversationNotFound(conversation_id)
         messages, prepared = prepare(view)
