@@ -37,8 +37,9 @@ POSTGRES_OPEN = ["SELECT conversations", "UPDATE conversations + INSERT messages
 # The conversation is locked first (`SELECT ... FOR UPDATE` in the statement), then the reply
 # is ended only if still running, and the totals and month charged only if it was.
 POSTGRES_COMPLETE = ["UPDATE messages + UPDATE conversations + INSERT user_monthly_usage"]
+# The branch is walked by a recursive CTE (`WITH RECURSIVE branch_path ... SELECT`).
 SQLITE_OPEN = [
-    *("BEGIN", "SELECT conversations", "SELECT messages"),
+    *("BEGIN", "SELECT conversations", "SELECT branch_path"),
     *("UPDATE conversations", "INSERT messages", "COMMIT"),
 ]
 SQLITE_COMPLETE = [
@@ -211,7 +212,7 @@ class TestRoundTrips:
         if settings.is_sqlite:
             creating = ["BEGIN", "INSERT conversations", "INSERT messages", "COMMIT"]
             claiming = [
-                *("BEGIN", "SELECT conversations", "SELECT messages"),
+                *("BEGIN", "SELECT conversations", "SELECT branch_path"),
                 *("UPDATE conversations", "INSERT messages", "COMMIT"),
             ]
         else:
