@@ -24,9 +24,14 @@ run: $(STAMP)
 migrate: $(STAMP)
 	$(BIN)/python -m app migrate
 
+# Test processes (pytest-xdist). Most tests wait on servers, sockets and timers, so two
+# processes on two cores finish well before one; each test file stays on one process, so a
+# module's server starts once.
+TEST_WORKERS ?= 2
+
 ## test: the whole suite on Postgres and SQLite (CI=true turns a missing service into a failure)
 test: $(STAMP)
-	$(BIN)/pytest -m "not slow"
+	$(BIN)/pytest -m "not slow" -n $(TEST_WORKERS) --dist loadfile
 
 ## test-slow: heavy fault and load tests
 test-slow: $(STAMP)

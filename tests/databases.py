@@ -19,7 +19,16 @@ from app.db.migrations import upgrade_to_head
 POSTGRES_ADMIN_DSN = os.environ.get(
     "TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def _worker_redis_db() -> int:
+    """A Redis database per pytest-xdist worker (gw0: 15, gw1: 14, ...): tests that clear a
+    key pattern (rate limits, caps) must not clear another worker's keys mid-test."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    return 15 - int(worker.removeprefix("gw") or 0) % 8
+
+
+REDIS_URL = os.environ.get("TEST_REDIS_URL", f"redis://127.0.0.1:6379/{_worker_redis_db()}")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
