@@ -21,7 +21,7 @@ from app.api.anthropic_compat.errors import anthropic_status_of
 from app.schemas.anthropic_messages import Message, Usage, anthropic_error_body
 from app.schemas.messages import TurnResult
 from app.services.streaming.streams import StreamItem
-from app.services.turns.anthropic_messages import message_id, stop_reason_of, usage_of
+from app.services.turns.anthropic_replies import message_id, stop_reason_of, usage_of
 
 
 def _event(name: str, data: dict[str, Any]) -> bytes:

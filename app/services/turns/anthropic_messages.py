@@ -1,10 +1,10 @@
 """Anthropic's Messages API on the service's turn engine: a `/v1/messages` body becomes the
 OpenAI-shaped turn `/v1/chat/completions` runs (same validation, option checks, storage and
-charging), and a stored reply becomes Anthropic's `Message`.
+charging); the reply is shown as Anthropic's `Message` (`anthropic_replies`).
 
-Only what OpenAI's shape cannot say is carried past it: a thinking budget and `top_k` reach a
-provider that honours them under those names (Anthropic), and thinking blocks sent back ride
-on the assistant messages as reasoning and signature.
+Only what OpenAI's shape cannot say is carried past it: a thinking budget reaches a provider
+that honours Anthropic's `thinking` (Anthropic) exactly, and thinking blocks sent back ride on
+the assistant messages as reasoning and signature.
 """
 
 from __future__ import annotations
@@ -24,43 +24,32 @@ from app.providers.context import counter_for, prompt_tokens
 from app.providers.options import option_support_of
 from app.providers.registry import ModelChoice
 from app.schemas.anthropic_messages import (
-    ContentBlock,
     ImageBlockIn,
     Message,
     MessageCountTokens,
     MessageCreate,
     MessageParam,
-    StopReason,
-    TextBlock,
     TextBlockIn,
-    ThinkingBlock,
     ThinkingBlockIn,
     ThinkingEnabled,
     TokenCount,
     ToolResultBlockIn,
-    ToolUseBlock,
     ToolUseBlockIn,
-    Usage,
 )
-from app.schemas.messages import MessageRead, TurnResult
+from app.schemas.messages import TurnResult
 from app.schemas.openai_compat import ChatCompletionCreate
 from app.services.limits.idempotency import ResponseRecorder
+from app.services.turns.anthropic_replies import message_of
 from app.services.turns.chat_completions import plan_turn
 from app.services.turns.prompt_turns import PromptTurn, open_prompt_turn
 from app.services.turns.request_options import InvalidChatRequest, TurnOptions
 from app.services.turns.turns import TurnContext, run_turn
 
-MESSAGE_ID_PREFIX = "msg_"
 # Anthropic's own thinking option, for a provider that honours it (see ANTHROPIC_OPTIONS).
 NATIVE_THINKING = "thinking"
 # A thinking budget as `reasoning_effort` for providers without budgets: the band it is in.
 EFFORT_BANDS: tuple[tuple[int, str], ...] = ((4096, "low"), (16384, "medium"))
 EFFORT_ABOVE_BANDS = "high"
-_STOP_REASONS: dict[str, StopReason] = {
-    "length": "max_tokens",
-    "tool_calls": "tool_use",
-    "content_filter": "refusal",
-}
 
 
 def effort_of(budget_tokens: int) -> str:
@@ -276,70 +265,3 @@ async def complete_message(
     opened = await open_prompt_turn(ctx, principal, turn)
     result = await run_turn(ctx, opened, record=None if record is None else record_message)
     return CompletedMessage(message_of(result), result.conversation_id)
-
-
-def message_id(reply_id: UUID) -> str:
-    """Anthropic's id for a message: the stored reply's id, so the two can be matched."""
-    return f"{MESSAGE_ID_PREFIX}{reply_id.hex}"
-
-
-def stop_reason_of(finish_reason: str | None) -> StopReason:
-    """A stored finish reason in Anthropic's terms (a cancelled reply simply ended)."""
-    return _STOP_REASONS.get(finish_reason or "", "end_turn")
-
-
-def usage_of(reply: MessageRead) -> Usage:
-    """Anthropic counts input without cache reads and writes; ours includes them."""
-    cached, written = reply.cached_tokens, reply.cache_write_tokens
-    return Usage(
-        input_tokens=max(reply.prompt_tokens - cached - written, 0),
-        output_tokens=reply.completion_tokens,
-        cache_read_input_tokens=cached,
-        cache_creation_input_tokens=written,
-    )
-
-
-def signature_of(reply: MessageRead) -> str:
-    signature = reply.metadata.get("reasoning_signature")
-    return signature if isinstance(signature, str) else ""
-
-
-def tool_input_of(arguments: str) -> dict[str, Any]:
-    """A stored call's arguments as `input`; text that is no JSON object is kept under
-    `_raw` rather than dropped (a model may write invalid JSON)."""
-    try:
-        parsed = json.loads(arguments) if arguments.strip() else {}
-    except ValueError:
-        parsed = None
-    return parsed if isinstance(parsed, dict) else {"_raw": arguments}
-
-
-def content_of(reply: MessageRead) -> list[ContentBlock]:
-    """A stored reply's blocks in Anthropic's order: thinking, text, tool uses."""
-    blocks: list[ContentBlock] = []
-    if reply.reasoning:
-        blocks.append(ThinkingBlock(thinking=reply.reasoning, signature=signature_of(reply)))
-    if reply.content or not reply.tool_calls:
-        blocks.append(TextBlock(text=reply.content))
-    for call in reply.tool_calls or ():
-        function = call.get("function") or {}
-        blocks.append(
-            ToolUseBlock(
-                id=str(call.get("id") or ""),
-                name=str(function.get("name") or ""),
-                input=tool_input_of(str(function.get("arguments") or "")),
-            )
-        )
-    return blocks
-
-
-def message_of(result: TurnResult) -> Message:
-    """A finished turn as Anthropic's `message` object."""
-    reply = result.message
-    return Message(
-        id=message_id(reply.id),
-        content=content_of(reply),
-        model=reply.model or "",
-        stop_reason=stop_reason_of(reply.finish_reason),
-        usage=usage_of(reply),
-    )
