@@ -147,16 +147,29 @@ ToolChoiceIn = Annotated[
 ]
 
 
+ThinkingDisplay = Literal["summarized", "omitted"]
+
+
 class ThinkingEnabled(_Strict):
     type: Literal["enabled"]
     budget_tokens: Annotated[StrictInt, Field(ge=1024, le=MAX_REPLY_TOKENS)]
+    display: ThinkingDisplay | None = None
+
+
+class ThinkingAdaptive(_Strict):
+    """The model decides how much to think (on providers without it: their default)."""
+
+    type: Literal["adaptive"]
+    display: ThinkingDisplay | None = None
 
 
 class ThinkingDisabled(_Strict):
     type: Literal["disabled"]
 
 
-ThinkingIn = Annotated[ThinkingEnabled | ThinkingDisabled, Field(discriminator="type")]
+ThinkingIn = Annotated[
+    ThinkingEnabled | ThinkingAdaptive | ThinkingDisabled, Field(discriminator="type")
+]
 
 
 class Metadata(_Strict):

@@ -318,6 +318,12 @@ class TestRefusals:
             ({"max_tokens": 0}, "max_tokens"),
             ({"messages": [{"role": "user", "content": []}]}, "messages.0.content"),
             ({"messages": [{"role": "system", "content": "x"}]}, "messages.0.role"),
+            ({"thinking": {"type": "enabled", "budget_tokens": 2000}}, "thinking.budget_tokens"),
+            (
+                {"max_tokens": 3000, "thinking": {"type": "adaptive", "display": "omitted"}},
+                "thinking.display",
+            ),
+            ({"messages": [*HI, {"role": "assistant", "content": "Prefill"}]}, "messages"),
         ],
     )
     async def test_a_field_that_cannot_be_honoured_is_a_400_naming_it(
@@ -409,3 +415,25 @@ class TestAuth:
 
         error_of(response, 429, "rate_limit_error")
         assert response.headers["x-should-retry"] == "false"
+
+
+class TestLimits:
+    async def test_too_many_requests_is_the_sdks_rate_limit_error(
+        self, start_app: StartApp, make_settings: Callable[..., Settings]
+    ) -> None:
+        client = await start_app(make_settings(rate_limit_rpm=1))
+        await sdk(client).messages.count_tokens(model="mock", messages=HI)
+
+        with pytest.raises(anthropic.RateLimitError) as raised:
+            await sdk(client).messages.count_tokens(model="mock", messages=HI)
+        assert raised.value.response.headers["retry-after"]
+
+    async def test_a_body_over_the_limit_is_request_too_large(
+        self, start_app: StartApp, make_settings: Callable[..., Settings]
+    ) -> None:
+        client = await start_app(make_settings(max_body_bytes=2048))
+        big = [{"role": "user", "content": "x" * 4096}]
+
+        response = await post(client, {"model": "mock", "max_tokens": 5, "messages": big})
+
+        error_of(response, 413, "request_too_large")

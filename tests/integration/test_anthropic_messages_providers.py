@@ -114,6 +114,15 @@ class TestToAnthropic:
         assert assistant[0] == content[0]
         assert assistant[-1]["input"] == {"city": "Paris"}
 
+    async def test_adaptive_thinking_reaches_anthropic_as_sent(
+        self, client: httpx.AsyncClient, upstream: FakeUpstream
+    ) -> None:
+        thinking = {"type": "adaptive", "display": "summarized"}
+        response = await create(client, model=CLAUDE, thinking=thinking)
+
+        assert response.status_code == 200, response.text
+        assert upstream.requests[0].json["thinking"] == thinking
+
     @pytest.mark.parametrize(
         ("field", "value"), [("temperature", 0.5), ("top_p", 0.9), ("top_k", 5)]
     )
@@ -133,6 +142,7 @@ class TestToOpenAI:
         response = await create(
             client,
             model=GPT,
+            max_tokens=10000,
             thinking={"type": "enabled", "budget_tokens": 8000},
             tools=[WEATHER],
             tool_choice={"type": "any", "disable_parallel_tool_use": True},

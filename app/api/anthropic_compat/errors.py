@@ -72,7 +72,7 @@ def message_of(problem: dict[str, Any]) -> str:
     errors = problem.get("errors")
     if isinstance(errors, list) and errors and isinstance(errors[0], dict):
         field = _field_of(list(errors[0].get("loc", ())))
-        msg = str(errors[0].get("msg", "")) or detail
+        msg = str(errors[0].get("msg", "")).removeprefix("Value error, ") or detail
         return f"{field}: {msg}" if field else msg
     return detail
 

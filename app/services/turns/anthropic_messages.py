@@ -121,14 +121,17 @@ def _openai_body(
         }[choice_type]
         if getattr(body.tool_choice, "disable_parallel_tool_use", None) is True:
             wire["parallel_tool_calls"] = False
-    if isinstance(body.thinking, ThinkingEnabled):
-        thinking = body.thinking.model_dump()
+    if body.thinking is not None:
+        thinking = body.thinking.model_dump(exclude_none=True)
         if _honours(choice, NATIVE_THINKING, thinking):
             extras[NATIVE_THINKING] = thinking
-        else:
+        elif getattr(body.thinking, "display", None) == "omitted":
+            raise InvalidChatRequest(
+                "thinking.display", f"the {choice.provider.name!r} provider cannot omit thinking"
+            )
+        elif isinstance(body.thinking, ThinkingEnabled):
             wire["reasoning_effort"] = effort_of(body.thinking.budget_tokens)
-    elif body.thinking is not None and _honours(choice, NATIVE_THINKING, {"type": "disabled"}):
-        extras[NATIVE_THINKING] = {"type": "disabled"}  # elsewhere the default: nothing to send
+        # "adaptive" (the model decides) and "disabled" are other providers' own default.
     if isinstance(body, MessageCreate):
         _create_options(body, wire)
     return wire, extras
@@ -136,6 +139,12 @@ def _openai_body(
 
 def _create_options(body: MessageCreate, wire: dict[str, Any]) -> None:
     wire["max_tokens"] = body.max_tokens
+    if (
+        isinstance(body.thinking, ThinkingEnabled)
+        and body.thinking.budget_tokens >= body.max_tokens
+    ):
+        # Thinking counts towards `max_tokens`: a budget as large leaves no room to answer.
+        raise InvalidChatRequest("thinking.budget_tokens", "must be less than `max_tokens`")
     for name in ("temperature", "top_p"):
         if (value := getattr(body, name)) is not None:
             wire[name] = value
