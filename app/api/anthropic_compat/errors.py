@@ -20,20 +20,24 @@ MESSAGES_PREFIX = "/v1/messages"
 _KEPT_HEADERS = frozenset(
     {b"allow", b"connection", b"retry-after", b"www-authenticate", b"x-conversation-id"}
 )
-# Anthropic's error type for each status it uses; others keep their status under the type of
-# their class (a 409 or 422 of our Idempotency-Key is still the SDK's ConflictError, ...).
+# Anthropic's error type for each status it uses, as the pinned SDK's `ErrorObject` union
+# names them (it has no `request_too_large`: a 413 is an `invalid_request_error` there); others
+# keep their status under the type of their class (a 409 of our Idempotency-Key is still the
+# SDK's ConflictError, ...).
 _TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
     403: "permission_error",
     404: "not_found_error",
-    413: "request_too_large",
+    413: "invalid_request_error",
     429: "rate_limit_error",
     500: "api_error",
+    504: "timeout_error",
     529: "overloaded_error",
 }
-# Our statuses Anthropic does not use -> the one it answers that situation with.
-_STATUSES = {422: 400, 415: 400, 405: 404, 402: 429, 502: 500, 503: 529, 504: 500}
+# Our statuses Anthropic does not use -> the one it answers that situation with (a spent
+# budget is a 429 the SDK must not retry, as on /v1/chat/completions).
+_STATUSES = {422: 400, 415: 400, 405: 404, 402: 429, 502: 500, 503: 529}
 # By code: our own contract kept (the same key with another body), and a model no provider
 # serves, which Anthropic answers as a missing resource.
 _BY_CODE = {"idempotency_key_reused": 422, "unknown_model": 404, "provider_not_configured": 404}
@@ -48,8 +52,6 @@ def is_messages_path(path: str) -> bool:
 
 def anthropic_status_of(status: int, code: str) -> tuple[int, str]:
     """Anthropic's status and error type for one of our problems."""
-    if code == "upstream_overloaded" or status == 529:
-        return 529, "overloaded_error"
     status = _BY_CODE.get(code) or _STATUSES.get(status, status)
     if status in _TYPES:
         return status, _TYPES[status]

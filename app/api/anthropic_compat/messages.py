@@ -47,7 +47,7 @@ def _stored_body(completed: CompletedMessage) -> dict[str, Any]:
     response_model=Message,
     responses={
         200: {"content": {"text/event-stream": {}}},
-        **anthropic_errors(400, 401, 404, 409, 413, 429, 500, 529),
+        **anthropic_errors(400, 401, 404, 409, 413, 429, 500, 504, 529),
     },
 )
 async def create_message(

@@ -12,9 +12,10 @@ _DESCRIPTIONS = {
     401: "authentication_error: missing, invalid, expired or revoked credentials",
     404: "not_found_error: an unknown model, or an X-Conversation-ID that is not the caller's",
     409: "a reply is already running in the conversation, or the Idempotency-Key is in use",
-    413: "request_too_large: body larger than the configured limit",
+    413: "invalid_request_error: body larger than the configured limit",
     429: "rate_limit_error (with Retry-After), or a spent budget (x-should-retry: false)",
-    500: "api_error: the provider failed or timed out",
+    500: "api_error: the provider failed",
+    504: "timeout_error: the provider timed out",
     529: "overloaded_error: the provider or this service is overloaded",
 }
 
