@@ -7,6 +7,7 @@ reads is valid under Anthropic's pinned schemas; every conversation is read back
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
@@ -19,7 +20,15 @@ import pytest
 from tests.anthropic_schema import schema_violations
 from tests.e2e.conftest import LiveServer, create_key, start_server, stop_server
 from tests.e2e.test_clients_openai import Stored
-from tests.fakes.upstream import Fail, FakeToolCall, FakeUpstream, Reply, running_upstream
+from tests.fakes.upstream import (
+    LONG_TEXT,
+    Fail,
+    FakeToolCall,
+    FakeUpstream,
+    Reply,
+    StallMidStream,
+    running_upstream,
+)
 from tests.openai_schema.traffic import Recorder
 
 MOCK, OPENAI, CLAUDE = "mock", "gpt-4o", "claude-sonnet-4-6"
@@ -242,6 +251,36 @@ class TestThroughEveryProvider:
         assert "top_k" in str(unhonoured.value.body)
         assert fake.requests == []
         assert_anthropic_shaped(recorder)
+
+
+async def finished(server: LiveServer, key: str, conversation_id: str) -> Stored:
+    """The conversation once its reply has ended (fails after 5 s)."""
+    async with asyncio.timeout(5):
+        while True:
+            stored = await read_back(server, key, conversation_id)
+            if stored.messages and stored.messages[-1]["status"] != "in_progress":
+                # Read again: the reply may have ended between the two reads of this one.
+                return await read_back(server, key, conversation_id)
+            await asyncio.sleep(0.05)
+
+
+@pytest.mark.parametrize("model", [OPENAI, CLAUDE])
+async def test_a_client_that_leaves_mid_stream_still_gets_its_reply_stored_and_charged(
+    server: LiveServer, key: str, fake: FakeUpstream, recorder: Recorder, model: str
+) -> None:
+    fake.script(StallMidStream(after_chunks=1, seconds=0.3))
+
+    async with client_of(server, key, recorder).messages.stream(
+        model=model, max_tokens=500, messages=[QUESTION]
+    ) as stream:
+        async for event in stream:
+            if event.type == "content_block_delta":
+                break  # leaves: the context closes the connection
+    stored = await finished(server, key, last_conversation(recorder))
+
+    assert stored.messages[-1]["status"] == "completed"
+    assert stored.messages[-1]["content"] == LONG_TEXT
+    stored.assert_charged_exactly()
 
 
 class TestErrorClasses:
