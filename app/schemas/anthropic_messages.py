@@ -47,7 +47,8 @@ class TextBlockIn(_Strict):
     type: Literal["text"]
     text: BlockText
     cache_control: CacheControl | None = None
-    citations: list[JsonObject] | None = None
+    # Citations point into documents and search results, which are refused: none can be sent.
+    citations: Annotated[list[JsonObject], Field(max_length=0)] | None = None
 
 
 class Base64ImageSource(_Strict):

@@ -438,3 +438,32 @@ class TestLimits:
 
         # The pinned SDK's error union has no `request_too_large`: the status says it.
         error_of(response, 413, "invalid_request_error")
+
+
+class TestLogs:
+    async def test_no_message_text_or_key_reaches_a_log_line(
+        self,
+        start_app: StartApp,
+        auth_settings: Callable[..., Settings],
+        issue_key: Callable[..., Any],
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        client = await start_app(auth_settings())
+        key = await issue_key("alice")
+        marker = "zebra-marker-anthropic-7c42"
+        said = [{"role": "user", "content": marker}]
+        body = {"model": "mock", "max_tokens": 50, "system": marker, "messages": said}
+        capsys.readouterr()
+
+        ok = await post(client, body, **{"x-api-key": key})
+        streamed = await post(client, {**body, "stream": True}, **{"x-api-key": key})
+        invalid = await post(client, {**body, "top_k": marker}, **{"x-api-key": key})
+        refused = await post(client, body, **{"x-api-key": marker})
+
+        assert [ok.status_code, streamed.status_code] == [200, 200]
+        assert [invalid.status_code, refused.status_code] == [400, 401]
+        assert marker not in invalid.text
+        logged = capsys.readouterr().out
+        assert '"request"' in logged
+        assert marker not in logged
+        assert key not in logged
