@@ -243,6 +243,23 @@ class TestCreate:
 
 
 class TestStreaming:
+    async def test_a_stream_retried_with_its_idempotency_key_replays_the_same_events(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        body = {"model": "mock", "max_tokens": 50, "messages": HI, "stream": True}
+        key = {"Idempotency-Key": "stream-1"}
+        first = await post(client, body, **key)
+        again = await post(client, body, **key)
+        conversation = await stored(client, first.headers["x-conversation-id"])
+
+        def events(response: httpx.Response) -> list[tuple[str | None, str | None]]:
+            return [(f.event, f.data) for f in parse_frames(response.text) if f.event != "ping"]
+
+        assert events(again) == events(first)
+        assert again.headers["x-conversation-id"] == first.headers["x-conversation-id"]
+        assert len(conversation["messages"]) == 2
+        assert_charged_exactly(conversation)
+
     async def test_events_come_in_anthropics_order_and_the_stream_is_stored(
         self, client: httpx.AsyncClient
     ) -> None:
@@ -394,6 +411,26 @@ class TestAuth:
         conversation = await stored(client, raw.headers["x-conversation-id"], **bearer(key))
         assert conversation["user_id"] == "alice"
         assert by_bearer.input_tokens > 0
+
+    async def test_another_users_conversation_is_not_found(
+        self,
+        start_app: StartApp,
+        auth_settings: Callable[..., Settings],
+        issue_key: Callable[..., Any],
+    ) -> None:
+        client = await start_app(auth_settings())
+        alice, bob = await issue_key("alice"), await issue_key("bob")
+        raw = await sdk(client, alice).messages.with_raw_response.create(
+            model="mock", max_tokens=5, messages=HI
+        )
+
+        with pytest.raises(anthropic.NotFoundError):
+            await sdk(client, bob).messages.create(
+                model="mock",
+                max_tokens=5,
+                messages=HI,
+                extra_headers={"X-Conversation-ID": raw.headers["x-conversation-id"]},
+            )
 
     async def test_a_bad_key_is_the_sdks_authentication_error(
         self, start_app: StartApp, auth_settings: Callable[..., Settings]
