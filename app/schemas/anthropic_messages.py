@@ -68,6 +68,21 @@ class ImageBlockIn(_Strict):
     cache_control: CacheControl | None = None
 
 
+class Base64PDFSource(_Strict):
+    type: Literal["base64"]
+    media_type: Literal["application/pdf"]
+    data: Annotated[str, Field(min_length=1)]
+
+
+class DocumentBlockIn(_Strict):
+    """A PDF, sent as a file part (Anthropic's `document` block again on the way to Claude)."""
+
+    type: Literal["document"]
+    source: Base64PDFSource
+    title: Annotated[StorableText, Field(max_length=255)] | None = None
+    cache_control: CacheControl | None = None
+
+
 ToolUseId = Annotated[StorableText, Field(min_length=1, max_length=255)]
 
 
@@ -101,7 +116,12 @@ class ThinkingBlockIn(_Strict):
 
 
 ContentBlockIn = Annotated[
-    TextBlockIn | ImageBlockIn | ToolUseBlockIn | ToolResultBlockIn | ThinkingBlockIn,
+    TextBlockIn
+    | ImageBlockIn
+    | DocumentBlockIn
+    | ToolUseBlockIn
+    | ToolResultBlockIn
+    | ThinkingBlockIn,
     Field(discriminator="type"),
 ]
 

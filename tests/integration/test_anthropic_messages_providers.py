@@ -4,6 +4,7 @@ honour, thinking blocks sent back to Claude, and a failure after the stream bega
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Callable
 from typing import Any
@@ -122,6 +123,30 @@ class TestToAnthropic:
 
         assert response.status_code == 200, response.text
         assert upstream.requests[0].json["thinking"] == thinking
+
+    async def test_a_pdf_document_reaches_claude_as_a_document_and_openai_as_a_file(
+        self, client: httpx.AsyncClient, upstream: FakeUpstream
+    ) -> None:
+        pdf = base64.b64encode(b"%PDF-1.4 tiny").decode()
+        document: Any = {
+            "type": "document",
+            "source": {"type": "base64", "media_type": "application/pdf", "data": pdf},
+            "title": "notes.pdf",
+        }
+        said = [{"role": "user", "content": [document, {"type": "text", "text": "Summarise"}]}]
+
+        to_claude = await create(client, model=CLAUDE, messages=said)
+        to_openai = await create(client, model=GPT, messages=said)
+
+        assert (to_claude.status_code, to_openai.status_code) == (200, 200)
+        [block, _] = upstream.requests[0].json["messages"][0]["content"]
+        assert block == {
+            "type": "document",
+            "source": {"type": "base64", "media_type": "application/pdf", "data": pdf},
+            "title": "notes.pdf",
+        }
+        [part, _] = upstream.requests[1].json["messages"][0]["content"]
+        assert part["file"]["file_data"] == f"data:application/pdf;base64,{pdf}"
 
     @pytest.mark.parametrize(
         ("field", "value"), [("temperature", 0.5), ("top_p", 0.9), ("top_k", 5)]

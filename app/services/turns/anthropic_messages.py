@@ -24,6 +24,7 @@ from app.providers.context import counter_for, prompt_tokens
 from app.providers.options import option_support_of
 from app.providers.registry import ModelChoice
 from app.schemas.anthropic_messages import (
+    DocumentBlockIn,
     ImageBlockIn,
     Message,
     MessageCountTokens,
@@ -194,7 +195,11 @@ def _openai_messages(message: MessageParam) -> list[dict[str, Any]]:
         for b in message.content
         if isinstance(b, ToolResultBlockIn)
     ]
-    parts = [_openai_part(b) for b in message.content if isinstance(b, TextBlockIn | ImageBlockIn)]
+    parts = [
+        _openai_part(b)
+        for b in message.content
+        if isinstance(b, TextBlockIn | ImageBlockIn | DocumentBlockIn)
+    ]
     if parts:
         out.append({"role": "user", "content": parts})
     refused = [b.type for b in message.content if isinstance(b, ToolUseBlockIn | ThinkingBlockIn)]
@@ -203,9 +208,12 @@ def _openai_messages(message: MessageParam) -> list[dict[str, Any]]:
     return out
 
 
-def _openai_part(block: TextBlockIn | ImageBlockIn) -> dict[str, Any]:
+def _openai_part(block: TextBlockIn | ImageBlockIn | DocumentBlockIn) -> dict[str, Any]:
     if isinstance(block, TextBlockIn):
         return {"type": "text", "text": block.text}
+    if isinstance(block, DocumentBlockIn):
+        file = {"file_data": f"data:application/pdf;base64,{block.source.data}"}
+        return {"type": "file", "file": file | ({"filename": block.title} if block.title else {})}
     source = block.source
     url = source.url if source.type == "url" else f"data:{source.media_type};base64,{source.data}"
     return {"type": "image_url", "image_url": {"url": url}}
