@@ -29,6 +29,7 @@ from tests.fakes.upstream import (
     StallMidStream,
     running_upstream,
 )
+from tests.fakes.upstream_anthropic_checks import thinking_signature
 from tests.openai_schema.traffic import Recorder
 
 MOCK, OPENAI, CLAUDE = "mock", "gpt-4o", "claude-sonnet-4-6"
@@ -251,6 +252,52 @@ class TestThroughEveryProvider:
         assert "top_k" in str(unhonoured.value.body)
         assert fake.requests == []
         assert_anthropic_shaped(recorder)
+
+
+async def test_a_claude_tool_loop_with_thinking_streams_and_sends_back_its_signed_thinking(
+    server: LiveServer, key: str, fake: FakeUpstream, recorder: Recorder
+) -> None:
+    client = client_of(server, key, recorder)
+    thought = "Paris, so the weather tool."
+    fake.script(
+        Reply(
+            "",
+            reasoning=thought,
+            tool_calls=(FakeToolCall("get_weather", '{"city": "Paris"}'),),
+            finish_reason="tool_calls",
+        ),
+        Reply("Sunny in Paris."),
+    )
+    thinking: Any = {"type": "enabled", "budget_tokens": 1024}
+
+    async with client.messages.stream(
+        model=CLAUDE, max_tokens=3000, thinking=thinking, tools=[WEATHER], messages=[QUESTION]
+    ) as stream:
+        first = await stream.get_final_message()
+    [said, use] = first.content
+    answer = await client.messages.create(
+        model=CLAUDE,
+        max_tokens=3000,
+        thinking=thinking,
+        tools=[WEATHER],
+        messages=[
+            QUESTION,
+            {"role": "assistant", "content": first.content},  # type: ignore[typeddict-item]
+            {
+                "role": "user",
+                "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "21 C"}],  # type: ignore[union-attr]
+            },
+        ],
+        extra_headers={"X-Conversation-ID": last_conversation(recorder)},
+    )
+
+    assert said.type == "thinking"
+    assert (said.thinking, said.signature) == (thought, thinking_signature(thought))
+    assert fake.requests[0].json["thinking"] == thinking
+    # The fake refuses a thinking block whose signature is not the one it gave.
+    assert fake.requests[1].json["messages"][1]["content"][0]["signature"] == said.signature
+    assert answer.content[-1].text == "Sunny in Paris."  # type: ignore[union-attr]
+    assert_anthropic_shaped(recorder)
 
 
 async def finished(server: LiveServer, key: str, conversation_id: str) -> Stored:
