@@ -376,6 +376,16 @@ class TestRefusals:
 
         error_of(response, 404, "not_found_error")
 
+    async def test_a_wrong_method_and_an_unknown_path_are_anthropic_shaped(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        wrong_method = await client.get(URL)
+        unknown = await post(client, {}, f"{URL}/nope")
+
+        error_of(wrong_method, 405, "invalid_request_error")
+        assert wrong_method.headers["allow"] == "POST"
+        error_of(unknown, 404, "not_found_error")
+
     async def test_the_openai_surface_keeps_openais_errors(self, client: httpx.AsyncClient) -> None:
         response = await post(client, {"model": "nope", "messages": HI}, "/v1/chat/completions")
 

@@ -37,7 +37,7 @@ _TYPES = {
 }
 # Our statuses Anthropic does not use -> the one it answers that situation with (a spent
 # budget is a 429 the SDK must not retry, as on /v1/chat/completions).
-_STATUSES = {422: 400, 415: 400, 405: 404, 402: 429, 502: 500, 503: 529}
+_STATUSES = {422: 400, 415: 400, 402: 429, 502: 500, 503: 529}
 # By code: our own contract kept (the same key with another body), and a model no provider
 # serves, which Anthropic answers as a missing resource.
 _BY_CODE = {"idempotency_key_reused": 422, "unknown_model": 404, "provider_not_configured": 404}
