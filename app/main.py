@@ -14,7 +14,8 @@ from fastapi.middleware.cors import CORSMiddleware
 from redis.asyncio import BlockingConnectionPool, Redis
 
 from app import __version__
-from app.api import health, openai_compat, playground, v1
+from app.api import anthropic_compat, health, openai_compat, playground, v1
+from app.api.anthropic_compat.errors import AnthropicErrorMiddleware
 from app.api.deps import AppState
 from app.api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from app.api.openai_compat.errors import OpenAIErrorMiddleware
@@ -265,11 +266,14 @@ def create_app(
     app.add_middleware(RequestContextMiddleware)
     # Outside RequestContextMiddleware: its 415s and 500s under /v1 get OpenAI's format too.
     app.add_middleware(OpenAIErrorMiddleware)
+    # Same place for /v1/messages, whose errors are Anthropic's (OpenAI's skips those paths).
+    app.add_middleware(AnthropicErrorMiddleware)
     # Added last: outermost, so the 415 and 500 that RequestContextMiddleware writes get them too.
     app.add_middleware(SecurityHeadersMiddleware, hsts=settings.app_env is Environment.PRODUCTION)
     app.include_router(health.router)
     app.include_router(v1.router)
     app.include_router(openai_compat.router)
+    app.include_router(anthropic_compat.router)
     app.include_router(playground.router)
     return app
 

@@ -120,11 +120,13 @@ async def _principal(request: Request) -> Principal:
     settings: Settings = state.settings
     if not settings.auth_enabled:
         return DEVELOPMENT_PRINCIPAL
+    headers = request.headers
+    authorization = headers.get("authorization")
+    if authorization is None and (api_key := headers.get("x-api-key")):
+        # Anthropic's SDKs and tools send the key as `x-api-key`: the same key, another header.
+        authorization = f"Bearer {api_key}"
     return await authenticate(
-        settings,
-        state.sessionmaker,
-        request.headers.get("authorization"),
-        known_keys=state.known_keys,
+        settings, state.sessionmaker, authorization, known_keys=state.known_keys
     )
 
 

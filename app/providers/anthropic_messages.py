@@ -79,6 +79,8 @@ ANTHROPIC_OPTIONS = OptionSupport(
         "tool_choice": None,  # auto, none, required (`any`), a named function (`tool`)
         "parallel_tool_calls": None,  # `tool_choice.disable_parallel_tool_use`
         "response_format": _is_structured_output,  # `output_config.format`
+        # Anthropic's own `thinking`, from /v1/messages: sent as it came.
+        "thinking": lambda value: isinstance(value, Mapping),
     }
 )
 

@@ -220,6 +220,10 @@ class MessagesRequest:
             thinking = {"type": "enabled", "budget_tokens": budget}
         elif effort == "none":
             thinking = {"type": "disabled"}
+        if "thinking" in options:
+            # Anthropic's own `thinking` (from /v1/messages): sent exactly, its budget already
+            # inside the client's `max_tokens`, as the API counts it.
+            thinking = cast(ThinkingConfigParam, dict(options["thinking"]))
         user = options.get("safety_identifier") or options.get("user")
         return cls(
             messages=to_anthropic_messages(request.messages, provider),

@@ -22,6 +22,7 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Message, Receive, Send], Awaitable[None]]
 
 OPENAI_PREFIX = "/v1"
+ANTHROPIC_PREFIX = "/v1/messages"
 # Response headers an OpenAI client may use, or HTTP requires (`Allow` on a 405, `Connection:
 # close` after a body that never arrived); the problem's content headers are replaced.
 _KEPT_HEADERS = frozenset(
@@ -153,8 +154,12 @@ class OpenAIErrorMiddleware:
 
     async def __call__(self, scope: Message, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
-        if scope["type"] != "http" or not (
-            path == OPENAI_PREFIX or path.startswith(OPENAI_PREFIX + "/")
+        if (
+            scope["type"] != "http"
+            or not (path == OPENAI_PREFIX or path.startswith(OPENAI_PREFIX + "/"))
+            # Anthropic's surface: `AnthropicErrorMiddleware` gives its errors their shape.
+            or path == ANTHROPIC_PREFIX
+            or path.startswith(ANTHROPIC_PREFIX + "/")
         ):
             await self.app(scope, receive, send)
             return

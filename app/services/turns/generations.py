@@ -307,7 +307,11 @@ def logged_event(event: TextDelta | ToolCallDelta | ReasoningDelta) -> tuple[str
             call["name"] = event.name
         call["arguments"] = event.arguments
         return "tool_call", json.dumps(call)
-    return "reasoning", json.dumps({"content": event.text})
+    reasoning: dict[str, object] = {"content": event.text}
+    if event.signature is not None:
+        # Anthropic-format streams send the seal as the thinking block's `signature_delta`.
+        reasoning["signature"] = event.signature
+    return "reasoning", json.dumps(reasoning)
 
 
 def _error_event(error: ChatAPIError) -> dict[str, object]:

@@ -1,0 +1,284 @@
+"""Anthropic's Messages API on the service's turn engine: a `/v1/messages` body becomes the
+OpenAI-shaped turn `/v1/chat/completions` runs (same validation, option checks, storage and
+charging); the reply is shown as Anthropic's `Message` (`anthropic_replies`).
+
+Only what OpenAI's shape cannot say is carried past it: a thinking budget reaches a provider
+that honours Anthropic's `thinking` (Anthropic) exactly, and thinking blocks sent back ride on
+the assistant messages as reasoning and signature.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.security import Principal
+from app.providers.base import ChatMessage, ChatRequest
+from app.providers.context import counter_for, prompt_tokens
+from app.providers.options import option_support_of
+from app.providers.registry import ModelChoice
+from app.schemas.anthropic_messages import (
+    DocumentBlockIn,
+    ImageBlockIn,
+    Message,
+    MessageCountTokens,
+    MessageCreate,
+    MessageParam,
+    TextBlockIn,
+    ThinkingBlockIn,
+    ThinkingEnabled,
+    TokenCount,
+    ToolResultBlockIn,
+    ToolUseBlockIn,
+)
+from app.schemas.messages import TurnResult
+from app.schemas.openai_compat import ChatCompletionCreate
+from app.services.limits.idempotency import ResponseRecorder
+from app.services.turns.anthropic_replies import message_of
+from app.services.turns.chat_completions import plan_turn
+from app.services.turns.prompt_turns import PromptTurn, open_prompt_turn
+from app.services.turns.request_options import InvalidChatRequest, TurnOptions
+from app.services.turns.turns import TurnContext, run_turn
+
+# Anthropic's own thinking option, for a provider that honours it (see ANTHROPIC_OPTIONS).
+NATIVE_THINKING = "thinking"
+# A thinking budget as `reasoning_effort` for providers without budgets: the band it is in.
+EFFORT_BANDS: tuple[tuple[int, str], ...] = ((4096, "low"), (16384, "medium"))
+EFFORT_ABOVE_BANDS = "high"
+
+
+def effort_of(budget_tokens: int) -> str:
+    """The `reasoning_effort` band a thinking budget falls in (documented in the API page)."""
+    for ceiling, effort in EFFORT_BANDS:
+        if budget_tokens < ceiling:
+            return effort
+    return EFFORT_ABOVE_BANDS
+
+
+def _honours(choice: ModelChoice, name: str, value: object) -> bool:
+    return option_support_of(choice.provider).honours(name, value)
+
+
+def plan_message_turn(
+    choice: ModelChoice, body: MessageCountTokens, conversation_id: UUID | None
+) -> PromptTurn:
+    """The turn a `/v1/messages` body asks for; a 400 naming the first field `choice`'s
+    provider cannot honour, before anything is stored."""
+    wire, extras = _openai_body(choice, body)
+    try:
+        chat = ChatCompletionCreate.model_validate(wire)
+    except ValidationError as error:
+        first = error.errors()[0]
+        loc = ".".join(str(part) for part in first["loc"])
+        raise InvalidChatRequest(loc, first["msg"]) from None
+    turn = plan_turn(choice, chat, conversation_id)
+    options = turn.options
+    if extras:
+        # Checked above by `_honours`: only a provider that takes them gets here with them.
+        options = TurnOptions({**options.requested, **extras}, options.unknown)
+    reasoned = _with_reasoning(turn.messages, body.messages)
+    user_id = body.metadata.user_id if isinstance(body, MessageCreate) and body.metadata else None
+    return dataclasses.replace(
+        turn,
+        messages=reasoned,
+        new_messages=reasoned,
+        options=options,
+        # `metadata.user_id` is the provider's end-user id, never the conversation's owner.
+        owner=None,
+        metadata={"user_id": user_id} if user_id else None,
+    )
+
+
+def _openai_body(
+    choice: ModelChoice, body: MessageCountTokens
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The body as `/v1/chat/completions` takes it, and the options sent under Anthropic's
+    names (they pass the provider's check here, or are left for `turn_options` to refuse)."""
+    messages: list[dict[str, Any]] = []
+    if body.system_text:
+        messages.append({"role": "system", "content": body.system_text})
+    for message in body.messages:
+        messages.extend(_openai_messages(message))
+    wire: dict[str, Any] = {"model": body.model, "messages": messages}
+    extras: dict[str, Any] = {}
+    if body.tools:
+        wire["tools"] = [_openai_tool(tool.model_dump(exclude_none=True)) for tool in body.tools]
+    if body.tool_choice is not None:
+        choice_type = body.tool_choice.type
+        wire["tool_choice"] = {
+            "auto": "auto",
+            "any": "required",
+            "none": "none",
+            "tool": {
+                "type": "function",
+                "function": {"name": getattr(body.tool_choice, "name", "")},
+            },
+        }[choice_type]
+        if getattr(body.tool_choice, "disable_parallel_tool_use", None) is True:
+            wire["parallel_tool_calls"] = False
+    if body.thinking is not None:
+        thinking = body.thinking.model_dump(exclude_none=True)
+        if _honours(choice, NATIVE_THINKING, thinking):
+            extras[NATIVE_THINKING] = thinking
+        elif getattr(body.thinking, "display", None) == "omitted":
+            raise InvalidChatRequest(
+                "thinking.display", f"the {choice.provider.name!r} provider cannot omit thinking"
+            )
+        elif isinstance(body.thinking, ThinkingEnabled):
+            wire["reasoning_effort"] = effort_of(body.thinking.budget_tokens)
+        # "adaptive" (the model decides) and "disabled" are other providers' own default.
+    if isinstance(body, MessageCreate):
+        _create_options(body, wire)
+    return wire, extras
+
+
+def _create_options(body: MessageCreate, wire: dict[str, Any]) -> None:
+    wire["max_tokens"] = body.max_tokens
+    if (
+        isinstance(body.thinking, ThinkingEnabled)
+        and body.thinking.budget_tokens >= body.max_tokens
+    ):
+        # Thinking counts towards `max_tokens`: a budget as large leaves no room to answer.
+        raise InvalidChatRequest("thinking.budget_tokens", "must be less than `max_tokens`")
+    for name in ("temperature", "top_p"):
+        if (value := getattr(body, name)) is not None:
+            wire[name] = value
+    if body.stop_sequences:
+        wire["stop"] = body.stop_sequences
+    if body.metadata is not None and body.metadata.user_id:
+        wire["user"] = body.metadata.user_id
+    if body.service_tier is not None:
+        wire["service_tier"] = "auto" if body.service_tier == "auto" else "default"
+    if body.top_k is not None:
+        # No field of OpenAI's, nor of the pinned Messages API's: an OpenAI-compatible server
+        # (vLLM) takes it as its own; every other provider refuses it, naming `top_k`.
+        wire["top_k"] = body.top_k
+
+
+def _openai_tool(tool: dict[str, Any]) -> dict[str, Any]:
+    function = {"name": tool["name"], "parameters": tool["input_schema"]}
+    if tool.get("description"):
+        function["description"] = tool["description"]
+    if "strict" in tool:
+        function["strict"] = tool["strict"]
+    return {"type": "function", "function": function}
+
+
+def _openai_messages(message: MessageParam) -> list[dict[str, Any]]:
+    """One Anthropic turn as OpenAI messages: a user turn's tool results become `tool`
+    messages ahead of its text and images; an assistant turn's tool uses its `tool_calls`."""
+    if isinstance(message.content, str):
+        return [{"role": message.role, "content": message.content}]
+    if message.role == "assistant":
+        text = "".join(b.text for b in message.content if isinstance(b, TextBlockIn))
+        calls = [
+            {
+                "id": b.id,
+                "type": "function",
+                "function": {"name": b.name, "arguments": json.dumps(b.input, ensure_ascii=False)},
+            }
+            for b in message.content
+            if isinstance(b, ToolUseBlockIn)
+        ]
+        assistant: dict[str, Any] = {"role": "assistant", "content": text or None}
+        if calls:
+            assistant["tool_calls"] = calls
+        return [assistant]
+    out: list[dict[str, Any]] = [
+        {"role": "tool", "tool_call_id": b.tool_use_id, "content": b.text}
+        for b in message.content
+        if isinstance(b, ToolResultBlockIn)
+    ]
+    parts = [
+        _openai_part(b)
+        for b in message.content
+        if isinstance(b, TextBlockIn | ImageBlockIn | DocumentBlockIn)
+    ]
+    if parts:
+        out.append({"role": "user", "content": parts})
+    refused = [b.type for b in message.content if isinstance(b, ToolUseBlockIn | ThinkingBlockIn)]
+    if refused:
+        raise InvalidChatRequest("messages", f"a user turn cannot hold a {refused[0]} block")
+    return out
+
+
+def _openai_part(block: TextBlockIn | ImageBlockIn | DocumentBlockIn) -> dict[str, Any]:
+    if isinstance(block, TextBlockIn):
+        return {"type": "text", "text": block.text}
+    if isinstance(block, DocumentBlockIn):
+        file = {"file_data": f"data:application/pdf;base64,{block.source.data}"}
+        return {"type": "file", "file": file | ({"filename": block.title} if block.title else {})}
+    source = block.source
+    url = source.url if source.type == "url" else f"data:{source.media_type};base64,{source.data}"
+    return {"type": "image_url", "image_url": {"url": url}}
+
+
+def _with_reasoning(
+    prompt: tuple[ChatMessage, ...], sent: list[MessageParam]
+) -> tuple[ChatMessage, ...]:
+    """`prompt`'s assistant messages with the thinking blocks the client sent back in theirs
+    (in order: one OpenAI assistant message per Anthropic assistant turn)."""
+    thoughts = [
+        None
+        if isinstance(m.content, str)
+        else next((b for b in m.content if isinstance(b, ThinkingBlockIn)), None)
+        for m in sent
+        if m.role == "assistant"
+    ]
+    out: list[ChatMessage] = []
+    for message in prompt:
+        if message.role == "assistant" and thoughts:
+            thought = thoughts.pop(0)
+            if thought is not None:
+                message = dataclasses.replace(
+                    message, reasoning=thought.thinking, reasoning_signature=thought.signature
+                )
+        out.append(message)
+    return tuple(out)
+
+
+def count_message_tokens(choice: ModelChoice, body: MessageCountTokens) -> TokenCount:
+    """The prompt's tokens as the service counts them for `choice` (the same count that
+    fits a prompt to the model's window); nothing is sent or stored."""
+    turn = plan_message_turn(choice, body, None)
+    request = ChatRequest(
+        model=choice.model,
+        messages=turn.messages,
+        system_prompt=turn.system_prompt,
+        options=turn.options.sent,
+    )
+    count = counter_for(choice.provider.name, choice.model)
+    return TokenCount(input_tokens=prompt_tokens(request, count))
+
+
+@dataclass(frozen=True, slots=True)
+class CompletedMessage:
+    message: Message
+    conversation_id: UUID
+
+
+async def complete_message(
+    ctx: TurnContext,
+    principal: Principal,
+    turn: PromptTurn,
+    *,
+    record: ResponseRecorder | None = None,
+) -> CompletedMessage:
+    """Run the turn to the end; the reply is stored and charged before this returns.
+
+    `record` (an `Idempotency-Key`'s) gets the message in the transaction that charges it.
+    """
+
+    async def record_message(session: AsyncSession, result: TurnResult) -> None:
+        assert record is not None
+        await record(session, CompletedMessage(message_of(result), result.conversation_id))
+
+    opened = await open_prompt_turn(ctx, principal, turn)
+    result = await run_turn(ctx, opened, record=None if record is None else record_message)
+    return CompletedMessage(message_of(result), result.conversation_id)
