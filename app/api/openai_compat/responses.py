@@ -19,6 +19,7 @@ from app.services.limits.stream_quota import opened_stream, released_after
 from app.services.streaming import streams
 from app.services.turns import responses as service
 from app.services.turns.response_objects import echoed_settings
+from app.services.turns.response_requests import refuse_unserved
 
 router = APIRouter(prefix="/responses")
 
@@ -53,7 +54,7 @@ async def create_response(
     """
     turns, generations, quotas = services.turns, services.generations, services.quotas
     previous_id = body.previous_response_id
-    service.refuse_unserved(body)  # refusals before the previous response is looked up
+    refuse_unserved(body)  # refusals before the previous response is looked up
     previous = None
     if previous_id is not None:
         previous = await service.find_previous(turns, principal, previous_id)

@@ -14,7 +14,6 @@ from dataclasses import dataclass, replace
 from typing import Any
 from uuid import UUID
 
-from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.security import Principal
@@ -30,7 +29,6 @@ from app.providers.base import ChatMessage
 from app.repositories.messages import prompt_message
 from app.repositories.responses import ResponseRepo
 from app.schemas.messages import MessageRead, TurnResult
-from app.schemas.openai_compat import ChatCompletionCreate
 from app.schemas.responses import ResponseCreate, ResponseDeleted, ResponseItemList
 from app.services.limits.idempotency import ResponseRecorder
 from app.services.turns.chat_completions import plan_turn, route_model
@@ -38,9 +36,6 @@ from app.services.turns.generations import Generations
 from app.services.turns.prompt_turns import PromptTurn, open_prompt_turn
 from app.services.turns.request_options import InvalidChatRequest
 from app.services.turns.response_items import (
-    chat_messages_of,
-    chat_tool_choice_of,
-    chat_tools_of,
     input_items_of,
 )
 from app.services.turns.response_objects import (
@@ -50,28 +45,8 @@ from app.services.turns.response_objects import (
     response_of,
     settings_of,
 )
+from app.services.turns.response_requests import chat_body_of, refuse_unserved, renamed
 from app.services.turns.turns import StartedGeneration, TurnContext, run_turn
-
-# Chat Completions names -> the Responses names a client sent them under.
-_FIELD_NAMES = {
-    "max_completion_tokens": "max_output_tokens",
-    "response_format": "text.format",
-    "verbosity": "text.verbosity",
-    "reasoning_effort": "reasoning.effort",
-    "messages": "input",
-}
-# Passed to the chat turn under the same name.
-_SAME_NAMES = (
-    "parallel_tool_calls",
-    "temperature",
-    "top_p",
-    "metadata",
-    "user",
-    "service_tier",
-    "safety_identifier",
-    "prompt_cache_key",
-    "prompt_cache_retention",
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,81 +55,6 @@ class PreviousResponse:
 
     reply_id: UUID
     conversation_id: UUID
-
-
-def refuse_unserved(body: ResponseCreate) -> None:
-    """A 400 naming the first field this service cannot honour on any provider."""
-    for name in body.model_extra or {}:
-        raise InvalidChatRequest(name, f"Unrecognized request argument supplied: {name}")
-    refusals: list[tuple[bool, str, str]] = [
-        (
-            body.store is False,
-            "store",
-            "every reply is stored and charged: `store: false` "
-            "cannot be honoured (delete the response instead)",
-        ),
-        (bool(body.background), "background", "background responses are not supported"),
-        (body.conversation is not None, "conversation", "use `previous_response_id`"),
-        (body.prompt is not None, "prompt", "stored prompts are not supported"),
-        (bool(body.include), "include", "no extra output data can be included"),
-        (body.truncation == "auto", "truncation", "only `disabled` is supported"),
-        (body.max_tool_calls is not None, "max_tool_calls", "is not supported"),
-        (bool(body.top_logprobs), "top_logprobs", "log probabilities are not returned"),
-        (
-            body.reasoning is not None
-            and (body.reasoning.summary or body.reasoning.generate_summary) is not None,
-            "reasoning.summary",
-            "reasoning summaries are not supported",
-        ),
-    ]
-    for refused, name, reason in refusals:
-        if refused:
-            raise InvalidChatRequest(name, reason)
-
-
-def chat_body_of(body: ResponseCreate) -> ChatCompletionCreate:
-    """The Chat Completions request a Responses request asks for."""
-    chat: dict[str, Any] = {
-        "model": body.model,
-        "messages": chat_messages_of(body.instructions, body.input),
-    }
-    for name in _SAME_NAMES:
-        if name in body.model_fields_set:
-            chat[name] = getattr(body, name)
-    if body.tools is not None:
-        chat["tools"] = chat_tools_of(body.tools)
-    if body.tool_choice is not None:
-        chat["tool_choice"] = chat_tool_choice_of(body.tool_choice)
-    if body.max_output_tokens is not None:
-        chat["max_completion_tokens"] = body.max_output_tokens
-    if body.text is not None and body.text.verbosity is not None:
-        chat["verbosity"] = body.text.verbosity
-    if body.text is not None and body.text.format is not None:
-        chat["response_format"] = _response_format_of(body)
-    if body.reasoning is not None and body.reasoning.effort is not None:
-        chat["reasoning_effort"] = body.reasoning.effort
-    try:
-        return ChatCompletionCreate.model_validate(chat)
-    except ValidationError as error:
-        first = error.errors()[0]
-        raise _renamed(".".join(map(str, first["loc"])), first["msg"]) from None
-
-
-def _response_format_of(body: ResponseCreate) -> dict[str, Any]:
-    assert body.text is not None
-    assert body.text.format is not None
-    given = body.text.format.model_dump(mode="json", by_alias=True, exclude_none=True)
-    kind = given.pop("type")
-    if kind != "json_schema":
-        return {"type": kind}
-    return {"type": "json_schema", "json_schema": given}
-
-
-def _renamed(field: str, reason: str) -> InvalidChatRequest:
-    head, _, rest = field.partition(".")
-    if head == "messages":
-        return InvalidChatRequest("input", reason)
-    return InvalidChatRequest(".".join(filter(None, [_FIELD_NAMES.get(head, head), rest])), reason)
 
 
 def plan_response(
@@ -169,7 +69,7 @@ def plan_response(
         turn = plan_turn(choice, chat, None)
     except InvalidChatRequest as error:
         loc = error.extra["errors"][0]["loc"][1:]
-        raise _renamed(".".join(map(str, loc)), error.extra["errors"][0]["msg"]) from None
+        raise renamed(".".join(map(str, loc)), error.extra["errors"][0]["msg"]) from None
     return replace(
         turn,
         conversation_id=None if previous is None else previous.conversation_id,
