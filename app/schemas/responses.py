@@ -105,6 +105,6 @@ class ResponseItemList(BaseModel):
 
     object: Literal["list"] = "list"
     data: list[dict[str, Any]]
-    first_id: str | None
-    last_id: str | None
+    first_id: str
+    last_id: str
     has_more: bool

@@ -120,6 +120,13 @@ class TestResponsesThroughEachProvider:
         replies = [m for m in stored.messages if m["role"] == "assistant"]
         assert [f"resp_{m['id']}" for m in replies] == [first.id, second.id, third.id]
         assert third.output_text == replies[-1]["content"] != ""
+        retrieved = await client.responses.retrieve(third.id)
+        assert retrieved.output_text == third.output_text
+        items = await client.responses.input_items.list(third.id)
+        assert [item.type for item in items.data] == ["message"]
+        await client.responses.delete(first.id)  # its body is checked by the recorder
+        with pytest.raises(openai.NotFoundError):
+            await client.responses.retrieve(first.id)
         if model != "mock":
             # The provider saw the whole stored chain, in order, before the new input.
             sent = json.dumps(fake.requests[2].json)

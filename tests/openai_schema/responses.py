@@ -18,6 +18,25 @@ RESPONSE = "Response"
 STREAM_EVENT = "ResponseStreamEvent"
 DELETED = "DeleteResponseResponse"
 ITEM_LIST = "ResponseItemList"
+# The event schemas this service sends, by the `type` each one fixes.
+_EVENT_SCHEMAS = {
+    "response.created": "ResponseCreatedEvent",
+    "response.in_progress": "ResponseInProgressEvent",
+    "response.completed": "ResponseCompletedEvent",
+    "response.incomplete": "ResponseIncompleteEvent",
+    "response.failed": "ResponseFailedEvent",
+    "response.output_item.added": "ResponseOutputItemAddedEvent",
+    "response.output_item.done": "ResponseOutputItemDoneEvent",
+    "response.content_part.added": "ResponseContentPartAddedEvent",
+    "response.content_part.done": "ResponseContentPartDoneEvent",
+    "response.output_text.delta": "ResponseTextDeltaEvent",
+    "response.output_text.done": "ResponseTextDoneEvent",
+    "response.function_call_arguments.delta": "ResponseFunctionCallArgumentsDeltaEvent",
+    "response.function_call_arguments.done": "ResponseFunctionCallArgumentsDoneEvent",
+    "response.reasoning_text.delta": "ResponseReasoningTextDeltaEvent",
+    "response.reasoning_text.done": "ResponseReasoningTextDoneEvent",
+    "error": "ResponseErrorEvent",
+}
 _INPUT_ITEMS = re.compile(r"/v1/responses/[^/]+/input_items$")
 
 
@@ -31,8 +50,13 @@ def response_body_errors(method: str, path: str, body: Any) -> list[str]:
 
 
 def stream_event_errors(event: Any) -> list[str]:
-    """Every way one stream event's data breaks `ResponseStreamEvent`."""
-    return errors_of(STREAM_EVENT, event)
+    """Every way one stream event's data breaks `ResponseStreamEvent`; when it does, the
+    errors against the event schema its `type` names too (an `anyOf` alone says little)."""
+    errors = errors_of(STREAM_EVENT, event)
+    named = _EVENT_SCHEMAS.get(event.get("type")) if isinstance(event, dict) else None
+    if errors and named is not None:
+        errors += errors_of(named, event)
+    return errors
 
 
 def errors_of(name: str, instance: Any) -> list[str]:

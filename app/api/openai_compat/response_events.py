@@ -70,7 +70,6 @@ class ResponseEvents:
             "incomplete_details": None,
             "model": self.model,
             "output": [],
-            "usage": None,
             "store": True,
             "background": False,
             **{k: v for k, v in self.settings.items() if not (k == "user" and v is None)},

@@ -81,11 +81,12 @@ def response_of(message: MessageRead, settings: dict[str, Any]) -> dict[str, Any
         "incomplete_details": incomplete,
         "model": message.model or "",
         "output": output,
-        "usage": None if status == "in_progress" else usage_of(message),
         "store": True,
         "background": False,
         **{key: value for key, value in settings.items() if key != "deleted"},
     }
+    if status != "in_progress":  # the schema has no null usage: left out until known
+        body["usage"] = usage_of(message)
     if body["user"] is None:
         del body["user"]
     return body
@@ -150,7 +151,10 @@ def usage_of(message: MessageRead) -> dict[str, Any]:
     """A reply's tokens as the Responses API reports them."""
     return {
         "input_tokens": message.prompt_tokens,
-        "input_tokens_details": {"cached_tokens": message.cached_tokens},
+        "input_tokens_details": {
+            "cached_tokens": message.cached_tokens,
+            "cache_write_tokens": message.cache_write_tokens,
+        },
         "output_tokens": message.completion_tokens,
         "output_tokens_details": {"reasoning_tokens": message.reasoning_tokens},
         "total_tokens": message.total_tokens,

@@ -221,7 +221,8 @@ def page_of(
     page = ordered[:limit]
     return ResponseItemList(
         data=page,
-        first_id=page[0]["id"] if page else None,
-        last_id=page[-1]["id"] if page else None,
+        # OpenAI's schema types both as strings, never null: an empty page has "".
+        first_id=page[0]["id"] if page else "",
+        last_id=page[-1]["id"] if page else "",
         has_more=len(ordered) > limit,
     )
