@@ -5,6 +5,7 @@ charged turn readable through /api/v1 and only by its owner."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from decimal import Decimal
@@ -16,7 +17,8 @@ import pytest
 
 from app.core.config import Settings
 from tests.auth import bearer
-from tests.fakes.upstream import FakeToolCall, FakeUpstream, Reply
+from tests.fakes.upstream import FakeToolCall, FakeUpstream, Reply, Stall
+from tests.openai_schema.responses import response_body_errors, stream_event_errors
 from tests.sse import parse_frames
 
 StartApp = Callable[..., Any]
@@ -389,3 +391,60 @@ class TestIdempotencyAndStreaming:
             == conversation["messages"][-1]["content"]
         )
         assert final["id"] == f"resp_{conversation['messages'][-1]['id']}"
+
+
+class TestStreamedCallsAndFormats:
+    async def test_a_streamed_function_call_is_typed_events_valid_under_the_schema(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        body = {"model": "mock", "input": "Call get_weather please.", "tools": [WEATHER]}
+        async with client.stream("POST", "/v1/responses", json={**body, "stream": True}) as sse:
+            text = (await sse.aread()).decode()
+        events = [json.loads(f.data or "") for f in parse_frames(text) if f.data is not None]
+
+        assert [e for e in events if stream_event_errors(e)] == []
+        kinds = [e["type"] for e in events]
+        assert "response.function_call_arguments.delta" in kinds
+        [done] = [e for e in events if e["type"] == "response.function_call_arguments.done"]
+        final = events[-1]["response"]
+        [call] = [item for item in final["output"] if item["type"] == "function_call"]
+        assert (call["name"], call["arguments"]) == ("get_weather", done["arguments"])
+        assert kinds[-1] == "response.completed"
+        assert response_body_errors("GET", "/v1/responses/x", final) == []
+
+    async def test_text_format_json_schema_answers_json_valid_for_it(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        schema = {
+            "type": "object",
+            "properties": {"colour": {"type": "string"}},
+            "required": ["colour"],
+            "additionalProperties": False,
+        }
+        response = await sdk(client).responses.create(
+            model="mock",
+            input="A colour?",
+            text={"format": {"type": "json_schema", "name": "colour", "schema": schema}},
+        )
+
+        assert set(json.loads(response.output_text)) == {"colour"}
+        assert response.text is not None
+        assert response.text.format is not None
+        assert response.text.format.type == "json_schema"
+
+
+class TestOneRunningReply:
+    async def test_a_second_continuation_while_one_runs_is_a_409(
+        self, upstream_client: httpx.AsyncClient, upstream: FakeUpstream
+    ) -> None:
+        upstream.script(Reply("First."), Stall(seconds=0.5))
+        first = await sdk(upstream_client).responses.create(model="gpt-4o", input="One")
+        body = {"model": "gpt-4o", "input": "Two", "previous_response_id": first.id}
+        running = asyncio.create_task(upstream_client.post("/v1/responses", json=body))
+        await upstream.wait_for_requests(2)
+
+        second = await upstream_client.post("/v1/responses", json={**body, "input": "Three"})
+
+        assert second.status_code == 409, second.text
+        assert second.json()["error"]["code"] == "generation_in_progress"
+        assert (await running).status_code == 200

@@ -30,7 +30,12 @@ from app.services.turns.response_objects import (
     response_of,
 )
 
-_TERMINAL = {"completed": "response.completed", "incomplete": "response.incomplete"}
+# A cancelled reply stopped short, as an incomplete one did; only a failure is `failed`.
+_TERMINAL = {
+    "completed": "response.completed",
+    "incomplete": "response.incomplete",
+    "cancelled": "response.incomplete",
+}
 
 
 @dataclass
