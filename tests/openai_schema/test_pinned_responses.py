@@ -1,5 +1,6 @@
 """The pinned Responses schemas judge as OpenAI's spec does: its own example passes (with the
-`cache_write_tokens` the spec now requires), and the mistakes a server could make are named."""
+`cache_write_tokens` and `logprobs` its schemas now require and its example predates), and the
+mistakes a server could make are named."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import pytest
 
 from tests.openai_schema.responses import errors_of, response_body_errors, stream_event_errors
 
-# The spec's `Response` example, with `cache_write_tokens`, which `ResponseUsage` requires.
+# The spec's `Response` example, with what its schemas require since: `cache_write_tokens`
+# (`ResponseUsage`) and `logprobs` (`OutputTextContent`).
 RESPONSE: dict[str, Any] = {
     "id": "resp_67ccd3a9da748190baa7f1570fe91ac604becb25c45c1d41",
     "object": "response",
@@ -28,7 +30,9 @@ RESPONSE: dict[str, Any] = {
             "id": "msg_67ccd3acc8d48190a77525dc6de64b4104becb25c45c1d41",
             "status": "completed",
             "role": "assistant",
-            "content": [{"type": "output_text", "text": "A boardwalk.", "annotations": []}],
+            "content": [
+                {"type": "output_text", "text": "A boardwalk.", "annotations": [], "logprobs": []}
+            ],
         }
     ],
     "parallel_tool_calls": True,

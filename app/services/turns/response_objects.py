@@ -44,7 +44,7 @@ def echoed_settings(body: ResponseCreate) -> dict[str, Any]:
     reasoning = body.reasoning.model_dump(mode="json") if body.reasoning else {}
     return {
         "instructions": body.instructions,
-        "tools": body.tools or [],
+        "tools": [_echoed_tool(tool) for tool in body.tools or ()],
         "tool_choice": body.tool_choice if body.tool_choice is not None else "auto",
         "parallel_tool_calls": body.parallel_tool_calls is not False,
         "temperature": body.temperature,
@@ -60,6 +60,11 @@ def echoed_settings(body: ResponseCreate) -> dict[str, Any]:
         "user": body.user,
         "metadata": body.metadata or {},
     }
+
+
+def _echoed_tool(tool: dict[str, Any]) -> dict[str, Any]:
+    """A function tool as OpenAI echoes it: `parameters` and `strict` always present."""
+    return {"parameters": None, "strict": None, **tool}
 
 
 def settings_of(message: MessageRead) -> dict[str, Any] | None:
