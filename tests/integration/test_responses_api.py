@@ -17,7 +17,7 @@ import pytest
 
 from app.core.config import Settings
 from tests.auth import bearer
-from tests.fakes.upstream import FakeToolCall, FakeUpstream, Reply, Stall
+from tests.fakes.upstream import CutStream, FakeToolCall, FakeUpstream, Reply, Stall
 from tests.openai_schema.responses import response_body_errors, stream_event_errors
 from tests.sse import parse_frames
 
@@ -448,3 +448,24 @@ class TestOneRunningReply:
         assert second.status_code == 409, second.text
         assert second.json()["error"]["code"] == "generation_in_progress"
         assert (await running).status_code == 200
+
+
+class TestFailures:
+    async def test_a_reply_cut_mid_stream_ends_with_one_error_event_and_reads_back_failed(
+        self, upstream_client: httpx.AsyncClient, upstream: FakeUpstream
+    ) -> None:
+        upstream.script(CutStream(after_chunks=2))
+        body = {"model": "gpt-4o", "input": "Hi", "stream": True}
+        async with upstream_client.stream("POST", "/v1/responses", json=body) as sse:
+            text = (await sse.aread()).decode()
+        events = [json.loads(f.data or "") for f in parse_frames(text) if f.data is not None]
+
+        assert [e for e in events if stream_event_errors(e)] == []
+        kinds = [e["type"] for e in events]
+        assert kinds[-1] == "error"
+        assert kinds.count("error") == 1
+        assert not {"response.completed", "response.incomplete"} & set(kinds)
+        response_id = events[0]["response"]["id"]
+        stored = (await upstream_client.get(f"/v1/responses/{response_id}")).json()
+        assert stored["status"] == "failed"
+        assert stored["error"]["code"] == "server_error"
