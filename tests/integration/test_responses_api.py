@@ -469,3 +469,23 @@ class TestFailures:
         stored = (await upstream_client.get(f"/v1/responses/{response_id}")).json()
         assert stored["status"] == "failed"
         assert stored["error"]["code"] == "server_error"
+
+
+class TestReasoning:
+    async def test_visible_reasoning_streams_as_a_reasoning_item_before_the_text(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        body = {"model": "mock", "input": "Hi", "reasoning": {"effort": "low"}, "stream": True}
+        async with client.stream("POST", "/v1/responses", json=body) as sse:
+            text = (await sse.aread()).decode()
+        events = [json.loads(f.data or "") for f in parse_frames(text) if f.data is not None]
+
+        assert [e for e in events if stream_event_errors(e)] == []
+        kinds = [e["type"] for e in events]
+        assert kinds.index("response.reasoning_text.delta") < kinds.index(
+            "response.output_text.delta"
+        )
+        final = events[-1]["response"]
+        assert [item["type"] for item in final["output"]] == ["reasoning", "message"]
+        assert final["reasoning"]["effort"] == "low"
+        assert final["usage"]["output_tokens_details"]["reasoning_tokens"] > 0

@@ -85,6 +85,8 @@ class ResponseEvents:
         yield self.event("response.in_progress", response=self.snapshot())
 
     def reasoned(self, piece: str) -> Iterator[bytes]:
+        if self.reasoning is not None and self.reasoning_index < 0:
+            return  # thinking after the text began: stored with the reply, not re-opened
         if self.reasoning is None:
             self.reasoning, self.reasoning_index = "", self._next_index()
             yield self._added(self.reasoning_index, reasoning_item(self.reply_id, None))
