@@ -194,3 +194,31 @@ class TestAgentsSDK:
         stored = await read_back(server, calls[-1].conversation_id or "")
         assert stored.roles[-2:] == ["tool", "assistant"]
         stored.assert_charged_exactly()
+
+    async def test_an_agent_chaining_with_previous_response_id_continues_one_conversation(
+        self, server: LiveServer, recorder: Recorder
+    ) -> None:
+        set_tracing_disabled(True)
+
+        @function_tool
+        def get_time(city: str) -> str:
+            """The local time in a city."""
+            return f"It is noon in {city}"
+
+        agent = Agent(
+            name="clock",
+            instructions="Answer with the time.",
+            tools=[get_time],
+            model=OpenAIResponsesModel(model="mock", openai_client=client_of(server, recorder)),
+        )
+        result = await Runner.run(
+            agent, "Use get_time for the city Lima.", auto_previous_response_id=True
+        )
+
+        assert "get_time" in str(result.final_output)
+        first, second = (call.request_json() for call in recorder.responses)
+        assert second["previous_response_id"].startswith("resp_")
+        assert [item["type"] for item in second["input"]] == ["function_call_output"]
+        stored = await read_back(server, conversation_of(recorder))
+        assert stored.roles == ["user", "assistant", "tool", "assistant"]
+        stored.assert_charged_exactly()
