@@ -17,7 +17,7 @@ from uuid import UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.security import Principal
-from app.db.models import MessageStatus
+from app.db.models import Message, MessageStatus
 from app.errors import (
     ConversationNotFound,
     GenerationInProgress,
@@ -35,9 +35,7 @@ from app.services.turns.chat_completions import plan_turn, route_model
 from app.services.turns.generations import Generations
 from app.services.turns.prompt_turns import PromptTurn, open_prompt_turn
 from app.services.turns.request_options import InvalidChatRequest
-from app.services.turns.response_items import (
-    input_items_of,
-)
+from app.services.turns.response_items import input_items_of
 from app.services.turns.response_objects import (
     SETTINGS_KEY,
     echoed_settings,
@@ -97,7 +95,10 @@ def not_found_as_previous(error: Exception, response: str | None) -> Exception:
     return error
 
 
-async def _owned_reply(session: AsyncSession, principal: Principal, response: str) -> Any:
+async def _owned_reply(
+    session: AsyncSession, principal: Principal, response: str
+) -> Message | None:
+    """The caller's stored reply `response` names, if it is a live Responses turn."""
     reply_id = reply_id_of(response)
     if reply_id is None:
         return None
