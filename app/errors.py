@@ -46,6 +46,26 @@ class MessageNotFound(ChatAPIError):
         super().__init__(f"message {message_id} does not exist")
 
 
+class ResponseNotFound(ChatAPIError):
+    """A Responses API id that is not the caller's (missing, deleted or another user's)."""
+
+    status = HTTPStatus.NOT_FOUND
+    code = "response_not_found"
+
+    def __init__(self, response_id: str) -> None:
+        super().__init__(f"Response with id '{response_id}' not found.")
+
+
+class PreviousResponseNotFound(ChatAPIError):
+    """`previous_response_id` names no response of the caller's: the same 404 either way."""
+
+    status = HTTPStatus.NOT_FOUND
+    code = "previous_response_not_found"
+
+    def __init__(self, response_id: str) -> None:
+        super().__init__(f"Previous response with id '{response_id}' not found.")
+
+
 class InvalidCursor(ChatAPIError):
     status = HTTPStatus.UNPROCESSABLE_ENTITY
     code = "validation_error"

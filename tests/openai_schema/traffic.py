@@ -17,10 +17,12 @@ from typing import Any
 import httpx2
 
 from tests.openai_schema import chunk_errors, completion_errors
+from tests.openai_schema.responses import response_body_errors, stream_event_errors
 from tests.sse import parse_frames
 
 CONVERSATION_HEADER = "x-conversation-id"
 COMPLETIONS_PATH = "/v1/chat/completions"
+RESPONSES_PATH = "/v1/responses"
 DONE = "[DONE]"
 
 
@@ -142,4 +144,27 @@ class Recorder(httpx2.AsyncBaseTransport):
                 f"  of {exchange.describe(body=False)}"
                 for error in first_in
             )
+        return found
+
+    @property
+    def responses(self) -> list[Exchange]:
+        """The calls to `/v1/responses` and below it, in the order they were sent."""
+        return [e for e in self.exchanges if RESPONSES_PATH in e.path]
+
+    def response_violations(self) -> list[str]:
+        """Every way a Responses API body or stream event seen breaks OpenAI's schema (the
+        create, retrieve, delete and input-items shapes), with the exchange it came from."""
+        found: list[str] = []
+        for exchange in self.responses:
+            if exchange.status_code == 404 and exchange.method == "GET":
+                continue  # a deleted response, read back on purpose
+            if exchange.status_code != 200:
+                found.append(f"status {exchange.status_code}\n{exchange.describe()}")
+                continue
+            if exchange.streamed:
+                events = exchange.chunks()
+                errors = [error for event in events for error in stream_event_errors(event)]
+            else:
+                errors = response_body_errors(exchange.method, exchange.path, exchange.json())
+            found.extend(f"{error}\n  in {exchange.describe(body=False)}" for error in errors)
         return found

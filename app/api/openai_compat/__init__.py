@@ -8,8 +8,9 @@ format (see `errors.OpenAIErrorMiddleware`).
 from fastapi import APIRouter
 
 from app.api.deps import RATE_LIMITED
-from app.api.openai_compat import chat, models
+from app.api.openai_compat import chat, models, responses
 
 router = APIRouter(prefix="/v1", tags=["openai-compatible"])
 router.include_router(chat.router, dependencies=RATE_LIMITED)
 router.include_router(models.router, dependencies=RATE_LIMITED)
+router.include_router(responses.router, dependencies=RATE_LIMITED)

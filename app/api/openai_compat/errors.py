@@ -62,6 +62,10 @@ _BY_CODE: dict[str, OpenAIError] = {
         404, "invalid_request_error", "not_found", "X-Conversation-ID"
     ),
     "message_not_found": OpenAIError(404, "invalid_request_error", "not_found"),
+    "response_not_found": OpenAIError(404, "invalid_request_error", "not_found"),
+    "previous_response_not_found": OpenAIError(
+        404, "invalid_request_error", "previous_response_not_found", "previous_response_id"
+    ),
     "unknown_model": OpenAIError(404, "invalid_request_error", "model_not_found", "model"),
     "provider_not_configured": OpenAIError(
         404, "invalid_request_error", "model_not_found", "model"

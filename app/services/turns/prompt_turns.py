@@ -11,12 +11,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
+from typing import Any
 from uuid import UUID
 
 from app.core.security import Principal
 from app.db.base import utcnow
 from app.db.driver import statements
 from app.db.models import Conversation, Message, MessageRole, MessageStatus
+from app.errors import MessageNotFound
 from app.providers.base import ChatMessage, ChatRequest
 from app.providers.registry import ModelChoice
 from app.repositories.turns import TurnRepo, TurnView
@@ -59,6 +61,12 @@ class PromptTurn:
     options: TurnOptions = TurnOptions()
     # OpenAI's `metadata`: stored with the reply (its `request_metadata`).
     metadata: Mapping[str, str] | None = None
+    # A stored reply of `conversation_id` this turn follows (Responses' `previous_response_id`):
+    # the model sees the stored branch ending at it, then `messages`; the new messages are
+    # stored after it (a branch when it is not the leaf). `MessageNotFound` if it is not there.
+    continues_after: UUID | None = None
+    # More of the reply's `metadata`, stored with it (what a Responses GET rebuilds from).
+    reply_metadata: Mapping[str, Any] | None = None
 
 
 async def open_prompt_turn(
@@ -108,14 +116,17 @@ async def open_prompt_turn(
             guard.reply = messages[-1]
             await turns.start(conversation, messages)
             conversation_id = conversation.id
+            history: tuple[ChatMessage, ...] = ()
         else:
             conversation_id = turn.conversation_id
-            view, messages, _ = await claim_after_read(
+            view, messages, history = await claim_after_read(
                 ctx,
                 turns,
                 conversation_id,
                 principal.visible_owner(None),
-                lambda view: (_continuing(view, turn, ctx.generation_owner), None),
+                lambda view: _following(view, turn, ctx.generation_owner),
+                history=True,
+                from_message=turn.continues_after,
                 guard=guard,
             )
             owner = view.conversation.user_id
@@ -124,7 +135,7 @@ async def open_prompt_turn(
             await record(turns.session, StartedGeneration(reply.id, conversation_id))
     request = ChatRequest(
         model=turn.choice.model,
-        messages=turn.messages,
+        messages=(*history, *turn.messages),
         system_prompt=turn.system_prompt,
         temperature=turn.temperature,
         max_tokens=turn.max_tokens,
@@ -139,6 +150,18 @@ async def open_prompt_turn(
         turn.choice, options=turn.options.requested, unknown=turn.options.unknown
     )
     return reply, request, provider, owner
+
+
+def _following(
+    view: TurnView, turn: PromptTurn, owner: UUID | None
+) -> tuple[list[Message], tuple[ChatMessage, ...]]:
+    """What a turn stores, and the stored prompt the provider sees before its messages."""
+    if turn.continues_after is None:
+        return _continuing(view, turn, owner), ()
+    end = view.branch.end
+    if end is None or end.id != turn.continues_after:
+        raise MessageNotFound(turn.continues_after)
+    return _prompt_messages(turn.new_messages, turn, owner, end.id), tuple(view.history)
 
 
 def _continuing(view: TurnView, turn: PromptTurn, owner: UUID | None) -> list[Message]:
@@ -181,10 +204,17 @@ def _prompt_messages(
         status=MessageStatus.IN_PROGRESS,
         provider=turn.choice.provider.name,
         model=turn.choice.model,
-        metadata_={"request_metadata": dict(turn.metadata)} if turn.metadata else {},
+        metadata_=_reply_metadata(turn),
         cost_usd=Decimal(0),  # until charged; the same columns as `stored`: one INSERT
         created_at=now + timedelta(microseconds=len(stored)),
         generation_owner=owner,
     )
     chain(parent, [*stored, reply])
     return [*stored, reply]
+
+
+def _reply_metadata(turn: PromptTurn) -> dict[str, Any]:
+    metadata: dict[str, Any] = dict(turn.reply_metadata or {})
+    if turn.metadata:
+        metadata["request_metadata"] = dict(turn.metadata)
+    return metadata

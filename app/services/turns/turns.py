@@ -359,7 +359,10 @@ async def guarded_claim(ctx: TurnContext) -> AsyncIterator[ClaimGuard]:
         reply.content = ""
         reply.status = MessageStatus.FAILED
         reply.finish_reason = "error"
-        reply.metadata_ = {"error": {"code": "not_ready", "detail": "the database went away"}}
+        reply.metadata_ = {
+            **reply.metadata_,
+            "error": {"code": "not_ready", "detail": "the database went away"},
+        }
         ctx.outcomes.keep_trying(lambda run: TurnRepo(run).finish(reply), single_statements=True)
         raise TurnNotStored(
             reply.conversation_id,
@@ -534,8 +537,11 @@ async def fail_reply(
     reply.finish_reason = "error"
     reply.cost_usd = Decimal(0)
     reply.latency_ms = monotonic_ms() - started
+    # Merged: what the turn stored with the reply (request metadata, a Responses turn's
+    # settings) stays readable on a failed reply.
     reply.metadata_ = {
-        "error": {"code": failure.code, "detail": failure.detail, **failure_fields(failure)}
+        **reply.metadata_,
+        "error": {"code": failure.code, "detail": failure.detail, **failure_fields(failure)},
     }
     applied = await ctx.outcomes.store(
         lambda run: TurnRepo(run).finish(reply),
