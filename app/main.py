@@ -15,10 +15,11 @@ from redis.asyncio import BlockingConnectionPool, Redis
 
 from app import __version__
 from app.api import anthropic_compat, health, openai_compat, playground, v1
-from app.api.anthropic_compat.errors import AnthropicErrorMiddleware
+from app.api.anthropic_compat.errors import ANTHROPIC_ERRORS, is_messages_path
 from app.api.deps import AppState
+from app.api.error_shapes import ErrorShape, ErrorShapeMiddleware, under
 from app.api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
-from app.api.openai_compat.errors import OpenAIErrorMiddleware
+from app.api.openai_compat.errors import OPENAI_ERRORS, OPENAI_PREFIX
 from app.api.problems import install_problem_handlers
 from app.api.security_headers import SecurityHeadersMiddleware
 from app.core import metrics
@@ -51,6 +52,15 @@ if TYPE_CHECKING:
 
 # How long a Redis command waits for a pooled connection before it counts as a Redis error.
 _REDIS_POOL_WAIT_S = 5.0
+
+
+def error_shape_of(path: str) -> ErrorShape | None:
+    """The error format of the wire format `path` speaks; None for the service's own."""
+    if is_messages_path(path):
+        return ANTHROPIC_ERRORS
+    if under(OPENAI_PREFIX, path):
+        return OPENAI_ERRORS
+    return None
 
 
 def create_app(
@@ -264,10 +274,9 @@ def create_app(
         read_timeout_s=settings.body_read_timeout_seconds,
     )
     app.add_middleware(RequestContextMiddleware)
-    # Outside RequestContextMiddleware: its 415s and 500s under /v1 get OpenAI's format too.
-    app.add_middleware(OpenAIErrorMiddleware)
-    # Same place for /v1/messages, whose errors are Anthropic's (OpenAI's skips those paths).
-    app.add_middleware(AnthropicErrorMiddleware)
+    # Outside RequestContextMiddleware: its 415s and 500s under /v1 get OpenAI's (or, under
+    # /v1/messages, Anthropic's) format too.
+    app.add_middleware(ErrorShapeMiddleware, shape_of=error_shape_of)
     # Added last: outermost, so the 415 and 500 that RequestContextMiddleware writes get them too.
     app.add_middleware(SecurityHeadersMiddleware, hsts=settings.app_env is Environment.PRODUCTION)
     app.include_router(health.router)

@@ -2,7 +2,7 @@
 honour `ANTHROPIC_BASE_URL` talk to every configured provider through it.
 
 Same credentials (also as `x-api-key`), rate limits, budgets and idempotency as /api/v1;
-errors in Anthropic's format (see `errors.AnthropicErrorMiddleware`).
+errors in Anthropic's format (`errors.ANTHROPIC_ERRORS`, applied by `app.api.error_shapes`).
 """
 
 from fastapi import APIRouter

@@ -2,18 +2,16 @@
 exception class (`BadRequestError`, `AuthenticationError`, `NotFoundError`, ...).
 
 The service raises its usual domain errors and `api/problems.py` renders them as
-problem+json; for paths under /v1/messages this middleware rewrites those bodies (small, so
-buffered) into `{"type": "error", "error": {"type", "message"}}` with Anthropic's status.
+problem+json; for paths under /v1/messages `app.api.error_shapes` rewrites those bodies into
+`{"type": "error", "error": {"type", "message"}}` with Anthropic's status (`ANTHROPIC_ERRORS`).
 Success bodies and streams pass through untouched, with a `request-id` header added.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from app.api.openai_compat.errors import ASGIApp, Message, Receive, Send
-from app.api.problems import PROBLEM_JSON
+from app.api.error_shapes import Headers, Rewritten, under
 from app.schemas.anthropic_messages import anthropic_error_body
 
 MESSAGES_PREFIX = "/v1/messages"
@@ -47,7 +45,7 @@ _NO_RETRY = frozenset({"budget_exceeded"})
 
 def is_messages_path(path: str) -> bool:
     """Whether `path` is part of the Anthropic-format surface."""
-    return path == MESSAGES_PREFIX or path.startswith(MESSAGES_PREFIX + "/")
+    return under(MESSAGES_PREFIX, path)
 
 
 def anthropic_status_of(status: int, code: str) -> tuple[int, str]:
@@ -100,60 +98,23 @@ def _request_id_header(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, 
     return []
 
 
-class AnthropicErrorMiddleware:
-    """Rewrite problem+json responses under /v1/messages into Anthropic's error format."""
+class AnthropicErrorShape:
+    """Anthropic's error format (`ErrorShape`); every response gets a `request-id` header."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Message, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not is_messages_path(scope.get("path", "")):
-            await self.app(scope, receive, send)
-            return
-        start: Message | None = None
-        chunks: list[bytes] = []
-
-        async def rewrite(message: Message) -> None:
-            nonlocal start
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                if dict(headers).get(b"content-type", b"").startswith(PROBLEM_JSON.encode()):
-                    start = message  # hold it until the whole problem body is here
-                    return
-                await send({**message, "headers": headers + _request_id_header(headers)})
-                return
-            if start is None or message["type"] != "http.response.body":
-                await send(message)
-                return
-            chunks.append(message.get("body", b""))
-            if message.get("more_body", False):
-                return
-            await self._send_translated(start, b"".join(chunks), send)
-
-        await self.app(scope, receive, rewrite)
-
-    @staticmethod
-    async def _send_translated(start: Message, raw: bytes, send: Send) -> None:
-        try:
-            problem = json.loads(raw)
-        except ValueError:
-            problem = {}
-        if not isinstance(problem, dict):
-            problem = {}
-        status, body = translate_problem(int(start["status"]), problem)
-        encoded = json.dumps(body).encode()
-        original = list(start.get("headers", []))
-        headers = [
+    def rewrite(self, status: int, problem: dict[str, Any], headers: Headers) -> Rewritten:
+        new_status, body = translate_problem(status, problem)
+        kept = [
             (name, value)
-            for name, value in original
+            for name, value in headers
             if name.lower() in _KEPT_HEADERS or name.lower().startswith((b"x-", b"ratelimit-"))
         ]
-        headers += _request_id_header(original)
+        kept += _request_id_header(headers)
         if str(problem.get("code")) in _NO_RETRY:
-            headers.append((b"x-should-retry", b"false"))
-        headers += [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(encoded)).encode()),
-        ]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": encoded})
+            kept.append((b"x-should-retry", b"false"))
+        return Rewritten(new_status, body, kept)
+
+    def on_success(self, headers: Headers) -> Headers:
+        return headers + _request_id_header(headers)
+
+
+ANTHROPIC_ERRORS = AnthropicErrorShape()

@@ -2,7 +2,7 @@
 take a `base_url`) talks to every configured provider through it.
 
 Same credentials, rate limits, budgets and idempotency as /api/v1; errors in OpenAI's
-format (see `errors.OpenAIErrorMiddleware`).
+format (`errors.OPENAI_ERRORS`, applied by `app.api.error_shapes`).
 """
 
 from fastapi import APIRouter

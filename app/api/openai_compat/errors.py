@@ -1,28 +1,20 @@
 """Errors under /v1 in OpenAI's shape, so OpenAI clients' exception types and retries work.
 
 The service raises its usual domain errors everywhere and `api/problems.py` renders them as
-problem+json; for paths under /v1 this middleware rewrites those bodies (small, so buffered)
-into `{"error": {"message", "type", "param", "code"}}` with the status OpenAI would use.
-Success bodies and streams pass through untouched.
+problem+json; for paths under /v1 (but /v1/messages, Anthropic's) `app.api.error_shapes`
+rewrites those bodies into `{"error": {"message", "type", "param", "code"}}` with the status
+OpenAI would use (`OPENAI_ERRORS`). Success bodies and streams pass through untouched.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
-from app.api.problems import PROBLEM_JSON
+from app.api.error_shapes import Headers, Rewritten
 from app.schemas.openai_compat import error_body
 
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Message, Receive, Send], Awaitable[None]]
-
 OPENAI_PREFIX = "/v1"
-ANTHROPIC_PREFIX = "/v1/messages"
 # Response headers an OpenAI client may use, or HTTP requires (`Allow` on a 405, `Connection:
 # close` after a body that never arrived); the problem's content headers are replaced.
 _KEPT_HEADERS = frozenset(
@@ -150,65 +142,22 @@ def translate_problem(status: int, problem: dict[str, Any]) -> tuple[OpenAIError
     return error, body
 
 
-class OpenAIErrorMiddleware:
-    """Rewrite problem+json responses under /v1 into OpenAI's error format (pure ASGI)."""
+class OpenAIErrorShape:
+    """OpenAI's error format (`ErrorShape`): its status, body and the headers its SDKs read."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Message, receive: Receive, send: Send) -> None:
-        path = scope.get("path", "")
-        if (
-            scope["type"] != "http"
-            or not (path == OPENAI_PREFIX or path.startswith(OPENAI_PREFIX + "/"))
-            # Anthropic's surface: `AnthropicErrorMiddleware` gives its errors their shape.
-            or path == ANTHROPIC_PREFIX
-            or path.startswith(ANTHROPIC_PREFIX + "/")
-        ):
-            await self.app(scope, receive, send)
-            return
-        start: Message | None = None
-        chunks: list[bytes] = []
-
-        async def rewrite(message: Message) -> None:
-            nonlocal start
-            if message["type"] == "http.response.start":
-                headers = dict(message.get("headers", []))
-                if headers.get(b"content-type", b"").startswith(PROBLEM_JSON.encode()):
-                    start = message  # hold it until the whole problem body is here
-                    return
-                await send(message)
-                return
-            if start is None or message["type"] != "http.response.body":
-                await send(message)
-                return
-            chunks.append(message.get("body", b""))
-            if message.get("more_body", False):
-                return
-            await self._send_translated(start, b"".join(chunks), send)
-
-        await self.app(scope, receive, rewrite)
-
-    @staticmethod
-    async def _send_translated(start: Message, raw: bytes, send: Send) -> None:
-        try:
-            problem = json.loads(raw)
-        except ValueError:
-            problem = {}
-        if not isinstance(problem, dict):
-            problem = {}
-        error, body = translate_problem(int(start["status"]), problem)
-        encoded = json.dumps(body).encode()
-        headers = [
+    def rewrite(self, status: int, problem: dict[str, Any], headers: Headers) -> Rewritten:
+        error, body = translate_problem(status, problem)
+        kept = [
             (name, value)
-            for name, value in start.get("headers", [])
+            for name, value in headers
             if name.lower() in _KEPT_HEADERS or name.lower().startswith(b"x-")
         ]
         if error.retry is not None:
-            headers.append((b"x-should-retry", b"true" if error.retry else b"false"))
-        headers += [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(encoded)).encode()),
-        ]
-        await send({"type": "http.response.start", "status": error.status, "headers": headers})
-        await send({"type": "http.response.body", "body": encoded})
+            kept.append((b"x-should-retry", b"true" if error.retry else b"false"))
+        return Rewritten(error.status, body, kept)
+
+    def on_success(self, headers: Headers) -> Headers:
+        return headers
+
+
+OPENAI_ERRORS = OpenAIErrorShape()
