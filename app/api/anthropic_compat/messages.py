@@ -12,12 +12,9 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from app.api.anthropic_compat.openapi import anthropic_errors
 from app.api.anthropic_compat.streaming import message_events
 from app.api.deps import CurrentUser, TurnServicesDep
-from app.api.idempotency import REPLAYED_HEADER, IdempotencyDep
-from app.api.sse import SSE_HEADERS, EventStreamResponse
+from app.api.idempotency import IdempotencyDep
+from app.api.prompt_turn_routes import CONVERSATION_HEADER, complete_turn, stream_turn
 from app.schemas.anthropic_messages import Message, MessageCountTokens, MessageCreate, TokenCount
-from app.services.limits.idempotency import StoredResponse
-from app.services.limits.stream_quota import opened_stream, released_after
-from app.services.streaming import streams
 from app.services.turns.anthropic_messages import (
     CompletedMessage,
     complete_message,
@@ -28,7 +25,6 @@ from app.services.turns.chat_completions import route_model, start_chat_stream
 
 router = APIRouter(prefix="/messages")
 
-CONVERSATION_HEADER = "X-Conversation-ID"
 # Accepted, not required: one wire format is served whatever version a client names.
 AnthropicVersion = Annotated[str | None, Header(alias="anthropic-version", max_length=64)]
 AnthropicBeta = Annotated[str | None, Header(alias="anthropic-beta", max_length=1024)]
@@ -69,53 +65,27 @@ async def create_message(
     """
     choice = route_model(services.registry, services.prices, body.model)
     turn = plan_message_turn(choice, body, conversation_id)
-    turns, generations, quotas = services.turns, services.generations, services.quotas
+    turns = services.turns
     if body.stream:
-        opened = await idempotency.run_durably(
-            lambda record: quotas.open_stream(
-                principal.user_id,
-                generations,
-                lambda: start_chat_stream(turns, generations, principal, turn, record=record),
+        return await stream_turn(
+            services,
+            idempotency,
+            principal,
+            lambda record: start_chat_stream(
+                turns, services.generations, principal, turn, record=record
             ),
-            status=200,
-            encode=streams.started_body,
+            message_events,
         )
-        started, slot = opened_stream(opened)
-        reply_id = streams.started_reply_id(started)
-        into = (
-            started.body["conversation_id"]
-            if isinstance(started, StoredResponse)
-            else started.conversation_id
-        )
-        items = streams.read_reply(
-            generations.events,
-            services.sessionmaker,
-            reply_id,
-            after=0,
-            heartbeat_s=services.settings.stream_heartbeat_seconds,
-        )
-        # A reply that fails before its first token is answered as an HTTP error.
-        first_known = await streams.opened(released_after(items, slot))
-        return EventStreamResponse(
-            message_events(first_known, reply_id),
-            media_type="text/event-stream",
-            headers={**SSE_HEADERS, CONVERSATION_HEADER: str(into)},
-        )
-    outcome = await idempotency.run_durably(
-        lambda record: quotas.generate(
-            principal.user_id, lambda: complete_message(turns, principal, turn, record=record)
-        ),
-        status=200,
+    outcome = await complete_turn(
+        services,
+        idempotency,
+        principal,
+        lambda record: complete_message(turns, principal, turn, record=record),
+        stored_as="message",
         encode=_stored_body,
     )
-    if isinstance(outcome, StoredResponse):
-        return JSONResponse(
-            outcome.body["message"],
-            headers={
-                CONVERSATION_HEADER: str(outcome.body["conversation_id"]),
-                REPLAYED_HEADER: "true",
-            },
-        )
+    if isinstance(outcome, JSONResponse):
+        return outcome  # a replay
     response.headers[CONVERSATION_HEADER] = str(outcome.conversation_id)
     return outcome.message
 

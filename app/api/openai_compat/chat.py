@@ -9,14 +9,11 @@ from fastapi import APIRouter, Header, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from app.api.deps import CurrentUser, TurnServicesDep
-from app.api.idempotency import REPLAYED_HEADER, IdempotencyDep
+from app.api.idempotency import IdempotencyDep
 from app.api.openai_compat.openapi import openai_errors
 from app.api.openai_compat.streaming import completion_chunks
-from app.api.sse import SSE_HEADERS, EventStreamResponse
+from app.api.prompt_turn_routes import CONVERSATION_HEADER, complete_turn, stream_turn
 from app.schemas.openai_compat import ChatCompletion, ChatCompletionCreate
-from app.services.limits.idempotency import StoredResponse
-from app.services.limits.stream_quota import opened_stream, released_after
-from app.services.streaming import streams
 from app.services.turns.chat_completions import (
     CompletedChat,
     complete_chat,
@@ -26,8 +23,6 @@ from app.services.turns.chat_completions import (
 )
 
 router = APIRouter(prefix="/chat/completions")
-
-CONVERSATION_HEADER = "X-Conversation-ID"
 
 
 def _stored_body(completed: CompletedChat) -> dict[str, Any]:
@@ -66,54 +61,27 @@ async def create_chat_completion(
     turn = plan_turn(
         route_model(services.registry, services.prices, body.model), body, conversation_id
     )
-    turns, generations, quotas = services.turns, services.generations, services.quotas
-    # Slots are taken inside the keyed call: a duplicate in flight is a 409 whatever the caps.
+    turns = services.turns
     if body.stream:
-        opened = await idempotency.run_durably(
-            lambda record: quotas.open_stream(
-                principal.user_id,
-                generations,
-                lambda: start_chat_stream(turns, generations, principal, turn, record=record),
-            ),
-            status=200,
-            encode=streams.started_body,
-        )
-        started, slot = opened_stream(opened)
-        reply_id = streams.started_reply_id(started)
-        into = (
-            started.body["conversation_id"]
-            if isinstance(started, StoredResponse)
-            else started.conversation_id
-        )
-        items = streams.read_reply(
-            generations.events,
-            services.sessionmaker,
-            reply_id,
-            after=0,
-            heartbeat_s=services.settings.stream_heartbeat_seconds,
-        )
         include_usage = body.stream_options is not None and body.stream_options.include_usage
-        # A reply that fails before its first token is answered as an HTTP error.
-        first_known = await streams.opened(released_after(items, slot))
-        return EventStreamResponse(
-            completion_chunks(first_known, reply_id, include_usage=include_usage),
-            media_type="text/event-stream",
-            headers={**SSE_HEADERS, CONVERSATION_HEADER: str(into)},
+        return await stream_turn(
+            services,
+            idempotency,
+            principal,
+            lambda record: start_chat_stream(
+                turns, services.generations, principal, turn, record=record
+            ),
+            lambda items, reply_id: completion_chunks(items, reply_id, include_usage=include_usage),
         )
-    outcome = await idempotency.run_durably(
-        lambda record: quotas.generate(
-            principal.user_id, lambda: complete_chat(turns, principal, turn, record=record)
-        ),
-        status=200,
+    outcome = await complete_turn(
+        services,
+        idempotency,
+        principal,
+        lambda record: complete_chat(turns, principal, turn, record=record),
+        stored_as="completion",
         encode=_stored_body,
     )
-    if isinstance(outcome, StoredResponse):
-        return JSONResponse(
-            outcome.body["completion"],
-            headers={
-                CONVERSATION_HEADER: str(outcome.body["conversation_id"]),
-                REPLAYED_HEADER: "true",
-            },
-        )
+    if isinstance(outcome, JSONResponse):
+        return outcome  # a replay
     response.headers[CONVERSATION_HEADER] = str(outcome.conversation_id)
     return outcome.completion

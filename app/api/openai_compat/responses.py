@@ -8,15 +8,11 @@ from fastapi import APIRouter, Query, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from app.api.deps import CurrentUser, SessionDep, TurnServicesDep
-from app.api.idempotency import REPLAYED_HEADER, IdempotencyDep
-from app.api.openai_compat.chat import CONVERSATION_HEADER
+from app.api.idempotency import IdempotencyDep
 from app.api.openai_compat.openapi import openai_errors
 from app.api.openai_compat.response_events import response_events
-from app.api.sse import SSE_HEADERS, EventStreamResponse
+from app.api.prompt_turn_routes import CONVERSATION_HEADER, complete_turn, stream_turn
 from app.schemas.responses import ResponseCreate, ResponseDeleted, ResponseItemList
-from app.services.limits.idempotency import StoredResponse
-from app.services.limits.stream_quota import opened_stream, released_after
-from app.services.streaming import streams
 from app.services.turns import responses as service
 from app.services.turns.response_objects import echoed_settings
 from app.services.turns.response_requests import refuse_unserved
@@ -52,7 +48,7 @@ async def create_response(
     streams as the Responses API's typed events; it is stored and charged even if the client
     leaves.
     """
-    turns, generations, quotas = services.turns, services.generations, services.quotas
+    turns = services.turns
     previous_id = body.previous_response_id
     refuse_unserved(body)  # refusals before the previous response is looked up
     previous = None
@@ -60,53 +56,28 @@ async def create_response(
         previous = await service.find_previous(turns, principal, previous_id)
     turn = service.plan_response(turns, body, previous)
     if body.stream:
-        opened = await idempotency.run_durably(
-            lambda record: quotas.open_stream(
-                principal.user_id,
-                generations,
-                lambda: service.start_response_stream(
-                    turns, generations, principal, turn, previous_id, record=record
-                ),
+        settings = echoed_settings(body)
+        return await stream_turn(
+            services,
+            idempotency,
+            principal,
+            lambda record: service.start_response_stream(
+                turns, services.generations, principal, turn, previous_id, record=record
             ),
-            status=200,
-            encode=streams.started_body,
+            lambda items, reply_id: response_events(items, reply_id, settings),
         )
-        started, slot = opened_stream(opened)
-        reply_id = streams.started_reply_id(started)
-        into = (
-            started.body["conversation_id"]
-            if isinstance(started, StoredResponse)
-            else started.conversation_id
-        )
-        items = streams.read_reply(
-            generations.events,
-            services.sessionmaker,
-            reply_id,
-            after=0,
-            heartbeat_s=services.settings.stream_heartbeat_seconds,
-        )
-        first_known = await streams.opened(released_after(items, slot))
-        return EventStreamResponse(
-            response_events(first_known, reply_id, echoed_settings(body)),
-            media_type="text/event-stream",
-            headers={**SSE_HEADERS, CONVERSATION_HEADER: str(into)},
-        )
-    outcome = await idempotency.run_durably(
-        lambda record: quotas.generate(
-            principal.user_id,
-            lambda: service.complete_response(turns, principal, turn, previous_id, record=record),
+    outcome = await complete_turn(
+        services,
+        idempotency,
+        principal,
+        lambda record: service.complete_response(
+            turns, principal, turn, previous_id, record=record
         ),
-        status=200,
+        stored_as="response",
         encode=_stored_body,
     )
-    if isinstance(outcome, StoredResponse):
-        return JSONResponse(
-            outcome.body["response"],
-            headers={
-                CONVERSATION_HEADER: str(outcome.body["conversation_id"]),
-                REPLAYED_HEADER: "true",
-            },
-        )
+    if isinstance(outcome, JSONResponse):
+        return outcome  # a replay
     return JSONResponse(
         outcome.response, headers={CONVERSATION_HEADER: str(outcome.conversation_id)}
     )
