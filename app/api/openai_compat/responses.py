@@ -104,7 +104,8 @@ async def delete_response(
 @router.get(
     "/{response_id}/input_items",
     response_model=ResponseItemList,
-    responses=openai_errors(401, 404, 429),
+    # 400: a bad `limit`, `order` or `after` (OpenAI's status for a validation error).
+    responses=openai_errors(400, 401, 404, 429),
 )
 async def list_input_items(
     response_id: str,
