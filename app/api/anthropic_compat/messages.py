@@ -17,11 +17,15 @@ from app.api.prompt_turn_routes import CONVERSATION_HEADER, complete_turn, strea
 from app.schemas.anthropic_messages import Message, MessageCountTokens, MessageCreate, TokenCount
 from app.services.turns.anthropic_messages import (
     CompletedMessage,
-    complete_message,
+    completed_message,
     count_message_tokens,
     plan_message_turn,
 )
-from app.services.turns.chat_completions import route_model, start_chat_stream
+from app.services.turns.chat_completions import (
+    complete_prompt_turn,
+    route_model,
+    start_chat_stream,
+)
 
 router = APIRouter(prefix="/messages")
 
@@ -80,7 +84,9 @@ async def create_message(
         services,
         idempotency,
         principal,
-        lambda record: complete_message(turns, principal, turn, record=record),
+        lambda record: complete_prompt_turn(
+            turns, principal, turn, completed_message, record=record
+        ),
         stored_as="message",
         encode=_stored_body,
     )

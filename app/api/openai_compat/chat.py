@@ -16,7 +16,8 @@ from app.api.prompt_turn_routes import CONVERSATION_HEADER, complete_turn, strea
 from app.schemas.openai_compat import ChatCompletion, ChatCompletionCreate
 from app.services.turns.chat_completions import (
     CompletedChat,
-    complete_chat,
+    complete_prompt_turn,
+    completed_chat,
     plan_turn,
     route_model,
     start_chat_stream,
@@ -77,7 +78,7 @@ async def create_chat_completion(
         services,
         idempotency,
         principal,
-        lambda record: complete_chat(turns, principal, turn, record=record),
+        lambda record: complete_prompt_turn(turns, principal, turn, completed_chat, record=record),
         stored_as="completion",
         encode=_stored_body,
     )

@@ -16,9 +16,7 @@ from typing import Any
 from uuid import UUID
 
 from pydantic import ValidationError
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.security import Principal
 from app.providers.base import ChatMessage, ChatRequest
 from app.providers.context import counter_for, prompt_tokens
 from app.providers.options import option_support_of
@@ -39,12 +37,10 @@ from app.schemas.anthropic_messages import (
 )
 from app.schemas.messages import TurnResult
 from app.schemas.openai_compat import ChatCompletionCreate
-from app.services.limits.idempotency import ResponseRecorder
 from app.services.turns.anthropic_replies import message_of
 from app.services.turns.chat_completions import plan_turn
-from app.services.turns.prompt_turns import PromptTurn, open_prompt_turn
+from app.services.turns.prompt_turns import PromptTurn
 from app.services.turns.request_options import InvalidChatRequest, TurnOptions
-from app.services.turns.turns import TurnContext, run_turn
 
 # Anthropic's own thinking option, for a provider that honours it (see ANTHROPIC_OPTIONS).
 NATIVE_THINKING = "thinking"
@@ -263,22 +259,6 @@ class CompletedMessage:
     conversation_id: UUID
 
 
-async def complete_message(
-    ctx: TurnContext,
-    principal: Principal,
-    turn: PromptTurn,
-    *,
-    record: ResponseRecorder | None = None,
-) -> CompletedMessage:
-    """Run the turn to the end; the reply is stored and charged before this returns.
-
-    `record` (an `Idempotency-Key`'s) gets the message in the transaction that charges it.
-    """
-
-    async def record_message(session: AsyncSession, result: TurnResult) -> None:
-        assert record is not None
-        await record(session, CompletedMessage(message_of(result), result.conversation_id))
-
-    opened = await open_prompt_turn(ctx, principal, turn)
-    result = await run_turn(ctx, opened, record=None if record is None else record_message)
+def completed_message(result: TurnResult) -> CompletedMessage:
+    """A finished turn as `/v1/messages` answers it."""
     return CompletedMessage(message_of(result), result.conversation_id)

@@ -11,7 +11,9 @@ client's history parts from the stored one), so the stored transcript is what it
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 from uuid import UUID
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -42,6 +44,8 @@ from app.services.turns.generations import Generations
 from app.services.turns.prompt_turns import PromptTurn, open_prompt_turn
 from app.services.turns.request_options import InvalidChatRequest, turn_options
 from app.services.turns.turns import StartedGeneration, TurnContext, run_turn
+
+R = TypeVar("R")
 
 TITLE_CHARS = 80
 COMPLETION_ID_PREFIX = "chatcmpl-"
@@ -120,24 +124,34 @@ def _title_of(text: str) -> str:
     return line if len(line) <= TITLE_CHARS else line[: TITLE_CHARS - 1].rstrip() + "…"
 
 
-async def complete_chat(
+async def complete_prompt_turn(
     ctx: TurnContext,
     principal: Principal,
     turn: PromptTurn,
+    render: Callable[[TurnResult], R],
     *,
     record: ResponseRecorder | None = None,
-) -> CompletedChat:
+) -> R:
     """Run the turn to the end; the reply is stored and charged before this returns.
 
-    `record` (an `Idempotency-Key`'s) gets the completion in the transaction that charges it.
+    `render` makes the caller's answer (a completion, an Anthropic message) of the finished
+    turn; `record` (an `Idempotency-Key`'s) gets that answer in the transaction that charges
+    it, and the same answer is returned: rendered once.
     """
+    rendered: list[R] = []
 
-    async def record_completion(session: AsyncSession, result: TurnResult) -> None:
+    async def record_rendered(session: AsyncSession, result: TurnResult) -> None:
         assert record is not None
-        await record(session, CompletedChat(completion_of(result), result.conversation_id))
+        rendered.append(render(result))
+        await record(session, rendered[0])
 
     opened = await open_prompt_turn(ctx, principal, turn)
-    result = await run_turn(ctx, opened, record=None if record is None else record_completion)
+    result = await run_turn(ctx, opened, record=None if record is None else record_rendered)
+    return rendered[0] if rendered else render(result)
+
+
+def completed_chat(result: TurnResult) -> CompletedChat:
+    """A finished turn as `/v1/chat/completions` answers it."""
     return CompletedChat(completion_of(result), result.conversation_id)
 
 
