@@ -113,8 +113,13 @@ def _branch_path() -> CTE:
     # planner may scan the whole conversation at every step (it did, estimating conversations
     # short from the statistics: 1,000 messages took 38 ms instead of 2). A parent is always
     # in its child's conversation; `in_conversation` still keeps any other out of the prompt.
-    step = select(*columns, path.c.depth + 1).where(
-        _m.id == path.c.parent_id, path.c.depth < _MOST_STEPS
+    # The probe is an explicit JOIN ... ON: written as a WHERE, SQLAlchemy's linter loses it
+    # once the CTE is hoisted out of the LATERAL in `TurnRepo.view` and warns of a cartesian
+    # product (the SQL is the same plan either way).
+    step = (
+        select(*columns, path.c.depth + 1)
+        .select_from(_MESSAGES.join(path, _m.id == path.c.parent_id))
+        .where(path.c.depth < _MOST_STEPS)
     )
     return path.union_all(step)
 

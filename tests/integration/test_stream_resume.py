@@ -115,7 +115,8 @@ class TestAttach:
         await asyncio.wait_for(provider.wait_until_entered(1), 5)
 
         attached = asyncio.create_task(attach(elsewhere, conversation["id"]))
-        await asyncio.sleep(0.8)
+        # Several heartbeats' time: the attach request must reach its wait under load too.
+        await asyncio.sleep(1.2)
         provider.release()
         stream = await attached
 

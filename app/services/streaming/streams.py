@@ -134,14 +134,16 @@ async def read_reply(
         # the stored row gives the end, so the stream still ends with exactly one.
         log.warning("event log ended early; the stream ends from the stored reply")
     # The log is gone (expired, or kept by a replica we cannot reach): the row tells the rest.
-    waited = 0.0
+    # Keep-alives follow the clock, not the count of polls: a poll that waits for a busy
+    # pool must not stretch the silence past a proxy's idle timeout.
+    clock = asyncio.get_running_loop().time
+    next_ping = clock() + heartbeat_s
     while (message := await _load(sessionmaker, reply_id)) is None or (
         message.status == MessageStatus.IN_PROGRESS
     ):
-        await asyncio.sleep(_DB_POLL_S)
-        waited += _DB_POLL_S
-        if waited >= heartbeat_s:
-            waited = 0.0
+        await asyncio.sleep(max(0.0, min(_DB_POLL_S, next_ping - clock())))
+        if clock() >= next_ping:
+            next_ping = clock() + heartbeat_s
             yield StreamItem(comment="ping")
     *opening, (end, end_data) = replay_of(message)
     for position, (event, data) in enumerate(opening, start=1):
