@@ -11,6 +11,7 @@ from sqlalchemy import (
     ColumnElement,
     FromClause,
     Table,
+    and_,
     bindparam,
     delete,
     func,
@@ -70,9 +71,10 @@ class UserUsageRepo:
         await self.session.execute(_CHARGE_TITLE[dialect == "postgresql"], values)
 
     async def move_to_erased(self, user_id: str) -> int:
-        """Add each of the user's months into `ERASED_USER`'s row of that month, and delete
-        the user's: every month's totals stay the same sum, exact (Decimal on Postgres), and
-        no longer name the user. How many months were moved.
+        """Add each of the user's months before the current one into `ERASED_USER`'s row of
+        that month, and delete the user's: every month's totals stay the same sum, exact
+        (Decimal on Postgres), and no longer name the user. The current month stays: the
+        budget counts it (see `_OF_USER`). How many months were moved.
 
         Postgres: one statement (`WITH moved AS (DELETE ... RETURNING) INSERT ... ON CONFLICT
         DO UPDATE SET x = x + excluded.x`), so a charge landing meanwhile is moved or kept
@@ -80,7 +82,13 @@ class UserUsageRepo:
         """
         if user_id == ERASED_USER:
             return 0  # already anonymous; moving it into itself would double it
-        params = {"from_user": user_id, "erased_user": ERASED_USER, "now": utcnow()}
+        now = utcnow()
+        params = {
+            "from_user": user_id,
+            "erased_user": ERASED_USER,
+            "now": now,
+            "month": month_of(now),
+        }
         if self.session.get_bind().dialect.name == "postgresql":
             return len((await self.session.execute(_MOVE_MONTHS, params)).all())
         await self.session.execute(_COPY_MONTHS, params)
@@ -183,7 +191,10 @@ def _add_to_erased(
     )
 
 
-_OF_USER = _USAGE.c.user_id == bindparam("from_user")
+# Months before the current one: the current month's totals are what the monthly budget
+# counts, so they stay under the user (totals only, no content) until an erasure in a later
+# month moves them; moving them at once let a user reset their budget by erasing.
+_OF_USER = and_(_USAGE.c.user_id == bindparam("from_user"), _USAGE.c.month < bindparam("month"))
 _DELETE_MONTHS = delete(_USAGE).where(_OF_USER)
 _MOVE_MONTHS = _add_to_erased(
     postgres_insert,

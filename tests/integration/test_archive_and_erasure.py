@@ -28,6 +28,7 @@ from tests.auth import bearer
 from tests.factories import create_conversation, give_feedback, send_message
 from tests.fakes.providers import registry_with
 from tests.integration.test_cancel_and_recovery import QUICK_SHUTDOWN, TricklingProvider
+from tests.integration.test_costs_and_budget import TINY_BUDGET
 from tests.sse import stream_message
 
 CONVERSATIONS = "/api/v1/conversations"
@@ -298,7 +299,7 @@ class TestEraseMyData:
         assert response.json() == expected
         assert await stored_rows(settings, "alice") == {
             **NOTHING,
-            "usage_months": 0,
+            "usage_months": 1,  # this month's totals: the budget counts them
             "api_keys": 1,  # the account stays: only its data is erased
         }
         assert await stored_rows(settings, "bob") == bobs_before
@@ -349,7 +350,7 @@ class TestEraseMyData:
         assert "Idempotency-Replayed" not in retried.headers
         assert retried.json()["id"] not in tenants["alices"]["ids"]
 
-    async def test_usage_moves_into_the_erased_bucket_with_its_exact_cost(
+    async def test_past_months_move_into_the_erased_bucket_with_their_exact_cost(
         self, tenants: dict[str, Any]
     ) -> None:
         client, settings = tenants["client"], tenants["settings"]
@@ -370,13 +371,36 @@ class TestEraseMyData:
         assert response.status_code == 200, response.text
         after = await usage_rows(settings)
         assert per_month(after) == per_month(before)
-        assert not [key for key in after if key[0] == "alice"]
+        assert [key for key in after if key[0] == "alice"] == [("alice", this_month)]
         assert after[(ERASED_USER, "2020-01")] == (6, 200, 100, 14, Decimal("2.6234567900"))
         assert after[(ERASED_USER, "2020-02")] == before[("alice", "2020-02")]
-        assert after[(ERASED_USER, this_month)] == alices
+        # This month's totals stay the caller's: the monthly budget counts them.
+        assert after[("alice", this_month)] == alices
+        assert (ERASED_USER, this_month) not in after
         assert {key: totals for key, totals in after.items() if key[0] == "bob"} == {
             key: totals for key, totals in before.items() if key[0] == "bob"
         }
+
+    async def test_erasing_does_not_reset_the_months_budget(
+        self, start_app: StartApp, auth_settings: Callable[..., Settings], issue_key: Any
+    ) -> None:
+        client: httpx.AsyncClient = await start_app(auth_settings(user_budget_usd=TINY_BUDGET))
+        carol = bearer(await issue_key("carol"))
+        conversation = (await client.post(CONVERSATIONS, json={}, headers=carol)).json()
+        spent = await client.post(
+            f"{CONVERSATIONS}/{conversation['id']}/messages", json={"content": "Hi"}, headers=carol
+        )
+        assert spent.status_code == 201, spent.text
+
+        erased = await client.delete(ERASE, headers=carol)
+        fresh = (await client.post(CONVERSATIONS, json={}, headers=carol)).json()
+        refused = await client.post(
+            f"{CONVERSATIONS}/{fresh['id']}/messages", json={"content": "Again"}, headers=carol
+        )
+
+        assert erased.json()["conversations"] == 1
+        assert refused.status_code == 402, refused.text
+        assert refused.json()["code"] == "budget_exceeded"
 
     async def test_with_auth_off_the_caller_is_anonymous(
         self, client: httpx.AsyncClient, settings: Settings

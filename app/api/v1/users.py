@@ -16,7 +16,8 @@ router = APIRouter(prefix="/users/me", tags=["users"])
 async def erase_my_data(session: SessionDep, principal: CurrentUser) -> ErasedData:
     """Erase every conversation, message, feedback and `Idempotency-Key` record of the caller.
 
-    Monthly usage totals are kept for billing under the anonymous user `erased`; API keys are
+    Past months' usage totals are kept for billing under the anonymous user `erased`; the
+    current month's stay the caller's, since the monthly budget counts them. API keys are
     kept (the account stays). A reply still running is erased too. Calling again erases
     nothing and answers zero counts. With auth off the caller is `anonymous`.
     """

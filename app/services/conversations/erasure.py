@@ -27,9 +27,10 @@ async def erase_user_data(session: AsyncSession, principal: Principal) -> Erased
     """Erase the caller's data in the session's one transaction.
 
     Gone: every conversation of theirs with its messages and feedback, and every
-    `Idempotency-Key` record (stored responses hold conversation data). Their monthly usage
-    moves into the anonymous `erased` bucket, each month added in SQL, so billing sums stay
-    whole. Kept: their API keys (the account lives on; only its data goes).
+    `Idempotency-Key` record (stored responses hold conversation data). Their usage of past
+    months moves into the anonymous `erased` bucket, each month added in SQL, so billing sums
+    stay whole. Kept: their API keys (the account lives on; only its data goes), and the
+    current month's totals, which the budget counts: erasing must not reset a budget.
 
     A reply still running is erased with the rest: its outcome then finds no row to write
     and charges nothing. With auth off the caller is `anonymous`.
