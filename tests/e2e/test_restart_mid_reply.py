@@ -19,6 +19,8 @@ from tests.databases import REDIS_URL
 from tests.e2e.conftest import start_server, stop_server
 from tests.sse import aiter_frames
 
+LEASE_S = 8.0  # GENERATION_LEASE_SECONDS' default, which the servers run on
+
 
 async def test_a_reply_cut_by_a_killed_server_is_failed_within_seconds_and_resumers_hear_it(
     database_url: str, tmp_path: Path
@@ -46,6 +48,7 @@ async def test_a_reply_cut_by_a_killed_server_is_failed_within_seconds_and_resum
             stop_server(first)
 
     second = await asyncio.to_thread(start_server, env, tmp_path / "second.log")
+    ready_at = time.monotonic()
     try:
         async with httpx.AsyncClient(base_url=second.base_url, timeout=30) as client:
             resumed: list[tuple[str | None, str]] = []
@@ -58,17 +61,24 @@ async def test_a_reply_cut_by_a_killed_server_is_failed_within_seconds_and_resum
                         resumed.append((frame.event, frame.data))
                     if frame.event in ("done", "error"):
                         break
-            heard_after_s = time.monotonic() - killed_at
+            heard_at = time.monotonic()
             stored = (await client.get(f"/api/v1/conversations/{conversation['id']}")).json()
             again = await client.post(url, json={"content": "try again"})
     finally:
         stop_server(second)
 
-    print(f"the killed server's reply ended {heard_after_s:.1f} s after the kill")  # noqa: T201
+    heard_after_s, restart_s = heard_at - killed_at, ready_at - killed_at
+    print(  # noqa: T201
+        f"the killed server's reply ended {heard_after_s:.1f} s after the kill"
+        f" (the restart took {restart_s:.1f} s)"
+    )
     assert resumed
     assert resumed[-1][0] == "error"
     assert '"generation_abandoned"' in resumed[-1][1]
-    assert heard_after_s < 15
+    # The lease lapses at most LEASE_S after the kill, and a live server checks every quarter
+    # of it: the end is heard a few seconds after the later of the lapse and the restart (a
+    # loaded machine can take seconds to start a server; that is not the sweep's delay).
+    assert heard_at - max(killed_at + LEASE_S, ready_at) < 5
     question, reply = stored["messages"][:2]
     assert question["content"] == "tell me a long story"
     assert reply["status"] == "failed"
