@@ -207,12 +207,6 @@ class MessageCountTokens(_Strict):
     tool_choice: ToolChoiceIn | None = None
     thinking: ThinkingIn | None = None
 
-    @property
-    def system_text(self) -> str:
-        if self.system is None or isinstance(self.system, str):
-            return self.system or ""
-        return "\n\n".join(block.text for block in self.system)
-
 
 class MessageCreate(MessageCountTokens):
     """`POST /v1/messages`: every field of Anthropic's create body this service can route."""
