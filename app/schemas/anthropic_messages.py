@@ -37,7 +37,9 @@ BlockText = Annotated[StorableText, Field(max_length=MAX_MESSAGE_CHARS)]
 
 
 class CacheControl(_Strict):
-    """A prompt-caching breakpoint: accepted, not forwarded (docs/api/anthropic-messages.md)."""
+    """A prompt-caching breakpoint: sent to Claude on the block it marks, accepted and not sent
+    on other providers (OpenAI caches by itself), never stored (docs/api/anthropic-messages.md;
+    `providers.base.CacheBreak`). More than 4 in a request is a 400, as at Anthropic."""
 
     type: Literal["ephemeral"]
     ttl: Literal["5m", "1h"] | None = None
