@@ -1,6 +1,7 @@
 """Requests to the Anthropic Messages API: a `ChatRequest` as its body. Top-level `system`,
 alternating turns, `max_tokens`; OpenAI's tools, tool choices, tool calls and results, images,
-PDFs, structured output and reasoning as the API's."""
+PDFs, structured output and reasoning as the API's; the client's prompt-caching breakpoints
+(`CacheBreak`) as `cache_control` on the blocks they mark."""
 
 from __future__ import annotations
 
@@ -11,12 +12,14 @@ from typing import Any, Literal, cast, get_args
 
 import anthropic
 from anthropic.types import (
+    CacheControlEphemeralParam,
     ContentBlockParam,
     DocumentBlockParam,
     ImageBlockParam,
     MessageParam,
     MetadataParam,
     OutputConfigParam,
+    TextBlockParam,
     ThinkingConfigParam,
     ToolChoiceAnyParam,
     ToolChoiceAutoParam,
@@ -28,7 +31,16 @@ from anthropic.types import (
 )
 
 from app.errors import UpstreamRejected
-from app.providers.base import ChatMessage, ChatRequest, ContentPart, ToolCall
+from app.providers.base import (
+    SYSTEM_JOINER,
+    CacheBreak,
+    ChatMessage,
+    ChatRequest,
+    ContentPart,
+    ToolCall,
+    by_place,
+    text_pieces,
+)
 
 # OpenAI's `reasoning_effort` as an extended-thinking budget ("none": thinking disabled).
 # Only the budget is sent, not `output_config.effort`: fewer models take `effort` than take a
@@ -71,7 +83,9 @@ def to_anthropic_messages(
     two user messages in a row); tool results become `tool_result` blocks of a user turn,
     ahead of its other content; assistant turns before the first user turn are left out;
     system messages inside the history become user text, since only the top-level `system`
-    exists. A turn of text only is sent as a string, any other as content blocks.
+    exists. A turn of text only is sent as a string, any other as content blocks; a
+    breakpoint makes its block a content block with `cache_control` (never joined to
+    another, so the cached prefix ends where the client marked it).
     """
     turns: list[tuple[Literal["user", "assistant"], list[_Item]]] = []
     for message in messages:
@@ -104,10 +118,41 @@ def _message_of(role: Literal["user", "assistant"], items: list[_Item]) -> Messa
     return {"role": "assistant", "content": blocks}
 
 
+def _cache_control(mark: CacheBreak) -> CacheControlEphemeralParam:
+    control: CacheControlEphemeralParam = {"type": "ephemeral"}
+    if mark.ttl is not None:
+        control["ttl"] = mark.ttl
+    return control
+
+
+def _text_items(text: str, breaks: tuple[CacheBreak, ...], joiner: str = "") -> list[_Item]:
+    """`text` as one plain item, or cut where its breakpoints end blocks: each marked piece a
+    text block with its `cache_control`. `joiner` joined the client's blocks into `text`:
+    it is left out at the start of a piece that follows a cut."""
+    marks = [mark for mark in breaks if not mark.tool_call]
+    if not marks:
+        return [text]
+    items: list[_Item] = []
+    for index, (piece, mark) in enumerate(text_pieces(text, marks)):
+        if index and joiner:
+            piece = piece.removeprefix(joiner)
+        if mark is None:
+            items.append(piece)
+        else:
+            block: TextBlockParam = {
+                "type": "text",
+                "text": piece,
+                "cache_control": _cache_control(mark),
+            }
+            items.append(block)
+    return items
+
+
 def _items_of(message: ChatMessage, provider: str) -> list[_Item]:
+    breaks = message.cache_breaks
     if message.role == "assistant":
         if not message.tool_calls and not message.reasoning_signature:
-            return [message.content]
+            return _text_items(message.content, breaks)
         items: list[_Item] = []
         if message.reasoning_signature:
             # Sent back as received (a tool-use loop with thinking needs it); reasoning
@@ -119,8 +164,12 @@ def _items_of(message: ChatMessage, provider: str) -> list[_Item]:
                     "signature": message.reasoning_signature,
                 }
             )
-        items.append(message.content)
-        items.extend(_tool_use_of(call, provider) for call in message.tool_calls)
+        items.extend(_text_items(message.content, breaks))
+        calls = by_place(mark for mark in breaks if mark.tool_call)
+        items.extend(
+            _tool_use_of(call, provider, calls.get(index))
+            for index, call in enumerate(message.tool_calls)
+        )
         return items
     if message.role == "tool":
         if not message.tool_call_id:
@@ -128,13 +177,21 @@ def _items_of(message: ChatMessage, provider: str) -> list[_Item]:
         result: ToolResultBlockParam = {"type": "tool_result", "tool_use_id": message.tool_call_id}
         if message.content:
             result["content"] = message.content
+        if breaks:
+            # One block: any breakpoint on a tool message (the client's may be on a text
+            # block inside its result) marks the result.
+            [mark] = by_place(CacheBreak(0, m.ttl) for m in breaks).values()
+            result["cache_control"] = _cache_control(mark)
         return [result]
-    if any(part.get("type") != "text" for part in message.parts):
-        return [_block_of(part, provider) for part in message.parts]
-    return [message.content]
+    if message.parts and (breaks or any(part.get("type") != "text" for part in message.parts)):
+        marks = by_place(breaks)
+        return [
+            _block_of(part, provider, marks.get(index)) for index, part in enumerate(message.parts)
+        ]
+    return _text_items(message.content, breaks)
 
 
-def _tool_use_of(call: ToolCall, provider: str) -> ToolUseBlockParam:
+def _tool_use_of(call: ToolCall, provider: str, mark: CacheBreak | None) -> ToolUseBlockParam:
     """A call the model made, its `input` parsed from the arguments' JSON text.
 
     Arguments that are not a JSON object are refused rather than replaced by `{}`: the model
@@ -146,28 +203,51 @@ def _tool_use_of(call: ToolCall, provider: str) -> ToolUseBlockParam:
         arguments = None
     if not isinstance(arguments, dict):
         raise _refused(provider, f"tool call {call.id!r}: its arguments are not a JSON object")
-    return {"type": "tool_use", "id": call.id, "name": call.name, "input": arguments}
+    block: ToolUseBlockParam = {
+        "type": "tool_use",
+        "id": call.id,
+        "name": call.name,
+        "input": arguments,
+    }
+    if mark is not None:
+        block["cache_control"] = _cache_control(mark)
+    return block
 
 
-def _block_of(part: ContentPart, provider: str) -> _Item:
-    """One of OpenAI's content parts as the Messages API's block (text stays text)."""
+def _block_of(part: ContentPart, provider: str, mark: CacheBreak | None = None) -> _Item:
+    """One of OpenAI's content parts as the Messages API's block (text stays text unless a
+    breakpoint marks it)."""
     kind = part.get("type")
     if kind == "text":
-        return str(part.get("text") or "")
+        text = str(part.get("text") or "")
+        if mark is None:
+            return text
+        marked: TextBlockParam = {
+            "type": "text",
+            "text": text,
+            "cache_control": _cache_control(mark),
+        }
+        return marked
     if kind == "image_url":
         # OpenAI's `detail` has no counterpart: the API sizes images itself.
         url = str((part.get("image_url") or {}).get("url") or "")
+        image: ImageBlockParam
         if url.startswith(("https://", "http://")):
-            return {"type": "image", "source": {"type": "url", "url": url}}
+            image = {"type": "image", "source": {"type": "url", "url": url}}
+            if mark is not None:
+                image["cache_control"] = _cache_control(mark)
+            return image
         media_type, data = _data_url(url)
         if media_type not in _IMAGE_TYPES:
             raise _refused(
                 provider, f"an image of type {media_type} (only JPEG, PNG, GIF and WebP)"
             )
-        image: ImageBlockParam = {
+        image = {
             "type": "image",
             "source": {"type": "base64", "media_type": cast(_ImageType, media_type), "data": data},
         }
+        if mark is not None:
+            image["cache_control"] = _cache_control(mark)
         return image
     if kind == "file":
         file = part.get("file") or {}
@@ -182,6 +262,8 @@ def _block_of(part: ContentPart, provider: str) -> _Item:
         }
         if file.get("filename"):
             document["title"] = str(file["filename"])
+        if mark is not None:
+            document["cache_control"] = _cache_control(mark)
         return document
     raise _refused(provider, f"a content part of type {kind!r}")
 
@@ -200,7 +282,7 @@ class MessagesRequest:
 
     messages: list[MessageParam]
     max_tokens: int
-    system: str | anthropic.Omit
+    system: str | list[TextBlockParam] | anthropic.Omit
     stop_sequences: list[str] | anthropic.Omit
     metadata: MetadataParam | anthropic.Omit
     service_tier: Literal["auto", "standard_only"] | anthropic.Omit
@@ -228,24 +310,43 @@ class MessagesRequest:
         return cls(
             messages=to_anthropic_messages(request.messages, provider),
             max_tokens=(request.max_tokens or default_max_tokens) + budget,
-            system=request.system_prompt or anthropic.omit,
+            system=_system_of(request),
             stop_sequences=list(request.stop) if request.stop else anthropic.omit,
             metadata={"user_id": str(user)} if user else anthropic.omit,
             service_tier=SERVICE_TIERS.get(options.get("service_tier"), anthropic.omit),
-            tools=_tools_of(options.get("tools")),
+            tools=_tools_of(options.get("tools"), request.tool_cache_breaks),
             tool_choice=_tool_choice_of(options),
             thinking=thinking,
             output_config=_output_config_of(options.get("response_format")),
         )
 
 
-def _tools_of(tools: object) -> list[ToolParam] | anthropic.Omit:
+def _system_of(request: ChatRequest) -> str | list[TextBlockParam] | anthropic.Omit:
+    """The system prompt as a string, or as text blocks where the client marked some (each
+    block that ends a marked prefix carries its `cache_control`)."""
+    if not request.system_prompt:
+        return anthropic.omit
+    if not request.system_cache_breaks:
+        return request.system_prompt
+    blocks: list[TextBlockParam] = []
+    # The joiner between the client's blocks is left out again where a breakpoint cuts.
+    for item in _text_items(request.system_prompt, request.system_cache_breaks, SYSTEM_JOINER):
+        if isinstance(item, str):
+            if item:  # the API refuses empty text blocks
+                blocks.append({"type": "text", "text": item})
+        elif item["type"] == "text":
+            blocks.append(item)
+    return blocks
+
+
+def _tools_of(tools: object, breaks: tuple[CacheBreak, ...]) -> list[ToolParam] | anthropic.Omit:
     """OpenAI's function tools as the API's tools (a function without parameters takes an
-    empty object)."""
+    empty object); a tool the client marked carries its `cache_control`."""
     if not tools:
         return anthropic.omit
+    marks = by_place(breaks)
     translated: list[ToolParam] = []
-    for tool in cast(list[Mapping[str, Any]], tools):
+    for index, tool in enumerate(cast(list[Mapping[str, Any]], tools)):
         function = tool["function"]
         schema = function.get("parameters") or {"type": "object", "properties": {}}
         param: ToolParam = {"name": function["name"], "input_schema": schema}
@@ -253,6 +354,8 @@ def _tools_of(tools: object) -> list[ToolParam] | anthropic.Omit:
             param["description"] = function["description"]
         if isinstance(function.get("strict"), bool):
             param["strict"] = function["strict"]
+        if (mark := marks.get(index)) is not None:
+            param["cache_control"] = _cache_control(mark)
         translated.append(param)
     return translated
 

@@ -6,7 +6,7 @@ The rest of the service never imports an SDK.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, cast
 
@@ -49,6 +49,65 @@ class ToolCall:
         )
 
 
+# What joins a prompt's system texts (system messages, Anthropic's system blocks) into one
+# `ChatRequest.system_prompt`: a blank line.
+SYSTEM_JOINER = "\n\n"
+
+CacheTTL = Literal["5m", "1h"]
+_TTL_RANK: Mapping[CacheTTL | None, int] = {None: 0, "5m": 1, "1h": 2}
+
+
+@dataclass(frozen=True, slots=True)
+class CacheBreak:
+    """A prompt-caching breakpoint the client set (Anthropic's `cache_control`): the provider
+    may cache the prompt up to and including the block it marks, and later requests that
+    repeat that prefix read it for a tenth of the price.
+
+    Only the Claude adapter sends breakpoints: OpenAI caches prefixes by itself and has no
+    breakpoint to send, so no other adapter reads them. They are hints for one request: never
+    stored (a history replayed later would carry stale ones, and Anthropic takes at most 4 a
+    request) and never part of a message's equality (a message repeated with its breakpoint
+    moved is the same message).
+
+    `at` is where the marked block ends in what carries the breakpoint: the character offset
+    in a text (`ChatMessage.content`, `ChatRequest.system_prompt`), so a text the client sent
+    as several blocks is cut there again; or the index of the part (a message with `parts`),
+    of the tool call (`tool_call`, on an assistant message) or of the tool
+    (`ChatRequest.tool_cache_breaks`) it marks. A tool message has one block: any breakpoint
+    on it marks its result.
+    """
+
+    at: int
+    ttl: CacheTTL | None = None
+    tool_call: bool = False
+
+
+def by_place(breaks: Iterable[CacheBreak]) -> dict[int, CacheBreak]:
+    """One breakpoint per place (`at`): of two at one place, the one with the longer TTL
+    (a block has one `cache_control`)."""
+    places: dict[int, CacheBreak] = {}
+    for mark in breaks:
+        kept = places.get(mark.at)
+        if kept is None or _TTL_RANK[mark.ttl] > _TTL_RANK[kept.ttl]:
+            places[mark.at] = mark
+    return places
+
+
+def text_pieces(text: str, breaks: Iterable[CacheBreak]) -> list[tuple[str, CacheBreak | None]]:
+    """`text` cut at its breakpoints' offsets, each piece with the breakpoint that ends it
+    (of two ending at one place, the one with the longer TTL), then what follows the last,
+    unmarked (left out when empty)."""
+    ends = by_place(CacheBreak(min(max(mark.at, 0), len(text)), mark.ttl) for mark in breaks)
+    pieces: list[tuple[str, CacheBreak | None]] = []
+    start = 0
+    for at in sorted(ends):
+        pieces.append((text[start:at], ends[at]))
+        start = at
+    if start < len(text):
+        pieces.append((text[start:], None))
+    return pieces
+
+
 @dataclass(frozen=True, slots=True)
 class ChatMessage:
     """One message of a prompt. `content` is its text (the text parts joined); `parts` is its
@@ -63,6 +122,9 @@ class ChatMessage:
     tool_call_id: str | None = None
     reasoning: str | None = None
     reasoning_signature: str | None = None
+    # Where the client asked the provider to cache the prompt (see `CacheBreak`): per
+    # request, so left out of equality (and never stored, `stored_message`).
+    cache_breaks: tuple[CacheBreak, ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +147,11 @@ class ChatRequest:
     # `max_completion_tokens`, an OpenAI-compatible server's own fields): only those the
     # provider honours (`providers.options`); its adapter sends, maps or acts on each.
     options: Mapping[str, Any] = field(default_factory=dict)
+    # Prompt-caching breakpoints outside the messages (`CacheBreak`): offsets in
+    # `system_prompt` where a system block the client marked ends, and indices of marked
+    # tools in `options["tools"]`.
+    system_cache_breaks: tuple[CacheBreak, ...] = ()
+    tool_cache_breaks: tuple[CacheBreak, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

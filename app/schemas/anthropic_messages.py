@@ -37,7 +37,9 @@ BlockText = Annotated[StorableText, Field(max_length=MAX_MESSAGE_CHARS)]
 
 
 class CacheControl(_Strict):
-    """A prompt-caching breakpoint: accepted, not forwarded (docs/api/anthropic-messages.md)."""
+    """A prompt-caching breakpoint: sent to Claude on the block it marks, accepted and not sent
+    on other providers (OpenAI caches by itself), never stored (docs/api/anthropic-messages.md;
+    `providers.base.CacheBreak`). More than 4 in a request is a 400, as at Anthropic."""
 
     type: Literal["ephemeral"]
     ttl: Literal["5m", "1h"] | None = None
@@ -206,12 +208,6 @@ class MessageCountTokens(_Strict):
     tools: Annotated[list[ToolIn], Field(max_length=MAX_TOOLS)] | None = None
     tool_choice: ToolChoiceIn | None = None
     thinking: ThinkingIn | None = None
-
-    @property
-    def system_text(self) -> str:
-        if self.system is None or isinstance(self.system, str):
-            return self.system or ""
-        return "\n\n".join(block.text for block in self.system)
 
 
 class MessageCreate(MessageCountTokens):

@@ -1,8 +1,8 @@
 """The official `anthropic` SDK against `python -m app` on /v1/messages, for the mock and for
 real provider wires (the fake OpenAI and Anthropic upstreams on loopback): create, stream, a
-tool round trip, count_tokens and the SDK's error classes. Every body and stream event the SDK
-reads is valid under Anthropic's pinned schemas; every conversation is read back through
-/api/v1 with its exact cost.
+tool round trip, count_tokens, a prompt-caching breakpoint and the SDK's error classes. Every
+body and stream event the SDK reads is valid under Anthropic's pinned schemas; every
+conversation is read back through /api/v1 with its exact cost.
 """
 
 from __future__ import annotations
@@ -297,6 +297,30 @@ async def test_a_claude_tool_loop_with_thinking_streams_and_sends_back_its_signe
     # The fake refuses a thinking block whose signature is not the one it gave.
     assert fake.requests[1].json["messages"][1]["content"][0]["signature"] == said.signature
     assert answer.content[-1].text == "Sunny in Paris."  # type: ignore[union-attr]
+    assert_anthropic_shaped(recorder)
+
+
+async def test_a_cache_control_system_block_reaches_claude_marked_and_is_not_stored(
+    server: LiveServer, key: str, fake: FakeUpstream, recorder: Recorder
+) -> None:
+    fake.script(Reply("Sunny.", prompt_tokens=3000, cached_tokens=2000, cache_write_tokens=500))
+    system: list[anthropic.types.TextBlockParam] = [
+        {"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral", "ttl": "1h"}}
+    ]
+
+    message = await client_of(server, key, recorder).messages.create(
+        model=CLAUDE, max_tokens=100, system=system, messages=[QUESTION]
+    )
+    stored = await read_back(server, key, last_conversation(recorder))
+
+    assert fake.requests[0].json["system"] == system
+    assert (message.usage.cache_read_input_tokens, message.usage.cache_creation_input_tokens) == (
+        2000,
+        500,
+    )
+    assert stored.conversation["system_prompt"] == "Be brief."
+    assert "cache_control" not in json.dumps(stored.messages, default=str)
+    stored.assert_charged_exactly()
     assert_anthropic_shaped(recorder)
 
 

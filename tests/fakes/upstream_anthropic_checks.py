@@ -4,7 +4,8 @@ Pure functions of the body: each gives the message of the API's 400 `invalid_req
 worded as the API's, or `None`. It checks what adapters get wrong: turns that do not
 alternate or do not start with the user, missing `max_tokens`, empty content, tool results
 without their call, tool choices without tools, thinking budgets, thinking blocks sent back
-altered (signed by `thinking_signature`), open structured-output schemas.
+altered (signed by `thinking_signature`), open structured-output schemas, more than 4
+`cache_control` breakpoints.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ JsonObject = dict[str, Any]
 
 IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
 MIN_THINKING_BUDGET = 1024
+MAX_CACHE_BREAKPOINTS = 4
 # The fake's own key for signing thinking: a block sent back altered fails as at the API.
 _SIGNING_KEY = b"fake-anthropic-thinking"
 
@@ -42,6 +44,7 @@ def refusal_of(body: Any) -> str | None:
         or _reject_tools(body)
         or _reject_thinking(body)
         or _reject_output_config(body)
+        or _reject_cache_breakpoints(body)
     )
 
 
@@ -190,6 +193,24 @@ def _reject_output_config(body: JsonObject) -> str | None:
         return (
             "output_config.format.schema: For 'object' type, 'additionalProperties' must "
             "be explicitly set to false"
+        )
+    return None
+
+
+def _reject_cache_breakpoints(body: JsonObject) -> str | None:
+    """At most 4 blocks with `cache_control` in tools, system and messages (those inside a
+    `tool_result` count too)."""
+    blocks: list[Any] = [*(body.get("tools") or []), *_blocks(body.get("system"))]
+    for message in body["messages"]:
+        for block in _blocks(message.get("content") if isinstance(message, dict) else None):
+            blocks.append(block)
+            if block.get("type") == "tool_result":
+                blocks.extend(_blocks(block.get("content")))
+    found = sum(isinstance(b, dict) and b.get("cache_control") is not None for b in blocks)
+    if found > MAX_CACHE_BREAKPOINTS:
+        return (
+            f"A maximum of {MAX_CACHE_BREAKPOINTS} blocks with cache_control may be provided. "
+            f"Found {found}."
         )
     return None
 

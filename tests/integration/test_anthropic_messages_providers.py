@@ -1,12 +1,14 @@
 """/v1/messages routed to OpenAI and Anthropic through the fake upstreams (raw HTTP over the
 ASGI app): what each provider receives for Anthropic's fields, the refusals of fields it cannot
-honour, thinking blocks sent back to Claude, and a failure after the stream began."""
+honour, thinking blocks sent back to Claude, prompt-caching breakpoints (sent to Claude where
+the client put them, to no one else, never stored), and a failure after the stream began."""
 
 from __future__ import annotations
 
 import base64
 import json
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -67,7 +69,9 @@ class TestToAnthropic:
         [sent] = [r.json for r in upstream.requests]
         assert sent["thinking"] == {"type": "enabled", "budget_tokens": 3000}
         assert sent["max_tokens"] == 5000  # the budget is inside it, as Anthropic counts
-        assert sent["system"] == "Be terse."
+        assert sent["system"] == [
+            {"type": "text", "text": "Be terse.", "cache_control": {"type": "ephemeral"}}
+        ]
         assert sent["tool_choice"] == {"type": "auto", "disable_parallel_tool_use": True}
         assert sent["tools"][0]["input_schema"] == WEATHER["input_schema"]
         assert sent["stop_sequences"] == ["END"]
@@ -237,3 +241,289 @@ class TestStreamFailure:
         assert error["type"] == "error"
         assert error["error"]["type"] == "api_error"
         assert "message_stop" not in [f.event for f in frames]
+
+
+EPHEMERAL: Any = {"type": "ephemeral"}
+ONE_HOUR: Any = {"type": "ephemeral", "ttl": "1h"}
+
+
+def marked(text: str, control: Any = EPHEMERAL) -> Any:
+    return {"type": "text", "text": text, "cache_control": control}
+
+
+def tool_loop(result: Any) -> Any:
+    """A question, Claude's call, and the user turn that answers it with `result`."""
+    call: Any = {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {}}
+    return [*HI, {"role": "assistant", "content": [call]}, {"role": "user", "content": [result]}]
+
+
+async def stored_messages(client: httpx.AsyncClient, response: httpx.Response) -> str:
+    """The conversation's stored messages as /api/v1 serves them (raw JSON text)."""
+    conversation_id = response.headers["x-conversation-id"]
+    page = await client.get(f"/api/v1/conversations/{conversation_id}/messages")
+    assert page.status_code == 200, page.text
+    return page.text
+
+
+class TestCacheBreakpointsToClaude:
+    """`cache_control` reaches Claude on the block that ends the prefix the client marked."""
+
+    async def test_a_system_breakpoint_sends_the_system_as_blocks_marked_where_it_was(
+        self, client: httpx.AsyncClient, upstream: FakeUpstream
+    ) -> None:
+        system = [
+            {"type": "text", "text": "You are a coding agent."},
+            marked("Here are the rules."),
+            {"type": "text", "text": "Today is Monday."},
+        ]
+
+        response = await create(client, model=CLAUDE, system=system)
+
+        assert response.status_code == 200, response.text
+        # Unmarked blocks before a marked one are joined to it as every system prompt is.
+        assert upstream.requests[0].json["system"] == [
+            marked("You are a coding agent.\n\nHere are the rules."),
+            {"type": "text", "text": "Today is Monday."},
+        ]
+
+    async def test_a_tool_definition_breakpoint_marks_that_tool(
+        self, client: httpx.AsyncClient, upstream: FakeUpstream
+    ) -> None:
+        clock: Any = {"name": "get_time", "input_schema": {"type": "object"}}
+
+        response = await create(
+            client, model=CLAUDE, tools=[WEATHER, {**clock, "cache_control": EPHEMERAL}]
+        )
+
+        assert response.status_code == 200, response.text
+        tools = upstream.requests[0].json["tools"]
+        assert [tool.get("cache_control") for tool in tools] == [None, EPHEMERAL]
+
+    async def test_a_breakpoint_on_the_last_block_of_the_last_user_turn(
+        self, client: httpx.AsyncClient, upstream: FakeUpstream
+    ) -> None:
+        said = [
+            *HI,
+            {"role": "assistant", "content": "Hi."},
+            {"role": "user", "content": [{"type": "text", "text": "Go on. "}, marked("Now.")]},
+        ]
+
+        response = await create(client, model=CLAUDE, messages=said)
+
+        assert response.status_code == 200, response.text
+        sent = upstream.requests[0].json["messages"]
+        assert sent[:2] == [
+            {"role": "user", "content": "Hello there"},
+            {"role": "assistant", "content": "Hi."},
+        ]
+        assert sent[2] == {"role": "user", "content": [marked("Go on. Now.")]}
+
+    async def test_a_breakpoint_on_a_middle_block_of_a_user_turn_ends_the_prefix_there(
+        self, client: httpx.AsyncClient, upstream: FakeUpstream
+    ) -> None:
+        image: Any = {"type": "image", "source": {"type": "url", "url": "https://x.test/a.png"}}
+        text_only = [
+            {"type": "text", "text": "Context. "},
+            marked("Docs. "),
+            marked("Ask?", ONE_HOUR),
+        ]
+        text_only.append({"type": "text", "text": " Really?"})
+        with_image = [{"type": "text", "text": "See:"}, {**image, "cache_control": EPHEMERAL}]
+        with_image.append({"type": "text", "text": "What is it?"})
+
+        texts = await create(
+            client, model=CLAUDE, messages=[{"role": "user", "content": text_only}]
+        )
+        parts = await create(
+            client, model=CLAUDE, messages=[{"role": "user", "content": with_image}]
+        )
+
+        assert (texts.status_code, parts.status_code) == (200, 200)
+        assert upstream.requests[0].json["messages"][0]["content"] == [
+            marked("Context. Docs. "),
+            marked("Ask?", ONE_HOUR),
+            {"type": "text", "text": " Really?"},
+        ]
+        assert upstream.requests[1].json["messages"][0]["content"] == [
+            {"type": "text", "text": "See:"},
+            {**image, "cache_control": EPHEMERAL},
+            {"type": "text", "text": "What is it?"},
+        ]
+
+    async def test_a_breakpoint_on_a_tool_result_and_one_inside_it_mark_the_result(
+        self, client: httpx.AsyncClient, upstream: FakeUpstream
+    ) -> None:
+        result: Any = {"type": "tool_result", "tool_use_id": "toolu_1", "content": "21 C"}
+        inside: Any = {**result, "content": [marked("21 C", ONE_HOUR)]}
+
+        on_result = await create(
+            client,
+            model=CLAUDE,
+            tools=[WEATHER],
+            messages=tool_loop({**result, "cache_control": EPHEMERAL}),
+        )
+        on_its_text = await create(
+            client, model=CLAUDE, tools=[WEATHER], messages=tool_loop(inside)
+        )
+
+        assert (on_result.status_code, on_its_text.status_code) == (200, 200)
+        sent = [r.json["messages"][2]["content"] for r in upstream.requests]
+        assert sent == [
+            [{**result, "cache_control": EPHEMERAL}],
+            [{**result, "cache_control": ONE_HOUR}],
+        ]
+
+    async def test_a_one_hour_ttl_and_a_tool_use_breakpoint_reach_a_stream(
+        self, client: httpx.AsyncClient, upstream: FakeUpstream
+    ) -> None:
+        call: Any = {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {}}
+        said = tool_loop({"type": "tool_result", "tool_use_id": "toolu_1", "content": "21 C"})
+        said[1] = {"role": "assistant", "content": [{**call, "cache_control": EPHEMERAL}]}
+
+        response = await create(
+            client,
+            model=CLAUDE,
+            stream=True,
+            system=[marked("Be terse.", ONE_HOUR)],
+            tools=[WEATHER],
+            messages=said,
+        )
+
+        assert response.status_code == 200, response.text
+        [sent] = [r.json for r in upstream.requests]
+        assert sent["stream"] is True
+        assert sent["system"] == [marked("Be terse.", ONE_HOUR)]
+        assert sent["messages"][1]["content"] == [{**call, "cache_control": EPHEMERAL}]
+
+    async def test_more_than_four_breakpoints_is_a_400_naming_cache_control_and_nothing_runs(
+        self, client: httpx.AsyncClient, upstream: FakeUpstream
+    ) -> None:
+        five = [marked(f"Block {n}. ") for n in range(5)]
+
+        response = await create(client, model=CLAUDE, messages=[{"role": "user", "content": five}])
+        on_openai = await create(client, model=GPT, messages=[{"role": "user", "content": five}])
+
+        assert refusal_of(response) == (
+            "cache_control: A maximum of 4 blocks with cache_control may be provided. Found 5."
+        )
+        assert refusal_of(on_openai).startswith("cache_control")
+        assert upstream.requests == []
+        listed = await client.get("/api/v1/conversations")
+        assert listed.json()["items"] == []
+
+    async def test_breakpoints_are_never_stored_nor_branch_a_repeated_history(
+        self, client: httpx.AsyncClient, upstream: FakeUpstream
+    ) -> None:
+        image: Any = {"type": "image", "source": {"type": "url", "url": "https://x.test/a.png"}}
+        first_turn: Any = {
+            "role": "user",
+            "content": [{**image, "cache_control": EPHEMERAL}, marked("What is it?")],
+        }
+        upstream.script(Reply("A cat."), Reply("Yes."))
+
+        first = await create(
+            client, model=CLAUDE, system=[marked("Be terse.")], messages=[first_turn]
+        )
+        # The next turn repeats the history, its breakpoints kept, and marks the new turn too.
+        again = await client.post(
+            URL,
+            json={
+                "model": CLAUDE,
+                "max_tokens": 100,
+                "messages": [
+                    first_turn,
+                    {"role": "assistant", "content": "A cat."},
+                    {"role": "user", "content": [marked("Sure?")]},
+                ],
+            },
+            headers={"X-Conversation-ID": first.headers["x-conversation-id"]},
+        )
+
+        assert (first.status_code, again.status_code) == (200, 200), again.text
+        stored = await stored_messages(client, again)
+        assert "cache_control" not in stored
+        items = json.loads(stored)["items"]
+        # The repeated turns matched the stored ones: the new ones follow the first reply.
+        assert [m["role"] for m in items] == ["user", "assistant", "user", "assistant"]
+        assert items[1]["id"].replace("-", "") == first.json()["id"].removeprefix("msg_")
+        assert items[0]["parts"][0]["image_url"] == {"url": "https://x.test/a.png"}
+        assert upstream.requests[0].json["messages"][0]["content"][0]["cache_control"] == EPHEMERAL
+
+    async def test_cache_reads_and_writes_of_a_marked_prompt_are_charged_at_their_rates(
+        self, client: httpx.AsyncClient, upstream: FakeUpstream
+    ) -> None:
+        upstream.script(
+            Reply(
+                "Cached.",
+                prompt_tokens=10_000,
+                cached_tokens=6_000,
+                cache_write_tokens=2_000,
+                completion_tokens=500,
+            )
+        )
+
+        response = await create(client, model=CLAUDE, system=[marked("Be terse.")])
+
+        assert response.status_code == 200, response.text
+        usage = response.json()["usage"]
+        assert (usage["cache_read_input_tokens"], usage["cache_creation_input_tokens"]) == (
+            6_000,
+            2_000,
+        )
+        assert usage["input_tokens"] == 2_000
+        # 2,000 uncached at $3, 6,000 read at $0.30, 2,000 written at $3.75, 500 out at $15.
+        expected = (
+            2_000 * Decimal("3")
+            + 6_000 * Decimal("0.3")
+            + 2_000 * Decimal("3.75")
+            + 500 * Decimal("15")
+        ) / 1_000_000
+        items = json.loads(await stored_messages(client, response), parse_float=Decimal)["items"]
+        reply = items[-1]
+        assert (reply["cached_tokens"], reply["cache_write_tokens"]) == (6_000, 2_000)
+        assert reply["cost_usd"] == expected == Decimal("0.0228")
+
+    async def test_count_tokens_takes_breakpoints_and_counts_as_without_them(
+        self, client: httpx.AsyncClient, upstream: FakeUpstream
+    ) -> None:
+        bare: Any = {"model": CLAUDE, "system": "Be terse.", "tools": [WEATHER], "messages": HI}
+        with_marks = {
+            **bare,
+            "system": [marked("Be terse.")],
+            "tools": [{**WEATHER, "cache_control": ONE_HOUR}],
+            "messages": [{"role": "user", "content": [marked("Hello there")]}],
+        }
+
+        counted = await client.post(f"{URL}/count_tokens", json=bare)
+        counted_marked = await client.post(f"{URL}/count_tokens", json=with_marks)
+
+        assert (counted.status_code, counted_marked.status_code) == (200, 200), counted_marked.text
+        assert counted_marked.json() == counted.json()
+        assert upstream.requests == []
+
+
+class TestCacheBreakpointsToOpenAI:
+    async def test_breakpoints_are_accepted_and_nothing_of_them_is_sent(
+        self, client: httpx.AsyncClient, upstream: FakeUpstream
+    ) -> None:
+        result: Any = {
+            "type": "tool_result",
+            "tool_use_id": "toolu_1",
+            "content": [marked("21 C")],
+        }
+        said = tool_loop(result)
+        said[0] = {"role": "user", "content": [marked("Hello there", ONE_HOUR)]}
+
+        response = await create(
+            client,
+            model=GPT,
+            system=[marked("Be terse.")],
+            tools=[{**WEATHER, "cache_control": EPHEMERAL}],
+            messages=said,
+        )
+
+        assert response.status_code == 200, response.text
+        [sent] = upstream.requests
+        assert "cache_control" not in json.dumps(sent.json)
+        assert sent.json["messages"][0] == {"role": "system", "content": "Be terse."}
+        assert "cache_control" not in await stored_messages(client, response)

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.security import Principal
 from app.errors import ChatAPIError
-from app.providers.base import ChatMessage, ToolCall
+from app.providers.base import SYSTEM_JOINER, ChatMessage, ToolCall
 from app.providers.registry import ModelChoice, ProviderRegistry
 from app.schemas.content import stored_parts
 from app.schemas.messages import MessageRead, TurnResult
@@ -90,7 +90,7 @@ def plan_turn(
         choice=choice,
         messages=tuple(prompt),
         new_messages=tuple(prompt),
-        system_prompt="\n\n".join(system_parts) or None,
+        system_prompt=SYSTEM_JOINER.join(system_parts) or None,
         conversation_id=conversation_id,
         title=_title_of(first_said) if first_said else None,
         owner=body.user,

@@ -19,7 +19,7 @@ from app.db.base import utcnow
 from app.db.driver import statements
 from app.db.models import Conversation, Message, MessageRole, MessageStatus
 from app.errors import MessageNotFound
-from app.providers.base import ChatMessage, ChatRequest
+from app.providers.base import CacheBreak, ChatMessage, ChatRequest
 from app.providers.registry import ModelChoice
 from app.repositories.turns import TurnRepo, TurnView
 from app.repositories.usage import month_of
@@ -67,6 +67,10 @@ class PromptTurn:
     continues_after: UUID | None = None
     # More of the reply's `metadata`, stored with it (what a Responses GET rebuilds from).
     reply_metadata: Mapping[str, Any] | None = None
+    # Prompt-caching breakpoints on the system prompt and the tools (`ChatRequest`'s): sent,
+    # never stored. The messages carry their own (`ChatMessage.cache_breaks`).
+    system_cache_breaks: tuple[CacheBreak, ...] = ()
+    tool_cache_breaks: tuple[CacheBreak, ...] = ()
 
 
 async def open_prompt_turn(
@@ -142,6 +146,8 @@ async def open_prompt_turn(
         top_p=turn.top_p,
         stop=turn.stop,
         options=turn.options.sent,
+        system_cache_breaks=turn.system_cache_breaks,
+        tool_cache_breaks=turn.tool_cache_breaks,
     )
     if ctx.redact_provider_text:
         request = redacted_request(request)

@@ -15,7 +15,7 @@ from uuid import UUID
 from app.core.redaction import redact
 from app.db.base import new_id, utcnow
 from app.db.models import Message, MessageRole, MessageStatus
-from app.providers.base import ChatMessage, ChatRequest
+from app.providers.base import CacheBreak, ChatMessage, ChatRequest, text_pieces
 from app.providers.options import option_support_of
 from app.providers.registry import ModelChoice
 from app.repositories.messages import prompt_message
@@ -138,7 +138,8 @@ def chain(parent: UUID | None, messages: Sequence[Message]) -> None:
 
 def stored_message(message: ChatMessage, created_at: datetime) -> Message:
     """A message the client sent, as stored (completed, free): its parts, calls and call id
-    only when it has them."""
+    only when it has them. Its prompt-caching breakpoints are not: they were hints for the
+    request that carried them."""
     return Message(
         role=MessageRole(message.role),
         content=message.content,
@@ -161,20 +162,46 @@ def prompt_message_of(message: Message) -> ChatMessage:
 
 def redacted_request(request: ChatRequest) -> ChatRequest:
     """The request with personal data and keys masked; the stored messages keep the original."""
+    system, system_breaks = request.system_prompt, request.system_cache_breaks
+    if system is not None:
+        system, system_breaks = _redacted_text(system, system_breaks)
     return replace(
         request,
         messages=tuple(_redacted(message) for message in request.messages),
-        system_prompt=None if request.system_prompt is None else redact(request.system_prompt),
+        system_prompt=system,
+        system_cache_breaks=system_breaks,
     )
 
 
 def _redacted(message: ChatMessage) -> ChatMessage:
     """Its text masked wherever it travels: `content`, text parts, tool-call arguments."""
+    content, breaks = message.content, message.cache_breaks
+    if message.parts:
+        content = redact(content)  # breakpoints count parts: masking moves none
+    else:
+        content, breaks = _redacted_text(content, breaks)
     if not message.parts and not message.tool_calls:
-        return replace(message, content=redact(message.content))
+        return replace(message, content=content, cache_breaks=breaks)
     parts = tuple(
         {**part, "text": redact(str(part.get("text", "")))} if part.get("type") == "text" else part
         for part in message.parts
     )
     calls = tuple(replace(call, arguments=redact(call.arguments)) for call in message.tool_calls)
-    return replace(message, content=redact(message.content), parts=parts, tool_calls=calls)
+    return replace(message, content=content, parts=parts, tool_calls=calls, cache_breaks=breaks)
+
+
+def _redacted_text(text: str, breaks: tuple[CacheBreak, ...]) -> tuple[str, tuple[CacheBreak, ...]]:
+    """`text` masked, with its breakpoints' offsets where their places moved to: each piece
+    between two is masked alone (a client's block is masked as the block it was)."""
+    on_text = [mark for mark in breaks if not mark.tool_call]
+    if not on_text:
+        return redact(text), breaks
+    masked: list[str] = []
+    moved = [mark for mark in breaks if mark.tool_call]
+    end = 0
+    for piece, mark in text_pieces(text, on_text):
+        masked.append(redact(piece))
+        end += len(masked[-1])
+        if mark is not None:
+            moved.append(replace(mark, at=end))
+    return "".join(masked), tuple(moved)
