@@ -37,6 +37,7 @@ class ModelPriceOverride(BaseModel):
     output_per_mtok: Decimal = Field(ge=0, allow_inf_nan=False)
     cached_input_per_mtok: Decimal | None = Field(default=None, ge=0, allow_inf_nan=False)
     cache_write_per_mtok: Decimal | None = Field(default=None, ge=0, allow_inf_nan=False)
+    cache_write_1h_per_mtok: Decimal | None = Field(default=None, ge=0, allow_inf_nan=False)
     context_window: int | None = Field(default=None, ge=1)
 
 

@@ -134,6 +134,8 @@ class Message(IdMixin, CreatedAtMixin, Base):
     cached_tokens: Mapped[int] = mapped_column(default=0, server_default=text("0"))
     total_tokens: Mapped[int] = mapped_column(default=0, server_default=text("0"))
     cache_write_tokens: Mapped[int] = mapped_column(default=0, server_default=text("0"))
+    # The part of `cache_write_tokens` written to a one-hour cache (priced apart).
+    cache_write_1h_tokens: Mapped[int] = mapped_column(default=0, server_default=text("0"))
     # The part of `completion_tokens` the model spent reasoning (priced at the output rate).
     reasoning_tokens: Mapped[int] = mapped_column(default=0, server_default=text("0"))
     cost_usd: Mapped[Decimal | None] = mapped_column(default=Decimal(0))
@@ -142,6 +144,7 @@ class Message(IdMixin, CreatedAtMixin, Base):
     input_price_per_mtok: Mapped[Decimal | None]
     cached_input_price_per_mtok: Mapped[Decimal | None]
     cache_write_price_per_mtok: Mapped[Decimal | None]
+    cache_write_1h_price_per_mtok: Mapped[Decimal | None]
     output_price_per_mtok: Mapped[Decimal | None]
     price_source: Mapped[str | None] = mapped_column(String(64))
 
@@ -154,6 +157,7 @@ class Message(IdMixin, CreatedAtMixin, Base):
             "input_per_mtok": self.input_price_per_mtok,
             "cached_input_per_mtok": self.cached_input_price_per_mtok,
             "cache_write_per_mtok": self.cache_write_price_per_mtok,
+            "cache_write_1h_per_mtok": self.cache_write_1h_price_per_mtok,
             "output_per_mtok": self.output_price_per_mtok,
             "source": self.price_source,
         }

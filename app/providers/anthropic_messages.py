@@ -165,7 +165,7 @@ class AnthropicProvider:
         wire = MessagesRequest.of(self.name, request, self.default_max_tokens)
         reported_model = request.model
         reason: FinishReason | None = None
-        prompt = cached = cache_write = completion = reasoning = 0
+        prompt = cached = cache_write = cache_write_1h = completion = reasoning = 0
         # Block index -> the call's ordinal among the reply's tool calls; blocks whose
         # arguments have begun.
         calls: dict[int, int] = {}
@@ -220,6 +220,7 @@ class AnthropicProvider:
                         usage = _usage_of(event.message.usage)
                         prompt, completion = usage.prompt_tokens, usage.completion_tokens
                         cached, cache_write = usage.cached_tokens, usage.cache_write_tokens
+                        cache_write_1h = usage.cache_write_1h_tokens
                         reasoning = usage.reasoning_tokens
                     elif isinstance(event, RawMessageDeltaEvent):
                         completion = event.usage.output_tokens or completion
@@ -243,6 +244,7 @@ class AnthropicProvider:
             completion_tokens=completion,
             cached_tokens=cached,
             cache_write_tokens=cache_write,
+            cache_write_1h_tokens=cache_write_1h,
             reasoning_tokens=reasoning,
         )
         yield Finished(reason=reason, usage=usage_total, model=reported_model, provider=self.name)
@@ -252,12 +254,15 @@ def _usage_of(usage: AnthropicUsage) -> Usage:
     """The API's usage in OpenAI's terms: every input token is a prompt token."""
     cached = usage.cache_read_input_tokens or 0
     cache_write = usage.cache_creation_input_tokens or 0
+    # The split by cache lifetime, when the API gives it: one-hour writes cost more.
+    by_ttl = usage.cache_creation
     details = usage.output_tokens_details
     return Usage(
         prompt_tokens=usage.input_tokens + cached + cache_write,
         completion_tokens=usage.output_tokens or 0,
         cached_tokens=cached,
         cache_write_tokens=cache_write,
+        cache_write_1h_tokens=by_ttl.ephemeral_1h_input_tokens if by_ttl is not None else 0,
         reasoning_tokens=details.thinking_tokens if details is not None else 0,
     )
 

@@ -162,6 +162,9 @@ class Usage:
     completion_tokens: int = 0
     cached_tokens: int = 0
     cache_write_tokens: int = 0
+    # Of `cache_write_tokens`, those written to a one-hour cache (Anthropic's `ttl: "1h"`):
+    # billed at their own, higher rate (twice the input price on Claude, against 1.25 times).
+    cache_write_1h_tokens: int = 0
     # Tokens the model spent thinking: part of `completion_tokens` (billed at the output rate).
     reasoning_tokens: int = 0
 

@@ -255,6 +255,13 @@ ContentBlock = TextBlock | ThinkingBlock | ToolUseBlock
 StopReason = Literal["end_turn", "max_tokens", "stop_sequence", "tool_use", "refusal"]
 
 
+class CacheCreation(BaseModel):
+    """Cache writes by lifetime (they are priced apart)."""
+
+    ephemeral_5m_input_tokens: int = 0
+    ephemeral_1h_input_tokens: int = 0
+
+
 class Usage(BaseModel):
     """Tokens as Anthropic counts them: `input_tokens` excludes cache reads and writes."""
 
@@ -262,6 +269,7 @@ class Usage(BaseModel):
     output_tokens: int
     cache_read_input_tokens: int = 0
     cache_creation_input_tokens: int = 0
+    cache_creation: CacheCreation | None = None
     service_tier: Literal["standard", "priority", "batch"] | None = None
 
 

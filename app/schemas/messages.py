@@ -125,6 +125,8 @@ class ReplyPricing(Schema):
     input_per_mtok: Money
     cached_input_per_mtok: Money | None
     cache_write_per_mtok: Money | None
+    # One-hour cache writes (Anthropic's `ttl: "1h"`); null: charged at `cache_write_per_mtok`.
+    cache_write_1h_per_mtok: Money | None = None
     output_per_mtok: Money
     source: str | None
 
@@ -157,6 +159,8 @@ class MessageRead(Schema):
     total_tokens: int
     cached_tokens: int
     cache_write_tokens: int
+    # Part of `cache_write_tokens`: written to a one-hour cache, at its own rate.
+    cache_write_1h_tokens: int = 0
     # Part of `completion_tokens`: what the model spent thinking.
     reasoning_tokens: int = 0
     cost_usd: Money | None

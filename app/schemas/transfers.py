@@ -95,6 +95,7 @@ class ImportedPricing(ImportShape):
     input_per_mtok: Cost
     cached_input_per_mtok: Cost | None = None
     cache_write_per_mtok: Cost | None = None
+    cache_write_1h_per_mtok: Cost | None = None
     output_per_mtok: Cost
     source: Label | None = None
 
@@ -130,6 +131,7 @@ class ImportedMessage(ImportShape):
     total_tokens: Count = 0
     cached_tokens: Count = 0
     cache_write_tokens: Count = 0
+    cache_write_1h_tokens: Count = 0
     reasoning_tokens: Count = 0
     cost_usd: Cost | None = Decimal(0)
     pricing: ImportedPricing | None = None

@@ -66,6 +66,9 @@ class Reply:
     completion_tokens: int | None = None
     cached_tokens: int = 0
     cache_write_tokens: int = 0
+    # Of `cache_write_tokens`, those written to a one-hour cache (Anthropic's
+    # `usage.cache_creation.ephemeral_1h_input_tokens`; OpenAI reports no writes).
+    cache_write_1h_tokens: int = 0
     finish_reason: str = "stop"
     # Function calls the model makes (after `text`, which may be empty); `finish_reason`
     # then is usually "tool_calls" (Anthropic's "tool_use").
@@ -171,7 +174,13 @@ class Dialect(Protocol):
     def prompt_text(self, body: Any) -> str: ...
     def error(self, status: int, message: str | None, error_type: str | None) -> JsonObject: ...
     def usage(
-        self, prompt: int, completion: int, cached: int, cache_write: int, reasoning: int = 0
+        self,
+        prompt: int,
+        completion: int,
+        cached: int,
+        cache_write: int,
+        reasoning: int = 0,
+        cache_write_1h: int = 0,
     ) -> JsonObject: ...
     def message(
         self, text: str, model: str, finish_reason: str, usage: JsonObject, reply: Reply
@@ -337,7 +346,9 @@ class FakeUpstream:
             written_text = reply.text + reply.reasoning
             completion = _estimate(written_text + "".join(c.arguments for c in reply.tool_calls))
             completion += reply.reasoning_tokens
-        usage = dialect.usage(prompt, completion, cached, written, reply.reasoning_tokens)
+        usage = dialect.usage(
+            prompt, completion, cached, written, reply.reasoning_tokens, reply.cache_write_1h_tokens
+        )
         model = reply.model or dialect.reported_model(body)
         headers = dialect.headers()
         if not dialect.wants_stream(body):

@@ -142,15 +142,26 @@ class AnthropicDialect:
         return self._error(error_type or default_type, message or default_message)
 
     def usage(
-        self, prompt: int, completion: int, cached: int, cache_write: int, reasoning: int = 0
+        self,
+        prompt: int,
+        completion: int,
+        cached: int,
+        cache_write: int,
+        reasoning: int = 0,
+        cache_write_1h: int = 0,
     ) -> JsonObject:
         """`prompt` counts every input token, as OpenAI's `prompt_tokens` does; Anthropic's
-        `input_tokens` are only those neither read from nor written to the cache. Thinking
+        `input_tokens` are only those neither read from nor written to the cache. Cache
+        writes are split by lifetime in `cache_creation`, as the API reports them. Thinking
         tokens are part of `output_tokens`, broken out in `output_tokens_details`."""
         usage: JsonObject = {
             "input_tokens": max(prompt - cached - cache_write, 0),
             "cache_creation_input_tokens": cache_write,
             "cache_read_input_tokens": cached,
+            "cache_creation": {
+                "ephemeral_5m_input_tokens": cache_write - cache_write_1h,
+                "ephemeral_1h_input_tokens": cache_write_1h,
+            },
             "output_tokens": completion,
             "service_tier": "standard",
         }

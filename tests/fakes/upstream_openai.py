@@ -146,9 +146,15 @@ class OpenAIDialect:
         return openai_error(message or default_message, error_type or default_type, code)
 
     def usage(
-        self, prompt: int, completion: int, cached: int, cache_write: int, reasoning: int = 0
+        self,
+        prompt: int,
+        completion: int,
+        cached: int,
+        cache_write: int,
+        reasoning: int = 0,
+        cache_write_1h: int = 0,
     ) -> JsonObject:
-        del cache_write  # OpenAI caches automatically and reports only the reads.
+        del cache_write, cache_write_1h  # OpenAI caches automatically and reports only reads.
         return {
             "prompt_tokens": prompt,
             "completion_tokens": completion,

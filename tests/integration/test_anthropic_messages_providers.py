@@ -483,6 +483,49 @@ class TestCacheBreakpointsToClaude:
         assert (reply["cached_tokens"], reply["cache_write_tokens"]) == (6_000, 2_000)
         assert reply["cost_usd"] == expected == Decimal("0.0228")
 
+    @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+    async def test_one_hour_cache_writes_are_charged_at_twice_the_input_price(
+        self, client: httpx.AsyncClient, upstream: FakeUpstream, stream: bool
+    ) -> None:
+        upstream.script(
+            Reply(
+                "Cached for an hour.",
+                prompt_tokens=10_000,
+                cached_tokens=6_000,
+                cache_write_tokens=2_000,
+                cache_write_1h_tokens=1_500,
+                completion_tokens=500,
+            )
+        )
+
+        response = await create(
+            client, model=CLAUDE, system=[marked("Be terse.", ONE_HOUR)], stream=stream
+        )
+
+        assert response.status_code == 200, response.text
+        # 2,000 uncached at $3, 6,000 read at $0.30, 500 written for 5 minutes at $3.75,
+        # 1,500 for an hour at $6 (genai-prices' rate for Claude Sonnet), 500 out at $15.
+        expected = (
+            2_000 * Decimal("3")
+            + 6_000 * Decimal("0.3")
+            + 500 * Decimal("3.75")
+            + 1_500 * Decimal("6")
+            + 500 * Decimal("15")
+        ) / 1_000_000
+        items = json.loads(await stored_messages(client, response), parse_float=Decimal)["items"]
+        reply = items[-1]
+        assert (reply["cached_tokens"], reply["cache_write_tokens"]) == (6_000, 2_000)
+        assert reply["cache_write_1h_tokens"] == 1_500
+        assert reply["cost_usd"] == expected == Decimal("0.026175")
+        # The bill can be explained from what is stored: each rate it was charged at.
+        assert reply["pricing"]["cache_write_per_mtok"] == Decimal("3.75")
+        assert reply["pricing"]["cache_write_1h_per_mtok"] == Decimal("6")
+        if not stream:
+            assert response.json()["usage"]["cache_creation"] == {
+                "ephemeral_5m_input_tokens": 500,
+                "ephemeral_1h_input_tokens": 1_500,
+            }
+
     async def test_count_tokens_takes_breakpoints_and_counts_as_without_them(
         self, client: httpx.AsyncClient, upstream: FakeUpstream
     ) -> None:

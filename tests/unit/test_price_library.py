@@ -41,6 +41,7 @@ class TestGenAIPrices:
             Decimal("15"),
             cached_input_per_mtok=Decimal("0.3"),
             cache_write_per_mtok=Decimal("3.75"),
+            cache_write_1h_per_mtok=Decimal("6"),  # twice the input price
         )
 
     def test_a_prompt_above_200k_tokens_pays_the_higher_tier_for_every_token(self) -> None:

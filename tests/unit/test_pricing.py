@@ -66,6 +66,34 @@ class TestPriceCostOf:
         # 500 * 3 + 200 * 0.30 + 300 * 3.75 + 10 * 15 = 1500 + 60 + 1125 + 150 = 2835
         assert price.cost_of(usage) == Decimal("0.002835")
 
+    def test_one_hour_cache_writes_are_charged_at_their_own_rate(self) -> None:
+        # Claude-style: a five-minute write costs $3.75, a one-hour write $6.
+        price = Price(
+            Decimal("3"),
+            Decimal("15"),
+            cached_input_per_mtok=Decimal("0.30"),
+            cache_write_per_mtok=Decimal("3.75"),
+            cache_write_1h_per_mtok=Decimal("6"),
+        )
+        usage = Usage(prompt_tokens=1_000, cache_write_tokens=300, cache_write_1h_tokens=100)
+
+        # 700 * 3 + 200 * 3.75 + 100 * 6 = 2100 + 750 + 600 = 3450
+        assert price.cost_of(usage) == Decimal("0.00345")
+
+    def test_one_hour_writes_cost_the_cache_write_rate_when_no_own_rate_is_known(self) -> None:
+        price = Price(Decimal("3"), Decimal("15"), cache_write_per_mtok=Decimal("3.75"))
+        hour = Usage(prompt_tokens=1_000, cache_write_tokens=300, cache_write_1h_tokens=300)
+        minutes = Usage(prompt_tokens=1_000, cache_write_tokens=300)
+
+        assert price.cost_of(hour) == price.cost_of(minutes) == Decimal("0.003225")
+
+    def test_a_one_hour_count_above_the_writes_is_never_charged_twice(self) -> None:
+        price = Price(Decimal("3"), Decimal("15"), cache_write_1h_per_mtok=Decimal("6"))
+        usage = Usage(prompt_tokens=1_000, cache_write_tokens=100, cache_write_1h_tokens=500)
+
+        # 900 * 3 + 100 * 6: the one-hour count is capped at the writes it is part of.
+        assert price.cost_of(usage) == Decimal("0.0033")
+
     def test_cost_is_quantized_to_the_ten_places_money_is_stored_with(self) -> None:
         cost = GPT_4O.cost_of(Usage(prompt_tokens=1, completion_tokens=1))
 

@@ -93,6 +93,7 @@ def build_price_book(settings: Settings) -> PriceBook:
             override.output_per_mtok,
             cached_input_per_mtok=override.cached_input_per_mtok,
             cache_write_per_mtok=override.cache_write_per_mtok,
+            cache_write_1h_per_mtok=override.cache_write_1h_per_mtok,
             source="PRICE_OVERRIDES",
         )
         if override.context_window is not None:

@@ -39,6 +39,7 @@ class GenAIPrices:
             output_rate,
             cached_input_per_mtok=_rate(prices.cache_read_mtok, prompt_tokens),
             cache_write_per_mtok=_rate(prices.cache_write_mtok, prompt_tokens),
+            cache_write_1h_per_mtok=_rate(prices.cache_write_1h_mtok, prompt_tokens),
             source=SOURCE,
         )
 

@@ -8,6 +8,7 @@ from typing import Any
 from uuid import UUID
 
 from app.schemas.anthropic_messages import (
+    CacheCreation,
     ContentBlock,
     Message,
     StopReason,
@@ -44,6 +45,10 @@ def usage_of(reply: MessageRead) -> Usage:
         output_tokens=reply.completion_tokens,
         cache_read_input_tokens=cached,
         cache_creation_input_tokens=written,
+        cache_creation=CacheCreation(
+            ephemeral_5m_input_tokens=written - reply.cache_write_1h_tokens,
+            ephemeral_1h_input_tokens=reply.cache_write_1h_tokens,
+        ),
     )
 
 

@@ -515,12 +515,14 @@ def _record_usage(reply: Message, usage: Usage, cost: Decimal | None, price: Pri
     reply.completion_tokens = usage.completion_tokens
     reply.cached_tokens = usage.cached_tokens
     reply.cache_write_tokens = usage.cache_write_tokens
+    reply.cache_write_1h_tokens = usage.cache_write_1h_tokens
     reply.total_tokens = usage.total_tokens
     reply.cost_usd = cost
     if price is not None:
         reply.input_price_per_mtok = price.input_per_mtok
         reply.cached_input_price_per_mtok = price.cached_input_per_mtok
         reply.cache_write_price_per_mtok = price.cache_write_per_mtok
+        reply.cache_write_1h_price_per_mtok = price.cache_write_1h_per_mtok
         reply.output_price_per_mtok = price.output_per_mtok
         reply.price_source = price.source
 
