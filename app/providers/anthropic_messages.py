@@ -81,6 +81,8 @@ ANTHROPIC_OPTIONS = OptionSupport(
         "response_format": _is_structured_output,  # `output_config.format`
         # Anthropic's own `thinking`, from /v1/messages: sent as it came.
         "thinking": lambda value: isinstance(value, Mapping),
+        # Anthropic's own `output_config` (effort, format), from /v1/messages: sent as it came.
+        "output_config": lambda value: isinstance(value, Mapping),
     }
 )
 

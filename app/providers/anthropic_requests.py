@@ -46,6 +46,7 @@ from app.providers.base import (
 # Only the budget is sent, not `output_config.effort`: fewer models take `effort` than take a
 # budget (Haiku 4.5 and Sonnet 4.5 refuse it), so sending both would refuse reasoning there.
 # The budget is added to the reply's own limit, since thinking counts towards `max_tokens`.
+# (A /v1/messages client's own `output_config.effort` is sent as it came: it chose the model.)
 THINKING_BUDGETS: Mapping[object, int] = {
     "minimal": 1024,  # the API's least
     "low": 1024,
@@ -317,7 +318,7 @@ class MessagesRequest:
             tools=_tools_of(options.get("tools"), request.tool_cache_breaks),
             tool_choice=_tool_choice_of(options),
             thinking=thinking,
-            output_config=_output_config_of(options.get("response_format")),
+            output_config=_merged_output_config(options),
         )
 
 
@@ -379,6 +380,16 @@ def _tool_choice_of(options: Mapping[str, Any]) -> ToolChoiceParam | anthropic.O
     if isinstance(parallel, bool):
         translated["disable_parallel_tool_use"] = not parallel
     return translated
+
+
+def _merged_output_config(options: Mapping[str, Any]) -> OutputConfigParam | anthropic.Omit:
+    """Anthropic's own `output_config` (from /v1/messages) exactly as the client sent it, over
+    what `response_format` becomes: its fields win, so one format is ever sent."""
+    derived = _output_config_of(options.get("response_format"))
+    if "output_config" not in options:
+        return derived
+    given = cast(OutputConfigParam, dict(options["output_config"]))
+    return given if isinstance(derived, anthropic.Omit) else {**derived, **given}
 
 
 def _output_config_of(response_format: object) -> OutputConfigParam | anthropic.Omit:

@@ -195,6 +195,23 @@ ThinkingIn = Annotated[
 ]
 
 
+class JSONOutputFormat(_Strict):
+    """Structured output: the reply is JSON valid for `schema` (sent on as given)."""
+
+    type: Literal["json_schema"]
+    # Read and written by its wire name: `schema` would shadow a BaseModel method.
+    schema_: Annotated[JsonObject, Field(alias="schema")]
+
+
+class OutputConfig(_Strict):
+    """Anthropic's `output_config`, exactly the SDK's `OutputConfigParam`: on Claude sent as
+    given; elsewhere `effort` is `reasoning_effort` and `format` a json_schema
+    `response_format` (`services.turns.anthropic_messages`)."""
+
+    effort: Literal["low", "medium", "high", "xhigh", "max"] | None = None
+    format: JSONOutputFormat | None = None
+
+
 class Metadata(_Strict):
     user_id: Annotated[StorableText, Field(max_length=255)] | None = None
 
@@ -208,6 +225,8 @@ class MessageCountTokens(_Strict):
     tools: Annotated[list[ToolIn], Field(max_length=MAX_TOOLS)] | None = None
     tool_choice: ToolChoiceIn | None = None
     thinking: ThinkingIn | None = None
+    # Anthropic's count_tokens takes it too (a format's schema is part of the prompt).
+    output_config: OutputConfig | None = None
 
 
 class MessageCreate(MessageCountTokens):

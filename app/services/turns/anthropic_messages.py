@@ -31,6 +31,7 @@ from app.schemas.anthropic_messages import (
     MessageCountTokens,
     MessageCreate,
     MessageParam,
+    OutputConfig,
     TextBlockIn,
     ThinkingBlockIn,
     ThinkingEnabled,
@@ -47,6 +48,12 @@ from app.services.turns.request_options import InvalidChatRequest, TurnOptions
 
 # Anthropic's own thinking option, for a provider that honours it (see ANTHROPIC_OPTIONS).
 NATIVE_THINKING = "thinking"
+# Anthropic's own `output_config` (effort, structured output), likewise.
+NATIVE_OUTPUT_CONFIG = "output_config"
+# The `json_schema.name` an `output_config.format` goes out under: OpenAI requires a name,
+# Anthropic's format has none, and a fixed one keeps the same schema the same request (a
+# name made from the schema would change the prompt the model sees for no reason).
+OUTPUT_FORMAT_NAME = "output"
 # A thinking budget as `reasoning_effort` for providers without budgets: the band it is in.
 EFFORT_BANDS: tuple[tuple[int, str], ...] = ((4096, "low"), (16384, "medium"))
 EFFORT_ABOVE_BANDS = "high"
@@ -204,9 +211,44 @@ def _openai_body(
         elif isinstance(body.thinking, ThinkingEnabled):
             wire["reasoning_effort"] = effort_of(body.thinking.budget_tokens)
         # "adaptive" (the model decides) and "disabled" are other providers' own default.
+    if body.output_config is not None:
+        _output_config(choice, body.output_config, wire, extras)
     if isinstance(body, MessageCreate):
         _create_options(body, wire)
     return wire, extras, _Breakpoints(system_breaks, tool_breaks, message_breaks)
+
+
+def _output_config(
+    choice: ModelChoice, config: OutputConfig, wire: dict[str, Any], extras: dict[str, Any]
+) -> None:
+    """`output_config` exactly as sent to a provider that honours Anthropic's; elsewhere its
+    `format` as a json_schema `response_format` and its `effort` as `reasoning_effort` (the
+    same five words), each a 400 naming it where the provider cannot honour it."""
+    # As the client gave it: fields it left out stay out, a null it sent stays null.
+    given = config.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    if _honours(choice, NATIVE_OUTPUT_CONFIG, given):
+        extras[NATIVE_OUTPUT_CONFIG] = given
+        return
+    provider = choice.provider.name
+    if config.format is not None:
+        schema = given["format"]["schema"]
+        response_format = {
+            "type": "json_schema",
+            "json_schema": {"name": OUTPUT_FORMAT_NAME, "schema": schema},
+        }
+        if not _honours(choice, "response_format", response_format):
+            raise InvalidChatRequest(
+                "output_config.format", f"the {provider!r} provider cannot honour it"
+            )
+        wire["response_format"] = response_format
+    if config.effort is not None:
+        if not _honours(choice, "reasoning_effort", config.effort):
+            raise InvalidChatRequest(
+                "output_config.effort",
+                f"the {provider!r} provider does not support effort {config.effort!r}",
+            )
+        # The effort asked for outright wins over a thinking budget's band (set above).
+        wire["reasoning_effort"] = config.effort
 
 
 def _create_options(body: MessageCreate, wire: dict[str, Any]) -> None:
