@@ -324,6 +324,32 @@ async def test_a_cache_control_system_block_reaches_claude_marked_and_is_not_sto
     assert_anthropic_shaped(recorder)
 
 
+async def test_output_config_reaches_claude_exactly_as_the_sdk_sent_it(
+    server: LiveServer, key: str, fake: FakeUpstream, recorder: Recorder
+) -> None:
+    fake.script(Reply('{"city": "Paris"}'))
+    schema: dict[str, object] = {
+        "type": "object",
+        "properties": {"city": {"type": "string"}},
+        "required": ["city"],
+        "additionalProperties": False,
+    }
+    output_config: anthropic.types.OutputConfigParam = {
+        "effort": "high",
+        "format": {"type": "json_schema", "schema": schema},
+    }
+
+    message = await client_of(server, key, recorder).messages.create(
+        model=CLAUDE, max_tokens=100, messages=[QUESTION], output_config=output_config
+    )
+
+    assert fake.requests[0].json["output_config"] == output_config
+    assert "thinking" not in fake.requests[0].json
+    assert message.content[0].type == "text"
+    assert json.loads(message.content[0].text) == {"city": "Paris"}
+    assert_anthropic_shaped(recorder)
+
+
 async def finished(server: LiveServer, key: str, conversation_id: str) -> Stored:
     """The conversation once its reply has ended (fails after 5 s)."""
     async with asyncio.timeout(5):

@@ -229,6 +229,31 @@ class TestCreate:
 
         assert [b.type for b in message.content] == ["thinking", "text"]
 
+    async def test_output_config_effort_reasons_and_its_format_shapes_the_reply(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        # The mock honours both: `effort` as `reasoning_effort` (a line of reasoning),
+        # `format` as a json_schema `response_format` (a reply valid for the schema).
+        schema: Any = {
+            "type": "object",
+            "properties": {"answer": {"type": "string"}},
+            "required": ["answer"],
+            "additionalProperties": False,
+        }
+        message = await sdk(client).messages.create(
+            model="mock",
+            max_tokens=3000,
+            messages=HI,
+            output_config={"effort": "max", "format": {"type": "json_schema", "schema": schema}},
+        )
+
+        thinking, text = message.content
+        assert (thinking.type, text.type) == ("thinking", "text")
+        assert text.type == "text"
+        reply = json.loads(text.text)
+        assert list(reply) == ["answer"]
+        assert isinstance(reply["answer"], str)
+
     async def test_metadata_user_id_is_stored_and_does_not_change_the_owner(
         self, client: httpx.AsyncClient
     ) -> None:

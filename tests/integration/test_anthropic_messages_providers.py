@@ -15,6 +15,9 @@ import httpx
 import pytest
 
 from app.core.config import Settings
+from app.providers.mock import MockProvider
+from app.providers.registry import ProviderRegistry
+from tests.fakes.providers import FAKE_MODEL, FailingProvider
 from tests.fakes.upstream import CutStream, FakeToolCall, FakeUpstream, Reply
 from tests.sse import parse_frames
 
@@ -570,3 +573,167 @@ class TestCacheBreakpointsToOpenAI:
         assert "cache_control" not in json.dumps(sent.json)
         assert sent.json["messages"][0] == {"role": "system", "content": "Be terse."}
         assert "cache_control" not in await stored_messages(client, response)
+
+
+ANSWER_SCHEMA: Any = {
+    "type": "object",
+    "properties": {"answer": {"type": "string"}},
+    "required": ["answer"],
+    "additionalProperties": False,
+}
+FORMAT: Any = {"type": "json_schema", "schema": ANSWER_SCHEMA}
+
+
+class TestOutputConfig:
+    """Anthropic's `output_config`: exactly as sent to Claude; `response_format` and
+    `reasoning_effort` to OpenAI; a 400 naming the field where it cannot be honoured."""
+
+    @pytest.mark.parametrize(
+        ("output_config", "stream"),
+        [
+            ({"effort": "max"}, False),
+            ({"format": FORMAT}, False),
+            ({"effort": "low", "format": FORMAT}, False),
+            ({"effort": "low", "format": FORMAT}, True),
+            ({"effort": None, "format": FORMAT}, True),
+        ],
+    )
+    async def test_claude_gets_output_config_exactly_as_sent(
+        self, client: httpx.AsyncClient, upstream: FakeUpstream, output_config: Any, stream: bool
+    ) -> None:
+        response = await create(client, model=CLAUDE, output_config=output_config, stream=stream)
+
+        assert response.status_code == 200, response.text
+        [sent] = [r.json for r in upstream.requests]
+        assert sent["output_config"] == output_config
+        assert sent.get("stream", False) is stream
+        assert "thinking" not in sent  # an effort is not turned into a budget as well
+
+    async def test_output_config_and_thinking_both_reach_claude(
+        self, client: httpx.AsyncClient, upstream: FakeUpstream
+    ) -> None:
+        thinking = {"type": "enabled", "budget_tokens": 2000}
+        response = await create(
+            client,
+            model=CLAUDE,
+            max_tokens=4000,
+            thinking=thinking,
+            output_config={"effort": "high", "format": FORMAT},
+        )
+
+        assert response.status_code == 200, response.text
+        [sent] = [r.json for r in upstream.requests]
+        assert (sent["thinking"], sent["max_tokens"]) == (thinking, 4000)
+        assert sent["output_config"] == {"effort": "high", "format": FORMAT}
+
+    @pytest.mark.parametrize("stream", [False, True])
+    async def test_openai_gets_a_json_schema_response_format_and_a_reasoning_effort(
+        self, client: httpx.AsyncClient, upstream: FakeUpstream, stream: bool
+    ) -> None:
+        response = await create(
+            client, model=GPT, output_config={"effort": "high", "format": FORMAT}, stream=stream
+        )
+
+        assert response.status_code == 200, response.text
+        [sent] = [r.json for r in upstream.requests]
+        assert sent["response_format"] == {
+            "type": "json_schema",
+            "json_schema": {"name": "output", "schema": ANSWER_SCHEMA},
+        }
+        assert sent["reasoning_effort"] == "high"
+        assert "output_config" not in sent
+
+    @pytest.mark.parametrize("effort", ["low", "medium", "xhigh", "max"])
+    async def test_each_effort_reaches_openai_as_the_same_reasoning_effort(
+        self, client: httpx.AsyncClient, upstream: FakeUpstream, effort: str
+    ) -> None:
+        # OpenAI's own `reasoning_effort` has all five words (the pinned SDK's ReasoningEffort),
+        # and its provider honours every value, as /v1/chat/completions sends them.
+        response = await create(client, model=GPT, output_config={"effort": effort})
+
+        assert response.status_code == 200, response.text
+        [sent] = [r.json for r in upstream.requests]
+        assert sent["reasoning_effort"] == effort
+        assert "response_format" not in sent
+
+    async def test_an_effort_outranks_the_band_of_a_thinking_budget_on_openai(
+        self, client: httpx.AsyncClient, upstream: FakeUpstream
+    ) -> None:
+        response = await create(
+            client,
+            model=GPT,
+            max_tokens=10000,
+            thinking={"type": "enabled", "budget_tokens": 8000},  # alone: "medium"
+            output_config={"effort": "low"},
+        )
+
+        assert response.status_code == 200, response.text
+        assert upstream.requests[0].json["reasoning_effort"] == "low"
+
+    @pytest.mark.parametrize(
+        ("output_config", "field"),
+        [
+            ({"effort": "high", "verbosity": "low"}, "output_config.verbosity"),
+            ({"format": {**FORMAT, "name": "answer"}}, "output_config.format.name"),
+            ({"format": {"type": "json_schema"}}, "output_config.format.schema"),
+            ({"format": {"type": "json_object", "schema": {}}}, "output_config.format.type"),
+            ({"effort": "minimal"}, "output_config.effort"),
+        ],
+    )
+    @pytest.mark.parametrize("model", [CLAUDE, GPT])
+    async def test_a_field_or_value_the_sdk_lacks_is_a_400_naming_it(
+        self,
+        client: httpx.AsyncClient,
+        upstream: FakeUpstream,
+        output_config: Any,
+        field: str,
+        model: str,
+    ) -> None:
+        response = await create(client, model=model, output_config=output_config)
+
+        assert refusal_of(response).startswith(field)
+        assert upstream.requests == []
+
+    @pytest.mark.parametrize("model", [CLAUDE, GPT])
+    async def test_count_tokens_takes_output_config_and_counts_its_schema(
+        self, client: httpx.AsyncClient, upstream: FakeUpstream, model: str
+    ) -> None:
+        bare: Any = {"model": model, "messages": HI}
+        output_config = {"effort": "high", "format": FORMAT}
+
+        counted = await client.post(f"{URL}/count_tokens", json=bare)
+        configured = await client.post(
+            f"{URL}/count_tokens", json={**bare, "output_config": output_config}
+        )
+
+        assert (counted.status_code, configured.status_code) == (200, 200), configured.text
+        assert configured.json()["input_tokens"] >= counted.json()["input_tokens"]
+        assert upstream.requests == []
+
+
+class TestOutputConfigRefused:
+    """On a provider that honours neither `reasoning_effort` nor `response_format` (a test
+    provider declaring no options): each half is a 400 naming it, nothing runs or is kept."""
+
+    @pytest.mark.parametrize(
+        ("output_config", "field"),
+        [({"effort": "low"}, "output_config.effort"), ({"format": FORMAT}, "output_config.format")],
+    )
+    async def test_what_the_provider_cannot_honour_is_a_400_naming_it(
+        self,
+        start_app: StartApp,
+        make_settings: Callable[..., Settings],
+        output_config: Any,
+        field: str,
+    ) -> None:
+        provider = FailingProvider(RuntimeError("must not be called"))
+        # The default provider, so its model is found by name (as a self-hosted server's).
+        registry = ProviderRegistry({"mock": MockProvider(), provider.name: provider}, "fake")
+        client = await start_app(make_settings(), providers=registry)
+
+        response = await create(client, model=FAKE_MODEL, output_config=output_config)
+
+        assert refusal_of(response).startswith(field)
+        assert provider.calls == 0
+        listed = await client.get("/api/v1/conversations")
+        assert listed.json()["items"] == []

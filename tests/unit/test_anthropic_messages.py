@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import anthropic
+
 from app.providers.anthropic_requests import MessagesRequest, to_anthropic_messages
 from app.providers.base import CacheBreak, ChatMessage, ChatRequest, ChatRole, ToolCall, text_pieces
 from app.services.turns.turn_messages import redacted_request
@@ -192,6 +194,26 @@ class TestTheRequest:
         sent = MessagesRequest.of("anthropic", request, 100).tools
 
         assert [tool.get("cache_control") for tool in sent] == [None, EPHEMERAL]  # type: ignore[union-attr]
+
+    def test_a_clients_output_config_is_sent_as_given_over_a_response_formats(self) -> None:
+        derived = {
+            "type": "json_schema",
+            "json_schema": {"name": "a", "schema": {"type": "object"}},
+        }
+        given = {"effort": "high", "format": {"type": "json_schema", "schema": {"x": 1}}}
+
+        both = self.request(options={"response_format": derived, "output_config": given})
+        effort_only = self.request(
+            options={"response_format": derived, "output_config": {"effort": "low"}}
+        )
+
+        assert MessagesRequest.of("anthropic", both, 100).output_config == given
+        # One format, never two: the response format's fills in what the client left out.
+        assert MessagesRequest.of("anthropic", effort_only, 100).output_config == {
+            "format": {"type": "json_schema", "schema": {"type": "object"}},
+            "effort": "low",
+        }
+        assert MessagesRequest.of("anthropic", both, 100).thinking is anthropic.omit
 
     def test_masking_personal_data_keeps_each_breakpoint_at_the_end_of_its_block(self) -> None:
         request = self.request(

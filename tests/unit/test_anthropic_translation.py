@@ -4,15 +4,20 @@ statuses and error types, and stored replies as Anthropic's content blocks."""
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from app.api.anthropic_compat.errors import anthropic_status_of, translate_problem
+from app.providers.options import OptionSupport
+from app.providers.registry import ModelChoice
+from app.schemas.anthropic_messages import MessageCreate
 from app.schemas.messages import MessageRead
-from app.services.turns.anthropic_messages import effort_of
+from app.services.turns.anthropic_messages import effort_of, plan_message_turn
 from app.services.turns.anthropic_replies import content_of, stop_reason_of, usage_of
+from app.services.turns.request_options import InvalidChatRequest
 
 
 def reply(**fields: Any) -> MessageRead:
@@ -45,6 +50,36 @@ def reply(**fields: Any) -> MessageRead:
 )
 def test_a_thinking_budget_maps_to_the_effort_band_it_is_in(budget: int, effort: str) -> None:
     assert effort_of(budget) == effort
+
+
+@dataclass
+class _ThreeEfforts:
+    """A provider whose `reasoning_effort` takes only OpenAI's older three values."""
+
+    name: str = "three-efforts"
+    option_support = OptionSupport({"reasoning_effort": lambda v: v in ("low", "medium", "high")})
+
+
+@pytest.mark.parametrize("effort", ["xhigh", "max"])
+def test_an_effort_the_provider_cannot_honour_is_refused_naming_output_config_effort(
+    effort: str,
+) -> None:
+    choice = ModelChoice(cast(Any, _ThreeEfforts()), "m")
+    body = MessageCreate.model_validate(
+        {
+            "model": "m",
+            "max_tokens": 10,
+            "messages": [{"role": "user", "content": "Hi"}],
+            "output_config": {"effort": effort},
+        }
+    )
+
+    with pytest.raises(InvalidChatRequest) as raised:
+        plan_message_turn(choice, body, None)
+
+    [error] = raised.value.extra["errors"]
+    assert error["loc"] == ["body", "output_config", "effort"]
+    assert effort in error["msg"]
 
 
 @pytest.mark.parametrize(
