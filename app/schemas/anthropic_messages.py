@@ -225,7 +225,7 @@ class MessageCountTokens(_Strict):
     tools: Annotated[list[ToolIn], Field(max_length=MAX_TOOLS)] | None = None
     tool_choice: ToolChoiceIn | None = None
     thinking: ThinkingIn | None = None
-    # Anthropic's count_tokens takes it too (a format's schema is part of the prompt).
+    # Anthropic's count_tokens takes it too; checked against the provider as a create's is.
     output_config: OutputConfig | None = None
 
 
