@@ -148,6 +148,7 @@ class TestTheStoredReply:
             "input_per_mtok": 3.0,
             "cached_input_per_mtok": 0.3,
             "cache_write_per_mtok": 3.75,
+            "cache_write_1h_per_mtok": 6.0,
             "output_per_mtok": 15.0,
             "source": "genai-prices 0.2.3",
         }

@@ -166,6 +166,7 @@ class TestTheStoredReply:
             "input_per_mtok": 2.5,
             "cached_input_per_mtok": 1.25,
             "cache_write_per_mtok": None,
+            "cache_write_1h_per_mtok": None,
             "output_per_mtok": 10.0,
             "source": "genai-prices 0.2.3",
         }
