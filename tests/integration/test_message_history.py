@@ -32,6 +32,7 @@ MESSAGE_FIELDS = {
     "total_tokens",
     "cached_tokens",
     "cache_write_tokens",
+    "cache_write_1h_tokens",
     "reasoning_tokens",
     "pricing",
     "cost_usd",

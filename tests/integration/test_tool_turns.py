@@ -323,6 +323,7 @@ def test_a_stored_reply_replays_its_reasoning_text_and_whole_calls_in_order() ->
         completion_tokens=0,
         cached_tokens=0,
         cache_write_tokens=0,
+        cache_write_1h_tokens=0,
         reasoning_tokens=0,
         total_tokens=0,
         created_at=datetime.now(UTC),
